@@ -1,0 +1,184 @@
+"""The model manifest: the contract between training and the agent.
+
+Training writes ``manifest.json`` beside the ONNX files; the agent loads it with
+:func:`load_manifest`, which refuses a model set whose files are missing, whose
+checksums differ, or whose sensor list is not the one the agent was configured for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .features import FeatureSpec
+from .sensors import SensorSpec
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ManifestError(Exception):
+    """A model set the agent must not run; the message says what is wrong and where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SensorEntry(_Strict):
+    name: str = Field(min_length=1)
+    unit: str = ""
+    lo: float
+    hi: float
+    description: str = ""
+
+    def to_spec(self) -> SensorSpec:
+        return SensorSpec(self.name, self.unit, self.lo, self.hi, self.description)
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> SensorEntry:
+        if not self.lo < self.hi:
+            raise ValueError(f"sensor {self.name}: lo must be below hi")
+        return self
+
+
+class FeatureEntry(_Strict):
+    version: int = 1
+    sensors: list[str]
+    rolling: int = Field(ge=2)
+    derived: list[str] = Field(default_factory=list)
+    names: list[str]
+
+    def to_spec(self) -> FeatureSpec:
+        return FeatureSpec.from_dict(self.model_dump())
+
+
+class ModelEntry(_Strict):
+    """One ONNX model and how to read its score.
+
+    ``score = score_sign * output[score_output]``; higher is more anomalous and
+    ``score > threshold`` is an anomalous decision. ``score_scale`` (a robust spread of
+    validation scores) turns scores of different models into comparable margins for the
+    ensemble score: ``(score - threshold) / score_scale``.
+    """
+
+    kind: Literal["iforest", "lstm_ae"]
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_name: str
+    input_kind: Literal["features", "window"]
+    input_shape: list[int | None]
+    score_output: str
+    score_sign: Literal[-1, 1] = 1
+    per_sensor_output: str | None = None
+    threshold: float
+    score_scale: float = Field(gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class VotingEntry(_Strict):
+    """``majority``: anomalous when more than half of the models say so.
+    ``weighted``: anomalous when sum(weight of anomalous models) / sum(weights) >= threshold."""
+
+    strategy: Literal["majority", "weighted"] = "weighted"
+    weights: dict[str, float]
+    threshold: float = Field(default=0.5, gt=0, le=1)
+
+
+class Manifest(_Strict):
+    format_version: int
+    model_set_version: str
+    created_at: str
+    training_data_sha256: str
+    sensors: list[SensorEntry] = Field(min_length=1)
+    window: int = Field(ge=2)
+    step_seconds: float = Field(gt=0)
+    features: FeatureEntry
+    scalers: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    voting: VotingEntry
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [s.name for s in self.sensors]
+        if len(set(names)) != len(names):
+            raise ValueError("sensor names must be unique")
+        if self.features.sensors != names:
+            raise ValueError("features.sensors must equal the sensor list, in order")
+        unknown = set(self.voting.weights) - set(self.models)
+        if unknown:
+            raise ValueError(f"voting weights name unknown models: {sorted(unknown)}")
+        return self
+
+    @property
+    def sensor_names(self) -> list[str]:
+        return [s.name for s in self.sensors]
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        return self.features.to_spec()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    return Manifest.model_json_schema()
+
+
+def load_manifest(
+    models_dir: Path | str,
+    expected_sensors: list[str] | None = None,
+    verify_files: bool = True,
+) -> Manifest:
+    """Read and verify a model set; raise :class:`ManifestError` listing every problem."""
+    models_dir = Path(models_dir)
+    path = models_dir / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
+    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(
+            f"{path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this agent reads {FORMAT_VERSION})"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+        manifest.feature_spec  # noqa: B018 - raises if the feature code disagrees
+    except (ValidationError, ValueError) as exc:
+        raise ManifestError(f"{path}: invalid manifest: {exc}") from None
+    problems: list[str] = []
+    if expected_sensors is not None and manifest.sensor_names != list(expected_sensors):
+        problems.append(
+            f"sensor list mismatch: model set has {manifest.sensor_names}, "
+            f"configuration expects {list(expected_sensors)}"
+        )
+    if verify_files:
+        for key, entry in manifest.models.items():
+            file = models_dir / entry.file
+            if not file.is_file():
+                problems.append(f"model {key}: file {file} is missing")
+                continue
+            digest = sha256_file(file)
+            if digest != entry.sha256:
+                problems.append(
+                    f"model {key}: checksum mismatch for {file} "
+                    f"(manifest {entry.sha256[:12]}…, file {digest[:12]}…)"
+                )
+    if problems:
+        raise ManifestError(f"{path}: " + "; ".join(problems))
+    return manifest
