@@ -63,7 +63,8 @@ class RingBuffer:
         return v
 
     def last(self) -> NDArray[np.float32]:
-        return self._buf[(self._pos - 1) % self.window]
+        row: NDArray[np.float32] = self._buf[(self._pos - 1) % self.window]
+        return row
 
     def clear(self) -> None:
         self._count = 0
