@@ -1,0 +1,288 @@
+"""Agent configuration: a YAML file, overridden by ``EDGE_AGENT_*`` environment variables.
+
+``EDGE_AGENT_MQTT__HOST=broker`` overrides ``mqtt.host``. Every key is validated, and
+:func:`load_settings` turns pydantic's errors into one line per problem naming the key.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one human-readable line per bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    #: Skip hostname verification (never in production; for brokers addressed by IP).
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    #: Fixed so the broker keeps this agent's persistent session across restarts.
+    client_id: str = ""
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    qos: Literal[0, 1, 2] = 1
+    #: MQTT 5 session expiry: how long the broker keeps our subscriptions and queued readings.
+    session_expiry_seconds: int = Field(default=3600, ge=0)
+    reconnect_min_seconds: float = Field(default=0.5, gt=0)
+    reconnect_max_seconds: float = Field(default=30.0, gt=0)
+    #: MQTT 5 message expiry on alerts; 0 means none.
+    alert_expiry_seconds: int = Field(default=86400, ge=0)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+    @model_validator(mode="after")
+    def _password_once(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must be >= reconnect_min_seconds")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password, read from ``password_file`` when one is configured."""
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password.get_secret_value() if self.password is not None else None
+
+
+class TopicSettings(_Section):
+    sensor: str = "plant/{plant}/{unit}/sensors/{sensor}"
+    telemetry: str = "plant/{plant}/{unit}/telemetry"
+    alerts: str = "plant/{plant}/{unit}/alerts"
+    scores: str = "plant/{plant}/{unit}/scores"
+    status: str = "plant/{plant}/edge/{agent_id}/status"
+    publish_scores: bool = False
+
+
+class SensorLimits(_Section):
+    """Operating limits of one sensor; a reading beyond them raises a ``limit`` alert."""
+
+    lolo: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    hihi: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SensorLimits:
+        values = [v for v in (self.lolo, self.lo, self.hi, self.hihi) if v is not None]
+        if values != sorted(values):
+            raise ValueError("limits must be ordered lolo <= lo <= hi <= hihi")
+        return self
+
+
+class UnitSettings(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    limits: dict[str, SensorLimits] = Field(default_factory=dict)
+
+
+class ModelSettings(_Section):
+    dir: Path = Path("models")
+    threads: int = Field(default=1, ge=1, le=64)
+    #: onnxruntime's CPU arena grows and never shrinks: off on small boxes.
+    enable_cpu_mem_arena: bool = False
+    #: Score every n-th closed step (1 = every step).
+    stride: int = Field(default=1, ge=1)
+
+
+class AlignSettings(_Section):
+    #: None: take the step period from the model manifest.
+    step_seconds: float | None = Field(default=None, gt=0)
+    #: A step closes this long after its end even if a sensor has not reported.
+    lateness_seconds: float = Field(default=2.0, ge=0)
+    #: A missing sensor is carried forward while its last value is fresher than this.
+    stale_after_seconds: float = Field(default=10.0, gt=0)
+    #: Readings further than this in the future (vs the agent clock) are rejected.
+    max_future_seconds: float = Field(default=60.0, gt=0)
+    #: Readings older than this (vs the agent clock) are rejected as too old.
+    max_age_seconds: float = Field(default=3600.0, gt=0)
+
+
+class AlarmSettings(_Section):
+    on_delay: int = Field(default=3, ge=1)
+    off_delay: int = Field(default=10, ge=1)
+    #: At most this many raised alerts per unit per flood window; more are counted and summarised.
+    flood_max: int = Field(default=10, ge=1)
+    flood_window_seconds: float = Field(default=600.0, gt=0)
+    top_sensors: int = Field(default=3, ge=1)
+
+
+class OutboxSettings(_Section):
+    #: Relative paths are under the agent's state_dir.
+    path: Path = Path("outbox.sqlite")
+    max_rows: int = Field(default=10000, ge=1)
+    max_age_seconds: float = Field(default=7 * 86400.0, gt=0)
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: auto: human-readable on a terminal, JSON lines otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class IngestSettings(_Section):
+    max_payload_bytes: int = Field(default=65536, ge=64)
+    #: Accept readings for units not listed under ``units`` (up to max_units).
+    auto_discover_units: bool = False
+    max_units: int = Field(default=1000, ge=1)
+
+
+class AgentSettings(BaseSettings):
+    """The whole agent configuration; see config/agent.yaml for every key, documented."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGE_AGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    agent_id: str = Field(default_factory=lambda: socket.gethostname() or "edge-agent")
+    plant: str = Field(default="plant1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    state_dir: Path = Path("state")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    units: list[UnitSettings] = Field(default_factory=list)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    align: AlignSettings = Field(default_factory=AlignSettings)
+    alarm: AlarmSettings = Field(default_factory=AlarmSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @model_validator(mode="after")
+    def _units_unique(self) -> AgentSettings:
+        names = [u.name for u in self.units]
+        if len(set(names)) != len(names):
+            raise ValueError("unit names must be unique")
+        if not names and not self.ingest.auto_discover_units:
+            raise ValueError("configure at least one unit, or set ingest.auto_discover_units")
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"edge-agent-{self.agent_id}"
+
+    @property
+    def outbox_path(self) -> Path:
+        p = self.outbox.path
+        return p if p.is_absolute() else self.state_dir / p
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the YAML file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = (
+            ""
+            if isinstance(value, dict | list) or key.endswith("password")
+            else f" (got {value!r})"
+        )
+        lines.append(f"config key {key}: {msg}{shown}")
+    return lines
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSettings:
+    """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem."""
+    yaml_file: Path | None = None
+    if path is not None:
+        yaml_file = Path(path)
+        if not yaml_file.is_file():
+            raise ConfigError([f"config file {yaml_file} not found"])
+        try:
+            import yaml
+
+            data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"config file {yaml_file}: cannot read: {exc}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"config file {yaml_file}: invalid YAML: {exc}"]) from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError([f"config file {yaml_file}: top level must be a mapping"])
+    # A subclass per file keeps the file path out of global state.
+    settings_cls: type[AgentSettings] = type(
+        "FileAgentSettings",
+        (AgentSettings,),
+        {"model_config": {**AgentSettings.model_config, "yaml_file": yaml_file}},
+    )
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_error_lines(exc)) from None
