@@ -1,0 +1,64 @@
+# edge-agent — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FULL := $(VENV)/.installed-full
+DEMO := $(VENV)/.installed-demo
+
+.PHONY: demo test models bench lint mosquitto install clean help
+
+help:
+	@echo "make demo    - run the agent with the shipped models against an embedded broker"
+	@echo "make test    - set everything up (venv, extras, Mosquitto) and run the whole suite"
+	@echo "make models  - regenerate the shipped model set in models/ (deterministic seeds)"
+	@echo "make bench   - run the benchmarks under benchmarks/ (not part of make test)"
+	@echo "make lint    - ruff on everything, mypy on edge_agent"
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The demo needs the agent and the embedded broker only: no TensorFlow, no scikit-learn.
+$(DEMO): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(FULL): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,demo]'
+	touch $@ $(DEMO)
+
+install: $(FULL)
+
+# Integration tests start real Mosquitto brokers themselves; they need the binary.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Mosquitto (apt-get)…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	else \
+		echo "Mosquitto is missing: run 'sudo apt-get install mosquitto mosquitto-clients' and retry." >&2; exit 1; \
+	fi
+	@# Debian starts a system broker on 1883 after install; the tests use their own ports, so leave it.
+
+demo: $(DEMO)
+	$(BIN)/edge-agent demo $(DEMO_ARGS)
+
+test: $(FULL) mosquitto
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+models: $(FULL)
+	mkdir -p runs
+	$(BIN)/edge-train generate --config config/training.yaml --out runs/simulated.csv
+	$(BIN)/edge-train train --config config/training.yaml --data runs/simulated.csv --out models
+
+bench: $(FULL) mosquitto
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(FULL)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) runs state .pytest_cache .mypy_cache .ruff_cache *.egg-info
