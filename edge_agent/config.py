@@ -125,6 +125,9 @@ class UnitSettings(_Section):
 
 class ModelSettings(_Section):
     dir: Path = Path("models")
+    #: The sensors this deployment publishes, in model order; a model set with another list is
+    #: refused. None: accept the first set's list and pin it for reloads.
+    expected_sensors: list[str] | None = None
     threads: int = Field(default=1, ge=1, le=64)
     #: onnxruntime's CPU arena grows and never shrinks: off on small boxes.
     enable_cpu_mem_arena: bool = False
