@@ -22,7 +22,11 @@ MANIFEST_NAME = "manifest.json"
 
 
 class ManifestError(Exception):
-    """A model set the agent must not run; the message says what is wrong and where."""
+    """A model set the agent must not run; ``problems`` has one line per thing that is wrong."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class _Strict(BaseModel):
@@ -180,5 +184,5 @@ def load_manifest(
                     f"(manifest {entry.sha256[:12]}…, file {digest[:12]}…)"
                 )
     if problems:
-        raise ManifestError(f"{path}: " + "; ".join(problems))
+        raise ManifestError([f"{path}: {p}" for p in problems])
     return manifest
