@@ -1,0 +1,465 @@
+"""The alert outbox: an alert that cannot be published waits on disk.
+
+Every alert is written to SQLite (WAL journal, ``synchronous=FULL``) *before* it is published,
+and deleted when the broker acknowledges it (PUBACK). After a reconnect the backlog goes out
+oldest first. The outbox is bounded by rows and by age; what it drops is counted.
+
+Storage trouble (disk full, read-only or vanished state directory, corrupt file) never takes
+the agent down: the error is logged once per condition, ``outbox_available`` drops to 0, and
+alerts go to a bounded in-memory queue instead, so they are still published and still resent
+after a reconnect while the process lives. Every ``retry_seconds`` the outbox tries to reopen
+the file; when that works the in-memory alerts are written to disk, in order. A corrupt file is
+moved aside (``<name>.corrupt-<unix time>``) and replaced by an empty one.
+
+The API is synchronous on purpose: an insert or delete is tens of microseconds plus one
+fsync, and alerts are rare (flood-limited), so calling it on the event loop is fine.
+Item ids are positive for rows on disk and negative for alerts held only in memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+
+# AUTOINCREMENT never reuses an id, so a late ack cannot delete a newer row.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " topic TEXT NOT NULL,"
+    " payload BLOB NOT NULL,"
+    " qos INTEGER NOT NULL,"
+    " created REAL NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created)",
+)
+_COLUMNS = "id, topic, payload, qos, created, attempts"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    created: float
+    attempts: int
+
+    def wire_payload(self) -> bytes:
+        """What to publish: marked ``"resent": true`` when an earlier attempt was made."""
+        return mark_resent(self.payload) if self.attempts > 0 else self.payload
+
+
+def mark_resent(payload: bytes) -> bytes:
+    """Set ``"resent": true`` in an alert's JSON; anything that is not a JSON object is kept."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(doc, dict) or doc.get("resent") is True:
+        return payload
+    doc["resent"] = True
+    return orjson.dumps(doc)
+
+
+class _CorruptDatabase(Exception):
+    """PRAGMA quick_check found damage."""
+
+
+class Outbox:
+    """Durable, bounded FIFO of alerts awaiting a PUBACK (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: Path,
+        max_rows: int,
+        max_age_seconds: float,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        memory_fallback_rows: int = 10000,
+        retry_seconds: float = 30.0,
+    ) -> None:
+        if max_rows < 1 or memory_fallback_rows < 1:
+            raise ValueError("max_rows and memory_fallback_rows must be >= 1")
+        self.path = Path(path)
+        self._max_rows = max_rows
+        self._max_age = max_age_seconds
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._clock = clock
+        self._memory_rows = min(max_rows, memory_fallback_rows)
+        self._retry_seconds = retry_seconds
+        self._log = get_logger(component="outbox", path=str(self.path))
+
+        self._conn: sqlite3.Connection | None = None
+        self._db_rows = 0
+        self._memory: OrderedDict[int, OutboxItem] = OrderedDict()
+        self._next_memory_id = -1
+        #: memory id -> row id, for acks of alerts moved to disk on recovery.
+        self._moved: OrderedDict[int, int] = OrderedDict()
+        #: row ids acknowledged while the file was unavailable; deleted on recovery.
+        self._deferred_acks: OrderedDict[int, None] = OrderedDict()
+        self._conditions_logged: set[str] = set()
+        self._next_retry = float("-inf")
+        self._closed = False
+
+        self._reopen()
+        self._publish_depth()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        """True while alerts cannot be stored on disk (they are kept in memory)."""
+        return self._conn is None
+
+    def put(self, topic: str, payload: bytes, qos: int = 1) -> OutboxItem:
+        """Store an alert; when storage works it is on disk (fsynced) before this returns."""
+        if self._closed:
+            raise RuntimeError("outbox is closed")
+        now = self._clock()
+        self._maybe_retry(now)
+        if self._conn is not None:
+            try:
+                item = self._put_db(topic, payload, qos, now)
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc, "put")
+            else:
+                self._publish_depth()
+                return item
+        item = self._put_memory(topic, payload, qos, now)
+        self._publish_depth()
+        return item
+
+    def pending(self, limit: int = 100) -> list[OutboxItem]:
+        """Up to ``limit`` alerts, oldest first; expired ones are dropped (and counted) first."""
+        now = self._clock()
+        self._maybe_retry(now)
+        items: list[OutboxItem] = []
+        if self._conn is not None:
+            try:
+                self._expire_db(self._conn, now)
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM outbox ORDER BY id LIMIT ?", (limit,)
+                ).fetchall()
+                items = [_item(row) for row in rows]
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc, "pending")
+                items = []
+        self._expire_memory(now)
+        room = limit - len(items)
+        if room > 0:
+            items.extend(list(self._memory.values())[:room])
+        self._publish_depth()
+        return items
+
+    def mark_attempt(self, item_id: int) -> None:
+        """Record that the alert is being published (a later resend is then marked ``resent``).
+
+        While degraded, attempts on rows already on disk are not recorded.
+        """
+        item_id = self._moved.get(item_id, item_id)
+        if item_id < 0:
+            old = self._memory.get(item_id)
+            if old is not None:
+                self._memory[item_id] = replace(old, attempts=old.attempts + 1)
+            return
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (item_id,))
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc, "mark_attempt")
+
+    def ack(self, item_id: int) -> None:
+        """The broker acknowledged the alert: forget it."""
+        item_id = self._moved.pop(item_id, item_id)
+        if item_id < 0:
+            self._memory.pop(item_id, None)
+        elif self._conn is None:
+            self._defer_ack(item_id)
+        else:
+            try:
+                cur = self._conn.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+                self._db_rows = max(0, self._db_rows - cur.rowcount)
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc, "ack")
+                self._defer_ack(item_id)
+        self._publish_depth()
+
+    def depth(self) -> int:
+        """Alerts waiting: rows on disk (as last known while degraded) plus in-memory ones."""
+        return max(0, self._db_rows - len(self._deferred_acks)) + len(self._memory)
+
+    def retry_storage(self) -> bool:
+        """Try to reopen the file now (normally done every ``retry_seconds``); True when usable."""
+        if self._conn is None:
+            self._reopen()
+            self._publish_depth()
+        return self._conn is not None
+
+    def close(self) -> None:
+        """Close the file; in-memory alerts are written to disk first if storage works again."""
+        if self._closed:
+            return
+        if self._conn is None and (self._memory or self._deferred_acks):
+            self._reopen()
+        if self._memory:
+            self._log.warning("outbox_memory_alerts_lost", count=len(self._memory))
+        if self._conn is not None:
+            with suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        self._closed = True
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit; transactions are explicit (see _transaction).
+        conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed alert survives power loss, not only a crash; alerts are rare.
+            conn.execute("PRAGMA synchronous=FULL")
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise _CorruptDatabase(f"quick_check: {check[0] if check else 'no result'}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            self._db_rows = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _reopen(self) -> None:
+        """Open the file (moving a corrupt one aside) and move in-memory alerts onto disk."""
+        self._next_retry = self._clock() + self._retry_seconds
+        try:
+            try:
+                conn = self._connect()
+            except (sqlite3.DatabaseError, _CorruptDatabase) as exc:
+                if _condition(exc) != "corrupt":
+                    raise
+                self._quarantine(exc)
+                conn = self._connect()
+            self._conn = conn
+            self._drain_memory_to_disk()
+        except (sqlite3.Error, OSError, _CorruptDatabase) as exc:
+            self._fail(exc, "open")
+            return
+        if self._conditions_logged:
+            self._log.info("outbox_storage_recovered", depth=self.depth())
+        self._conditions_logged.clear()
+        self._metrics.outbox_available.set(1)
+
+    def _maybe_retry(self, now: float) -> None:
+        if self._conn is None and not self._closed and now >= self._next_retry:
+            self._reopen()
+
+    def _quarantine(self, exc: BaseException) -> None:
+        self._count_error("corrupt", "open", exc, log=False)
+        stamp = int(self._clock())
+        moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{moved_to}{suffix}"))
+        self._log.error(
+            "outbox_corrupt_file_moved_aside",
+            moved_to=str(moved_to),
+            error=str(exc),
+            hint="alerts in the damaged file are not resent; a new outbox was created",
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _put_db(self, topic: str, payload: bytes, qos: int, now: float) -> OutboxItem:
+        rows_before = self._db_rows
+        try:
+            with self._transaction() as conn:
+                self._expire_db(conn, now)
+                cur = conn.execute(
+                    "INSERT INTO outbox (topic, payload, qos, created, attempts)"
+                    " VALUES (?, ?, ?, ?, 0)",
+                    (topic, payload, qos, now),
+                )
+                row_id = cur.lastrowid
+                assert row_id is not None
+                self._db_rows += 1
+                self._enforce_row_bound(conn)
+        except BaseException:
+            self._db_rows = rows_before  # rolled back
+            raise
+        return OutboxItem(row_id, topic, payload, qos, now, 0)
+
+    def _expire_db(self, conn: sqlite3.Connection, now: float) -> None:
+        cur = conn.execute("DELETE FROM outbox WHERE created < ?", (now - self._max_age,))
+        if cur.rowcount > 0:
+            self._db_rows = max(0, self._db_rows - cur.rowcount)
+            self._metrics.outbox_dropped.labels("expired").inc(cur.rowcount)
+
+    def _enforce_row_bound(self, conn: sqlite3.Connection) -> None:
+        excess = self._db_rows - self._max_rows
+        if excess > 0:
+            cur = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                (excess,),
+            )
+            self._db_rows -= cur.rowcount
+            self._metrics.outbox_dropped.labels("full").inc(cur.rowcount)
+
+    def _drain_memory_to_disk(self) -> None:
+        """Apply acks made while degraded, then append in-memory alerts in their order."""
+        if not self._memory and not self._deferred_acks:
+            return
+        rows_before = self._db_rows
+        moved: list[tuple[int, int]] = []
+        try:
+            with self._transaction() as conn:
+                for row_id in self._deferred_acks:
+                    cur = conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+                    self._db_rows -= cur.rowcount
+                for item in self._memory.values():
+                    cur = conn.execute(
+                        "INSERT INTO outbox (topic, payload, qos, created, attempts)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (item.topic, item.payload, item.qos, item.created, item.attempts),
+                    )
+                    assert cur.lastrowid is not None
+                    moved.append((item.id, cur.lastrowid))
+                    self._db_rows += 1
+                self._enforce_row_bound(conn)
+        except BaseException:
+            self._db_rows = rows_before
+            raise
+        self._deferred_acks.clear()
+        self._memory.clear()
+        for memory_id, row_id in moved:
+            self._moved[memory_id] = row_id
+        while len(self._moved) > self._memory_rows:
+            self._moved.popitem(last=False)
+
+    # -- degraded mode ------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException, operation: str) -> None:
+        if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+            raise exc  # a bug in the caller (wrong types, wrong thread), not a storage problem
+        self._count_error(_condition(exc), operation, exc)
+        if self._conn is not None:
+            with suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        self._next_retry = self._clock() + self._retry_seconds
+        self._metrics.outbox_available.set(0)
+
+    def _count_error(
+        self, condition: str, operation: str, exc: BaseException, *, log: bool = True
+    ) -> None:
+        self._metrics.outbox_errors.inc()
+        if condition in self._conditions_logged:
+            return
+        self._conditions_logged.add(condition)
+        if not log:
+            return
+        self._log.error(
+            "outbox_storage_failed",
+            condition=condition,
+            operation=operation,
+            error=f"{type(exc).__name__}: {exc}",
+            effect=(
+                "alerts are kept in memory (lost if the agent stops) and still published;"
+                f" retrying the file every {self._retry_seconds:g}s"
+            ),
+        )
+
+    def _put_memory(self, topic: str, payload: bytes, qos: int, now: float) -> OutboxItem:
+        item = OutboxItem(self._next_memory_id, topic, payload, qos, now, 0)
+        self._next_memory_id -= 1
+        self._memory[item.id] = item
+        self._expire_memory(now)
+        while len(self._memory) > self._memory_rows:
+            self._memory.popitem(last=False)
+            self._metrics.outbox_dropped.labels("full").inc()
+        return item
+
+    def _expire_memory(self, now: float) -> None:
+        cutoff = now - self._max_age
+        expired = [i for i, item in self._memory.items() if item.created < cutoff]
+        for item_id in expired:
+            del self._memory[item_id]
+        if expired:
+            self._metrics.outbox_dropped.labels("expired").inc(len(expired))
+
+    def _defer_ack(self, row_id: int) -> None:
+        self._deferred_acks[row_id] = None
+        while len(self._deferred_acks) > self._memory_rows:
+            self._deferred_acks.popitem(last=False)
+
+    def _publish_depth(self) -> None:
+        self._metrics.outbox_depth.set(self.depth())
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    return OutboxItem(
+        id=int(row[0]),
+        topic=str(row[1]),
+        payload=bytes(row[2]),
+        qos=int(row[3]),
+        created=float(row[4]),
+        attempts=int(row[5]),
+    )
+
+
+def _condition(exc: BaseException) -> str:
+    """A short name for what went wrong, used to log each condition once."""
+    if isinstance(exc, _CorruptDatabase):
+        return "corrupt"
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return "corrupt"
+    if name.startswith("SQLITE_FULL"):
+        return "disk_full"
+    if name.startswith("SQLITE_READONLY"):
+        return "read_only"
+    if name.startswith("SQLITE_CANTOPEN"):
+        return "cannot_open"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return "locked"
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return "disk_full"
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return "read_only"
+        return "cannot_open"
+    if name.startswith("SQLITE_IOERR"):
+        return "io_error"
+    return "storage_error"
