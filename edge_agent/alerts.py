@@ -1,0 +1,397 @@
+"""What the agent publishes: alerts and per-step scores, as dataclasses, JSON and JSON Schema.
+
+Alerts carry everything an operator or a downstream system needs without asking the agent
+again: which models said what, which sensors contributed most, the limit that was crossed.
+``alert_id`` is the same for the ``raised`` and the ``cleared`` message of one alarm
+episode and deterministic (see :func:`edge_agent.alarm.alert_id`), so subscribers can
+de-duplicate redeliveries and resends (``resent`` is set by the outbox, see
+:func:`edge_agent.outbox.mark_resent`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from .config import AgentSettings
+
+AlertKind = Literal["anomaly", "limit", "sensor_stale", "flood"]
+#: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
+AlertState = Literal["raised", "cleared", "summary"]
+Severity = Literal["low", "medium", "high"]
+
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
+ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "flood")
+
+
+def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
+    """Unix seconds as RFC 3339 UTC, e.g. ``2024-05-01T12:00:00.000Z``."""
+    text = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec)
+    return text.replace("+00:00", "Z")
+
+
+def _parse_rfc3339(text: str) -> float:
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp without offset: {text!r}")
+    return dt.timestamp()
+
+
+class ModelVerdict(NamedTuple):
+    """One model's view of a step: sign-corrected score, its threshold, score > threshold.
+
+    (Tuples: one is made per model per scored step, and they are cheaper than dataclasses.)
+    """
+
+    score: float
+    threshold: float
+    decision: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "threshold": self.threshold, "decision": self.decision}
+
+
+class SensorError(NamedTuple):
+    """A sensor's share of the autoencoder's reconstruction error."""
+
+    sensor: str
+    error: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBreach:
+    """A configured operating limit crossed by a step's value."""
+
+    sensor: str
+    level: Literal["HIHI", "HI", "LO", "LOLO"]
+    limit: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class FloodDetail:
+    """What the flood guard held back for one unit in one window."""
+
+    suppressed: int
+    by_kind: dict[str, int]
+    window_start: float
+    window_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    plant: str
+    unit: str
+    kind: AlertKind
+    state: AlertState
+    severity: Severity
+    #: Start of the step this message is about (Unix seconds; RFC 3339 in JSON).
+    ts: float
+    #: Start of the step at which the episode was raised.
+    raised_at: float
+    model_set_version: str
+    agent_id: str
+    #: Ensemble score of the step (None when the step was not scored).
+    score: float | None = None
+    models: Mapping[str, ModelVerdict] = field(default_factory=dict)
+    top_sensors: Sequence[SensorError] = ()
+    limit: LimitBreach | None = None
+    stale_sensors: Sequence[str] = ()
+    flood: FloodDetail | None = None
+    resent: bool = False
+    #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
+    #: after the outbox, and for subscribers' own latency figures (``received_at``).
+    arrival: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "plant": self.plant,
+            "unit": self.unit,
+            "kind": self.kind,
+            "state": self.state,
+            "severity": self.severity,
+            "ts": rfc3339(self.ts),
+            "raised_at": rfc3339(self.raised_at),
+            "score": self.score,
+            "models": {name: v.to_dict() for name, v in self.models.items()},
+            "top_sensors": [{"sensor": s.sensor, "error": s.error} for s in self.top_sensors],
+            "limit": (
+                None
+                if self.limit is None
+                else {
+                    "sensor": self.limit.sensor,
+                    "level": self.limit.level,
+                    "limit": self.limit.limit,
+                    "value": self.limit.value,
+                }
+            ),
+            "stale_sensors": list(self.stale_sensors),
+            "flood": (
+                None
+                if self.flood is None
+                else {
+                    "suppressed": self.flood.suppressed,
+                    "by_kind": dict(self.flood.by_kind),
+                    "window_start": rfc3339(self.flood.window_start),
+                    "window_end": rfc3339(self.flood.window_end),
+                }
+            ),
+            "model_set_version": self.model_set_version,
+            "agent_id": self.agent_id,
+            "resent": self.resent,
+            "received_at": None if self.arrival is None else rfc3339(self.arrival, "microseconds"),
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Alert | None:
+        """The alert back from its JSON (e.g. out of the outbox); None if it is not one."""
+        try:
+            doc = orjson.loads(payload)
+            limit = doc["limit"]
+            flood = doc["flood"]
+            return cls(
+                alert_id=str(doc["alert_id"]),
+                plant=str(doc["plant"]),
+                unit=str(doc["unit"]),
+                kind=doc["kind"],
+                state=doc["state"],
+                severity=doc["severity"],
+                ts=_parse_rfc3339(doc["ts"]),
+                raised_at=_parse_rfc3339(doc["raised_at"]),
+                model_set_version=str(doc["model_set_version"]),
+                agent_id=str(doc["agent_id"]),
+                score=None if doc["score"] is None else float(doc["score"]),
+                models={
+                    name: ModelVerdict(float(v["score"]), float(v["threshold"]), v["decision"])
+                    for name, v in doc["models"].items()
+                },
+                top_sensors=tuple(
+                    SensorError(str(e["sensor"]), float(e["error"])) for e in doc["top_sensors"]
+                ),
+                limit=None
+                if limit is None
+                else LimitBreach(
+                    str(limit["sensor"]),
+                    limit["level"],
+                    float(limit["limit"]),
+                    float(limit["value"]),
+                ),
+                stale_sensors=tuple(str(x) for x in doc["stale_sensors"]),
+                flood=None
+                if flood is None
+                else FloodDetail(
+                    int(flood["suppressed"]),
+                    {str(k): int(v) for k, v in flood["by_kind"].items()},
+                    _parse_rfc3339(flood["window_start"]),
+                    _parse_rfc3339(flood["window_end"]),
+                ),
+                resent=bool(doc["resent"]),
+                arrival=None
+                if doc.get("received_at") is None
+                else _parse_rfc3339(doc["received_at"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def alert_topic(settings: AgentSettings, unit: str) -> str:
+    return settings.topics.alerts.format(plant=settings.plant, unit=unit)
+
+
+def scores_topic(settings: AgentSettings, unit: str) -> str:
+    return settings.topics.scores.format(plant=settings.plant, unit=unit)
+
+
+def scores_document(
+    *,
+    plant: str,
+    unit: str,
+    ts: float,
+    score: float | None,
+    decision: bool | None,
+    models: Mapping[str, ModelVerdict],
+    top_sensors: Sequence[SensorError],
+    stale: bool,
+    alarms: Mapping[str, bool],
+    model_set_version: str,
+    agent_id: str,
+) -> dict[str, Any]:
+    """The scores message of one step (one per scored step on the scores topic)."""
+    return {
+        "plant": plant,
+        "unit": unit,
+        "ts": rfc3339(ts),
+        "score": score,
+        "decision": decision,
+        "models": {name: v.to_dict() for name, v in models.items()},
+        "top_sensors": [{"sensor": s.sensor, "error": s.error} for s in top_sensors],
+        "stale": stale,
+        "alarms": dict(alarms),
+        "model_set_version": model_set_version,
+        "agent_id": agent_id,
+    }
+
+
+# -- JSON Schemas (draft 2020-12) ---------------------------------------------------------
+
+_TS = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+_MODELS = {
+    "type": "object",
+    "description": "Per model: sign-corrected score (higher = more anomalous), threshold, "
+    "decision = score > threshold. Empty when the step was not scored.",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["score", "threshold", "decision"],
+        "additionalProperties": False,
+        "properties": {
+            "score": {"type": "number"},
+            "threshold": {"type": "number"},
+            "decision": {"type": "boolean"},
+        },
+    },
+}
+_TOP_SENSORS = {
+    "type": "array",
+    "description": "Sensors with the largest reconstruction error, largest first.",
+    "items": {
+        "type": "object",
+        "required": ["sensor", "error"],
+        "additionalProperties": False,
+        "properties": {"sensor": {"type": "string"}, "error": {"type": "number"}},
+    },
+}
+
+
+def alert_json_schema() -> dict[str, Any]:
+    """JSON Schema of the messages on the alerts topic."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent alert",
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "alert_id",
+            "plant",
+            "unit",
+            "kind",
+            "state",
+            "severity",
+            "ts",
+            "raised_at",
+            "score",
+            "models",
+            "top_sensors",
+            "limit",
+            "stale_sensors",
+            "flood",
+            "model_set_version",
+            "agent_id",
+            "resent",
+            "received_at",
+        ],
+        "properties": {
+            "alert_id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "Same for the raised and cleared message of one episode.",
+            },
+            "plant": {"type": "string"},
+            "unit": {"type": "string"},
+            "kind": {"enum": list(ALERT_KINDS)},
+            "state": {
+                "enum": ["raised", "cleared", "summary"],
+                "description": "summary: only for kind flood, once per flood window.",
+            },
+            "severity": {"enum": list(SEVERITIES)},
+            "ts": {**_TS, "description": "start of the step this message is about (UTC)"},
+            "raised_at": {**_TS, "description": "start of the step that raised the episode"},
+            "score": {
+                "type": ["number", "null"],
+                "description": "ensemble score of the step: weighted mean of "
+                "(score - threshold) / score_scale; null if the step was not scored",
+            },
+            "models": _MODELS,
+            "top_sensors": _TOP_SENSORS,
+            "limit": {
+                "type": ["object", "null"],
+                "required": ["sensor", "level", "limit", "value"],
+                "additionalProperties": False,
+                "properties": {
+                    "sensor": {"type": "string"},
+                    "level": {"enum": ["HIHI", "HI", "LO", "LOLO"]},
+                    "limit": {"type": "number"},
+                    "value": {"type": "number"},
+                },
+            },
+            "stale_sensors": {"type": "array", "items": {"type": "string"}},
+            "flood": {
+                "type": ["object", "null"],
+                "required": ["suppressed", "by_kind", "window_start", "window_end"],
+                "additionalProperties": False,
+                "properties": {
+                    "suppressed": {"type": "integer", "minimum": 1},
+                    "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "window_start": _TS,
+                    "window_end": _TS,
+                },
+            },
+            "model_set_version": {"type": "string"},
+            "agent_id": {"type": "string"},
+            "resent": {"type": "boolean", "description": "true when sent again by the outbox"},
+            "received_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "when the agent received the step's last reading (agent clock, "
+                "UTC, microseconds); null for flood summaries",
+            },
+        },
+    }
+
+
+def scores_json_schema() -> dict[str, Any]:
+    """JSON Schema of the messages on the scores topic."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent step scores",
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "plant",
+            "unit",
+            "ts",
+            "score",
+            "decision",
+            "models",
+            "top_sensors",
+            "stale",
+            "alarms",
+            "model_set_version",
+            "agent_id",
+        ],
+        "properties": {
+            "plant": {"type": "string"},
+            "unit": {"type": "string"},
+            "ts": {**_TS, "description": "start of the step (UTC)"},
+            "score": {"type": ["number", "null"]},
+            "decision": {"type": ["boolean", "null"], "description": "ensemble decision"},
+            "models": _MODELS,
+            "top_sensors": _TOP_SENSORS,
+            "stale": {"type": "boolean"},
+            "alarms": {
+                "type": "object",
+                "description": "alarm kind -> active after this step",
+                "additionalProperties": {"type": "boolean"},
+            },
+            "model_set_version": {"type": "string"},
+            "agent_id": {"type": "string"},
+        },
+    }

@@ -1,0 +1,349 @@
+"""Alignment: asynchronous sensor readings in, one complete row per fixed time step out.
+
+The models were trained on a regular grid of steps (``step_seconds``), one value per
+sensor per step. Readings arrive one by one, out of order, late, twice or not at all, so
+each unit keeps a few *open* steps and closes them strictly in time order:
+
+* a step closes as soon as every sensor has a value for it (a complete telemetry message
+  does this on arrival), once every earlier step is closed;
+* otherwise it closes when its lateness deadline passes: ``step_end + lateness <= now``,
+  where ``now`` is the unit's *event clock*: the newest reading time plus the wall time since
+  that reading arrived, capped at the wall clock. Live, the two clocks agree; when a burst of
+  history arrives (a backlog after a reconnect, a persistent session draining, a device whose
+  clock runs behind) steps are not closed ahead of the data that is still arriving, while a
+  unit that falls silent still sees its deadlines pass at wall-clock speed;
+* at most :attr:`Aligner.max_open_steps` steps are open per unit; a reading further ahead
+  forces the oldest open steps closed (``how="overflow"``), so memory stays bounded even
+  when one sensor's clock runs ahead.
+
+At close, a sensor without a value is carried forward from its last value while that value
+is younger than ``stale_after_seconds`` (in step time, so replay and live agree); otherwise
+the step is *stale*: it must not be scored (``metrics.steps_stale``). Readings for a step
+already closed are counted as late (or as duplicates when that sensor already had a value
+in it) and dropped, as are second readings of a sensor for an open step.
+
+A unit that has gone silent keeps closing empty stale steps (so the ``sensor_stale`` alarm
+can raise); after ``max_empty_stale_run`` of them in a row, the rest of the silence is
+skipped in one go (counted as stale and as ``steps_closed{how="skipped"}``, no outcomes),
+so a long silence or a jump of the clock costs nothing.
+
+Step ``k`` covers ``[k * step, (k + 1) * step)`` and is reported with its start time;
+times are handled in integer microseconds so that a grid like 0.1 s has no rounding gaps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import AlignSettings
+from .ingest import Reading, Readings
+from .metrics import Metrics
+
+#: Closed steps waiting for ``close_due`` per unit; only reached if ticks stop running.
+MAX_PENDING_PER_UNIT = 1024
+
+
+@dataclass(slots=True)
+class ClosedStep:
+    """One closed step of one unit, ready to be appended to its window."""
+
+    unit: str
+    index: int
+    #: Start of the step, Unix seconds.
+    ts: float
+    #: One value per sensor (carried forward where missing); NaN where stale.
+    row: NDArray[np.float32]
+    #: ``complete``, ``deadline`` or ``overflow``.
+    how: str
+    #: Columns whose value was carried forward from an earlier step.
+    carried: tuple[int, ...] = ()
+    #: Columns without a value fresh enough to use; non-empty means "do not score".
+    stale: tuple[int, ...] = ()
+    #: Arrival (agent clock) of the step's last reading; None for a step without readings.
+    last_received: float | None = None
+
+    @property
+    def is_stale(self) -> bool:
+        return bool(self.stale)
+
+
+class _OpenStep:
+    __slots__ = ("count", "last_received", "values")
+
+    def __init__(self, n: int) -> None:
+        self.values: list[float | None] = [None] * n
+        self.count = 0
+        self.last_received = -math.inf
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """Alignment state of one unit."""
+
+    n: int
+    open: dict[int, _OpenStep] = field(default_factory=dict)
+    closed_upto: int | None = None
+    #: Sensors (bit mask) that had a real value in recently closed steps: tells duplicates
+    #: (e.g. a QoS 1 redelivery) from genuinely late readings.
+    recent: dict[int, int] = field(default_factory=dict)
+    last_value: list[float] = field(default_factory=list)
+    last_index: list[int | None] = field(default_factory=list)
+    newest_value_index: int | None = None
+    empty_stale_run: int = 0
+    pending: list[ClosedStep] = field(default_factory=list)
+    #: Newest reading timestamp and newest arrival time, in µs: the unit's event clock.
+    watermark_us: int | None = None
+    last_arrival_us: int = 0
+
+    def __post_init__(self) -> None:
+        self.last_value = [math.nan] * self.n
+        self.last_index = [None] * self.n
+
+    def first_unclosed(self) -> int | None:
+        if self.closed_upto is not None:
+            return self.closed_upto + 1
+        return min(self.open) if self.open else None
+
+
+class Aligner:
+    """Per-unit step alignment; pure and clock-injected (``now`` is always passed in)."""
+
+    def __init__(
+        self,
+        sensors: list[str],
+        step_seconds: float,
+        settings: AlignSettings,
+        metrics: Metrics,
+        *,
+        max_empty_stale_run: int = 16,
+    ) -> None:
+        if step_seconds <= 0:
+            raise ValueError("step_seconds must be positive")
+        self.sensors = list(sensors)
+        self.step_seconds = step_seconds
+        self._n = len(self.sensors)
+        self._step_us = max(1, round(step_seconds * 1e6))
+        self._lateness_us = round(settings.lateness_seconds * 1e6)
+        self._stale_us = round(settings.stale_after_seconds * 1e6)
+        self.max_open_steps = max(4, math.ceil(settings.lateness_seconds / step_seconds) + 3)
+        self._max_empty_stale_run = max(1, max_empty_stale_run)
+        self._metrics = metrics
+        self._closed = {
+            how: metrics.steps_closed.labels(how)
+            for how in ("complete", "deadline", "overflow", "skipped")
+        }
+        # Counter.inc takes a lock: per-step counts are added up and flushed in close_due.
+        self._closed_counts = dict.fromkeys(self._closed, 0)
+        self._stale_count = 0
+        self._all_columns = (1 << self._n) - 1
+        self._in_order = list(range(self._n))
+        self._units: dict[str, _Timeline] = {}
+
+    # -- time grid ---------------------------------------------------------------------
+
+    def step_index(self, ts: float) -> int:
+        return round(ts * 1e6) // self._step_us
+
+    def step_ts(self, index: int) -> float:
+        return index * self._step_us / 1e6
+
+    @property
+    def units(self) -> list[str]:
+        return list(self._units)
+
+    def open_steps(self, unit: str) -> int:
+        tl = self._units.get(unit)
+        return len(tl.open) if tl is not None else 0
+
+    # -- readings ----------------------------------------------------------------------
+
+    def add(self, r: Reading) -> None:
+        """File one reading under its step (convenience; the engine uses ``add_readings``)."""
+        self.add_readings(Readings(r.unit, r.ts, r.received, [r.column], [r.value]))
+
+    def add_readings(self, readings: Readings) -> None:
+        """File the values of one message under their step; may close complete steps."""
+        unit = readings.unit
+        tl = self._units.get(unit)
+        if tl is None:
+            tl = self._units[unit] = _Timeline(self._n)
+        ts_us = round(readings.ts * 1e6)
+        k = ts_us // self._step_us
+        if tl.watermark_us is None or ts_us > tl.watermark_us:
+            tl.watermark_us = ts_us
+        arrival_us = round(readings.received * 1e6)
+        if arrival_us > tl.last_arrival_us:
+            tl.last_arrival_us = arrival_us
+        upto = tl.closed_upto
+        if upto is None and tl.open and k <= max(tl.open) - self.max_open_steps:
+            upto = max(tl.open) - self.max_open_steps  # before the first close: same bound
+        if upto is not None and k <= upto:
+            mask = tl.recent.get(k, 0)
+            for c in readings.columns:
+                if (mask >> c) & 1:
+                    self._metrics.readings_duplicate.inc()
+                else:
+                    self._metrics.readings_late.inc()
+            return
+        slot = tl.open.get(k)
+        filled = False
+        if slot is None:
+            first = tl.first_unclosed()
+            if first is not None:
+                while k - first >= self.max_open_steps:
+                    self._close(tl, unit, first, "overflow")
+                    first += 1
+            slot = tl.open[k] = _OpenStep(self._n)
+            if readings.columns == self._in_order:  # a whole snapshot, in model order
+                slot.values = list(readings.values)
+                slot.count = self._n
+                filled = True
+        if not filled:
+            slot_values = slot.values
+            for c, v in zip(readings.columns, readings.values, strict=True):
+                if slot_values[c] is not None:
+                    self._metrics.readings_duplicate.inc()
+                    continue
+                slot_values[c] = v
+                slot.count += 1
+        if readings.received > slot.last_received:
+            slot.last_received = readings.received
+        if slot.count == self._n:
+            self._close_complete(tl, unit)
+        if len(tl.pending) > MAX_PENDING_PER_UNIT:
+            drop = len(tl.pending) - MAX_PENDING_PER_UNIT
+            del tl.pending[:drop]
+            self._metrics.steps_dropped.labels("backlog").inc(drop)
+
+    def close_due(self, now: float) -> list[ClosedStep]:
+        """Close every step whose deadline has passed; return all steps closed since last call.
+
+        Steps come out in time order per unit (units one after another).
+        """
+        now_us = round(now * 1e6)
+        out: list[ClosedStep] = []
+        for unit, tl in self._units.items():
+            unit_now = now_us
+            if tl.watermark_us is not None:
+                unit_now = min(now_us, tl.watermark_us + max(0, now_us - tl.last_arrival_us))
+            # step k is due when (k + 1) * step + lateness <= the unit's event clock
+            last_due = (unit_now - self._lateness_us) // self._step_us - 1
+            first = tl.first_unclosed()
+            while first is not None and first <= last_due:
+                if first not in tl.open and self._silent(tl, first):
+                    nxt = min((k for k in tl.open if k > first), default=last_due + 1)
+                    nxt = min(nxt, last_due + 1)
+                    self._stale_count += nxt - first
+                    self._closed_counts["skipped"] += nxt - first
+                    tl.closed_upto = nxt - 1
+                    tl.recent.clear()
+                    first = nxt
+                    continue
+                self._close(tl, unit, first, "deadline")
+                first += 1
+            self._close_complete(tl, unit)
+            if tl.pending:
+                out.extend(tl.pending)
+                tl.pending.clear()
+        self.flush_metrics()
+        return out
+
+    def flush_metrics(self) -> None:
+        """Add the batched step counts to the Prometheus counters (``close_due`` does this)."""
+        for how, n in self._closed_counts.items():
+            if n:
+                self._closed[how].inc(n)
+                self._closed_counts[how] = 0
+        if self._stale_count:
+            self._metrics.steps_stale.inc(self._stale_count)
+            self._stale_count = 0
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _silent(self, tl: _Timeline, k: int) -> bool:
+        """True once a unit has closed enough empty stale steps and every sensor is stale."""
+        if tl.empty_stale_run < self._max_empty_stale_run:
+            return False
+        newest = tl.newest_value_index
+        return newest is None or (k - newest) * self._step_us >= self._stale_us
+
+    def _close_complete(self, tl: _Timeline, unit: str) -> None:
+        first = tl.first_unclosed()
+        while first is not None:
+            slot = tl.open.get(first)
+            if slot is None or slot.count < self._n:
+                return
+            self._close(tl, unit, first, "complete")
+            first += 1
+
+    def _close(self, tl: _Timeline, unit: str, k: int, how: str) -> None:
+        slot = tl.open.pop(k, None)
+        n = self._n
+        self._closed_counts[how] += 1
+        if slot is not None and slot.count == n:  # the common case: nothing to carry
+            values: list[float | None] = slot.values
+            tl.last_value = values  # type: ignore[assignment]  # complete: no None left
+            tl.last_index = [k] * n
+            tl.newest_value_index = k
+            tl.empty_stale_run = 0
+            tl.closed_upto = k
+            tl.recent[k] = self._all_columns
+            tl.recent.pop(k - self.max_open_steps, None)
+            tl.pending.append(
+                ClosedStep(
+                    unit,
+                    k,
+                    k * self._step_us / 1e6,
+                    np.array(values, dtype=np.float32),
+                    how,
+                    (),
+                    (),
+                    slot.last_received,
+                )
+            )
+            return
+        values = slot.values if slot is not None else [None] * n
+        row = [math.nan] * n
+        carried: list[int] = []
+        stale: list[int] = []
+        mask = 0
+        last_value, last_index = tl.last_value, tl.last_index
+        for i in range(n):
+            v = values[i]
+            if v is not None:
+                row[i] = last_value[i] = v
+                last_index[i] = k
+                mask |= 1 << i
+                continue
+            li = last_index[i]
+            if li is not None and (k - li) * self._step_us < self._stale_us:
+                row[i] = last_value[i]
+                carried.append(i)
+            else:
+                stale.append(i)
+        if mask:
+            tl.newest_value_index = k
+            tl.empty_stale_run = 0
+        elif stale:
+            tl.empty_stale_run += 1
+        tl.closed_upto = k
+        tl.recent[k] = mask
+        tl.recent.pop(k - self.max_open_steps, None)
+        if stale:
+            self._stale_count += 1
+        tl.pending.append(
+            ClosedStep(
+                unit=unit,
+                index=k,
+                ts=k * self._step_us / 1e6,
+                row=np.array(row, dtype=np.float32),
+                how=how,
+                carried=tuple(carried),
+                stale=tuple(stale),
+                last_received=slot.last_received if slot is not None else None,
+            )
+        )

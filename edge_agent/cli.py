@@ -1,0 +1,274 @@
+"""`edge-agent` command line: run, check, replay, simulate, demo.
+
+Every failure the user can fix (bad config, bad model set, bad input file) ends with
+one line per problem on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import AgentSettings, ConfigError, load_settings
+from .manifest import ManifestError
+
+EXIT_USAGE = 2
+
+
+def _fail(lines: Sequence[str]) -> int:
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _settings(path: Path | None) -> AgentSettings:
+    return load_settings(path)
+
+
+# ---------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from .logging_setup import configure_logging
+    from .server import Server
+
+    settings = _settings(args.config)
+    password = settings.mqtt.resolved_password()
+    configure_logging(
+        args.log_level or settings.logging.level,
+        settings.logging.format,
+        secret_values=[password] if password else (),
+    )
+
+    async def main() -> None:
+        server = Server(settings, config_path=args.config)
+        server.install_signal_handlers()
+        await server.serve()
+
+    asyncio.run(main())
+    return 0
+
+
+# ---------------------------------------------------------------------------- check
+def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
+    """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
+    from .server import load_model_set
+
+    try:
+        model_set = load_model_set(settings, None)
+    except ManifestError as exc:
+        return exc.problems, ""
+    problems: list[str] = []
+    names = model_set.manifest.sensor_names
+    for i, unit in enumerate(settings.units):
+        for sensor in unit.limits:
+            if sensor not in names:
+                problems.append(
+                    f"config key units.{i}.limits.{sensor}: no such sensor in the model set "
+                    f"(sensors: {', '.join(names)})"
+                )
+    tls = settings.mqtt.tls
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path is not None and not Path(path).is_file():
+            problems.append(f"config key mqtt.tls.{key}: file {path} not found")
+    pw = settings.mqtt.password_file
+    if pw is not None and not Path(pw).is_file():
+        problems.append(f"config key mqtt.password_file: file {pw} not found")
+    summary = (
+        f"model set {model_set.version}: {len(names)} sensors, window {model_set.window}, "
+        f"models {', '.join(model_set.manifest.models)}; {len(settings.units)} unit(s)"
+    )
+    return problems, summary
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    problems, summary = check_problems(settings)
+    if problems:
+        return _fail(problems)
+    print(f"ok: {args.config}: {summary}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .logging_setup import configure_logging
+    from .replay import replay
+    from .server import load_model_set
+
+    settings = _settings(args.config)
+    configure_logging("WARNING", "console")
+    model_set = load_model_set(settings, None)
+    summary = replay(
+        settings,
+        model_set,
+        args.input,
+        args.output,
+        timestamp_column=args.timestamp_column,
+        separator=args.separator,
+        unit=args.unit,
+    )
+    print(summary.describe() if hasattr(summary, "describe") else summary)
+    return 0
+
+
+# ---------------------------------------------------------------------------- simulate
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import aiomqtt
+
+    from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
+    from .simulator import FaultEvent
+
+    host, port = parse_broker_url(args.broker)
+    faults: dict[str | None, list[FaultEvent]] = {}
+    for spec in args.fault or []:
+        unit, event = parse_fault(spec)
+        faults.setdefault(unit, []).append(event)
+    units = [f"unit{i + 1}" for i in range(args.units)]
+    plan = SimulationPlan(
+        plant=args.plant,
+        units=units,
+        mode=args.mode,
+        backfill=args.backfill,
+        faults=faults,
+        seed=args.seed,
+        qos=args.qos,
+    )
+
+    async def main() -> int:
+        async with aiomqtt.Client(host, port, identifier=f"edge-sim-{args.plant}") as client:
+
+            def show(step: int, labels: list[int]) -> None:
+                if step % 10 == 0:
+                    print(f"step {step}: units in fault {sum(labels)}/{len(labels)}", flush=True)
+
+            return await publish_simulation(client, plan, duration=args.duration, on_step=show)
+
+    try:
+        sent = asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    print(f"published {sent} messages")
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Anomaly detection for thermal power plants, at the edge.",
+    )
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the agent daemon",
+        description="Run the agent daemon "
+        "(SIGTERM/SIGINT stop it, SIGHUP reloads config and model set).",
+    )
+    run.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(fn=cmd_run)
+
+    check = sub.add_parser(
+        "check",
+        help="validate config and model set",
+        description="Validate the configuration and the model set (checksums, "
+        "sensor lists, ONNX input shapes); one line per problem, exit 2 if any.",
+    )
+    check.add_argument("--config", type=Path, required=True)
+    check.set_defaults(fn=cmd_check)
+
+    rp = sub.add_parser(
+        "replay",
+        help="back-test a CSV through the live decision code",
+        description="Feed a CSV through the same align → buffer → features → "
+        "score → vote → alarm code as the daemon, with a simulated clock; write "
+        "one JSON line per input step.",
+    )
+    rp.add_argument("--config", type=Path, required=True)
+    rp.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="CSV with a timestamp column and one column per model sensor",
+    )
+    rp.add_argument("--output", type=Path, required=True, help="JSON-lines output file")
+    rp.add_argument("--unit", help="unit name to replay as (default: the first configured unit)")
+    rp.add_argument("--timestamp-column", default="timestamp")
+    rp.add_argument("--separator", default=",")
+    rp.set_defaults(fn=cmd_replay)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="publish simulated plant data to a broker",
+        description="Publish simulated thermal-unit readings in real time.",
+    )
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    sim.add_argument("--plant", default="plant1")
+    sim.add_argument("--units", type=int, default=1, help="number of units (unit1..unitN)")
+    sim.add_argument(
+        "--mode",
+        choices=["telemetry", "sensors"],
+        default="telemetry",
+        help="one telemetry message per step, or one message per sensor",
+    )
+    sim.add_argument("--backfill", type=int, default=60, help="steps of history sent at once")
+    sim.add_argument(
+        "--fault",
+        action="append",
+        metavar="[UNIT/]KIND@START+LEN[:SENSOR]",
+        help="inject a fault, e.g. unit1/bearing_degradation@20+120 or "
+        "spike@30+5:steam_pressure (repeatable)",
+    )
+    sim.add_argument("--duration", type=float, help="seconds of live data (default: forever)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    sim.set_defaults(fn=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="everything in one process: broker, plant, agent",
+        description="Start an embedded broker (unless --broker), the plant "
+        "simulator with a fault schedule and the agent with the shipped models; "
+        "print alerts as they are published and a status line every few seconds.",
+    )
+    demo.add_argument(
+        "--broker", help="use this broker instead of the embedded one (mqtt://host:port)"
+    )
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--units", type=int, default=3)
+    demo.add_argument("--models", type=Path, default=Path("models"))
+    demo.add_argument("--metrics-port", type=int, default=9108)
+    demo.add_argument("--status-every", type=float, default=5.0)
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    except ManifestError as exc:
+        return _fail(exc.problems)
+    except (ValueError, OSError) as exc:
+        return _fail([str(exc)])
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""`edge-agent demo`: a plant, a broker and the agent in one process.
+
+The embedded broker is amqtt (MQTT 3.1.1 only, from the ``demo`` extra), so the demo runs
+anywhere without installing Mosquitto; ``--broker`` points it at a real one instead.
+Alerts are printed as a subscriber sees them on the alert topic — the same path SCADA uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from .config import AgentSettings, load_settings
+from .logging_setup import configure_logging
+from .metrics import Metrics
+from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
+from .server import Server
+
+#: Faults chosen so the first alert shows within ~30 s of start and each kind is seen.
+DEMO_FAULTS = (
+    "unit1/spike@12+10:steam_pressure",
+    "unit2/bearing_degradation@15+120",
+    "unit3/stuck@20+60:feedwater_flow",
+    "unit1/tube_leak@120+90",
+    "unit3/fouling@150+120",
+)
+
+DEMO_LIMITS: dict[str, dict[str, float]] = {
+    "steam_temperature": {"hi": 565.0, "hihi": 580.0},
+    "turbine_vibration": {"hi": 7.1, "hihi": 11.0},
+    "bearing_temperature": {"hi": 95.0, "hihi": 105.0},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_settings(
+    host: str,
+    port: int,
+    protocol: str,
+    units: list[str],
+    models: Path,
+    state_dir: Path,
+    metrics_port: int,
+) -> AgentSettings:
+    return load_settings(
+        None,
+        agent_id="demo",
+        plant="demo",
+        state_dir=state_dir,
+        mqtt={"host": host, "port": port, "protocol": protocol, "keepalive": 10},
+        topics={"publish_scores": True},
+        units=[{"name": u, "limits": DEMO_LIMITS} for u in units],
+        models={"dir": models},
+        alarm={"on_delay": 3, "off_delay": 10},
+        metrics={"port": metrics_port},
+        logging={"level": "WARNING", "format": "console"},
+    )
+
+
+def format_alert(payload: bytes) -> str:
+    a: dict[str, Any] = orjson.loads(payload)
+    top = ",".join(t.get("sensor", "?") for t in a.get("top_sensors") or [])
+    score = a.get("score")
+    score_s = f"{score:+.2f}" if isinstance(score, int | float) else "-"
+    extra = f" top={top}" if top else ""
+    if a.get("kind") == "limit" and a.get("limit"):
+        extra = f" limit={a['limit']}"
+    return (
+        f"ALERT {a.get('state', '?'):7s} {a.get('unit')} {a.get('kind'):12s} "
+        f"severity={a.get('severity')} score={score_s}{extra}"
+        f"{' (resent)' if a.get('resent') else ''} id={str(a.get('alert_id'))[:12]}"
+    )
+
+
+async def _print_alerts(host: str, port: int, plant: str, ready: asyncio.Event) -> None:
+    async with aiomqtt.Client(host, port, identifier="edge-demo-console") as client:
+        await client.subscribe(f"plant/{plant}/+/alerts", qos=1)
+        ready.set()
+        async for message in client.messages:
+            print(format_alert(bytes(message.payload)), flush=True)
+
+
+def _sample(metrics: Metrics, name: str) -> float:
+    total = 0.0
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+async def _print_status(metrics: Metrics, every: float, started: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        p = "edge_agent_"
+        print(
+            f"status t={time.time() - started:5.0f}s "
+            f"received={_sample(metrics, p + 'messages_received_total'):.0f} "
+            f"rejected={_sample(metrics, p + 'messages_rejected_total'):.0f} "
+            f"scored={_sample(metrics, p + 'steps_scored_total'):.0f} "
+            f"alerts raised={_sample(metrics, p + 'alerts_raised_total'):.0f} "
+            f"published={_sample(metrics, p + 'alerts_published_total'):.0f} "
+            f"outbox={_sample(metrics, p + 'outbox_depth'):.0f} "
+            f"connected={_sample(metrics, p + 'broker_connected'):.0f}",
+            flush=True,
+        )
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    broker: Any = None
+    if args.broker:
+        host, port = parse_broker_url(args.broker)
+        protocol = "5"
+    else:
+        from amqtt.broker import Broker
+
+        host, port, protocol = "127.0.0.1", _free_port(), "3.1.1"
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+        await broker.start()
+        print(f"embedded MQTT broker (amqtt) on {host}:{port}", flush=True)
+    units = [f"unit{i + 1}" for i in range(args.units)]
+    state = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    settings = demo_settings(host, port, protocol, units, args.models, state, args.metrics_port)
+    metrics = Metrics()
+    server = Server(settings, metrics=metrics)
+    server.install_signal_handlers()
+    started = time.time()
+    serve = asyncio.create_task(server.serve(), name="agent")
+    tasks: list[asyncio.Task[Any]] = []
+    stop = asyncio.Event()
+    try:
+        while server.link is None and not serve.done():
+            await asyncio.sleep(0.05)
+        if serve.done():
+            serve.result()
+        assert server.link is not None
+        await server.link.wait_connected(timeout=30)
+        print(
+            f"agent connected; metrics on http://{settings.metrics.host}:{server.metrics_port}/metrics",
+            flush=True,
+        )
+        printer_ready = asyncio.Event()
+        tasks.append(asyncio.create_task(_print_alerts(host, port, settings.plant, printer_ready)))
+        await asyncio.wait_for(printer_ready.wait(), 10)
+        tasks.append(asyncio.create_task(_print_status(metrics, args.status_every, started)))
+        faults: dict[str | None, list[Any]] = {}
+        for spec in DEMO_FAULTS:
+            unit, event = parse_fault(spec)
+            if unit in units:
+                faults.setdefault(unit, []).append(event)
+        plan = SimulationPlan(plant=settings.plant, units=units, faults=faults, backfill=60)
+        print(f"simulating {len(units)} unit(s); faults: {', '.join(DEMO_FAULTS)}", flush=True)
+
+        async def simulate() -> None:
+            async with aiomqtt.Client(host, port, identifier="edge-demo-plant") as client:
+                await publish_simulation(client, plan, stop=stop)
+
+        tasks.append(asyncio.create_task(simulate()))
+        waiters: list[asyncio.Future[Any]] = [serve, *tasks]
+        timeout = (
+            None if args.duration is None else max(0.0, args.duration - (time.time() - started))
+        )
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not serve and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        server.handle_exit()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serve, 8)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+    print("demo stopped", flush=True)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    configure_logging("WARNING", "console")
+    if not (args.models / "manifest.json").is_file():
+        print(f"error: no model set in {args.models} (run `make models`)")
+        return 2
+    try:
+        return asyncio.run(_demo(args))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,405 @@
+"""Ingest: MQTT topic + raw payload in, validated :class:`Readings` (one per message) out.
+
+Everything that arrives from the network is untrusted, so this module rejects and counts
+instead of raising: a bad message must never stop the agent or reach the models. Each
+rejection increments ``metrics.messages_rejected.labels(reason)`` (once per message, or
+once per rejected value inside a telemetry message) and is logged at debug level.
+
+Rejection reasons (stable strings, used as the metric label):
+
+``oversized``       payload larger than ``ingest.max_payload_bytes`` (checked before parsing)
+``bad_topic``       topic matches neither the sensor nor the telemetry template (or another plant)
+``unknown_unit``    unit not configured and ``ingest.auto_discover_units`` is off
+``too_many_units``  auto-discovery is on but ``ingest.max_units`` units are already tracked
+``unknown_sensor``  sensor not in the model set (for telemetry: per unknown sensor)
+``bad_encoding``    payload is not valid UTF-8
+``bad_json``        payload is not JSON
+``bad_type``        JSON of the wrong shape or type: a string or bool where a number belongs,
+                    a missing ``value``/``values``, an empty ``values`` object, …
+``not_finite``      NaN or ±inf (e.g. ``1e999``)
+``out_of_range``    value outside the sensor's valid range from the manifest (per value)
+``bad_timestamp``   ``ts`` is neither RFC 3339 with a UTC offset nor finite Unix seconds
+``too_old``         ``ts`` older than ``align.max_age_seconds`` before arrival
+``too_new``         ``ts`` more than ``align.max_future_seconds`` after arrival
+
+Accepted payloads: ``{"ts": <RFC 3339 | Unix seconds>, "value": <number>}`` or a bare
+number on a sensor topic; ``{"ts": …, "values": {"<sensor>": <number>, …}}`` on a
+telemetry topic. Without ``ts`` the arrival time is used. Extra keys are ignored. A
+telemetry message with a value of the wrong type or a non-finite value is malformed and
+rejected whole; unknown sensors and out-of-range values are dropped one by one and the rest
+is kept: one broken transmitter must not blind the model to the others.
+
+The per-message path is a dict lookup for the topic (cached after the first valid message),
+one pydantic-core JSON validation and a few comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, NamedTuple, NotRequired, Protocol
+
+from pydantic import AllowInfNan, Field, Strict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from .config import AgentSettings
+from .metrics import Metrics
+from .sensors import SensorSpec
+
+REJECT_REASONS: tuple[str, ...] = (
+    "oversized",
+    "bad_topic",
+    "unknown_unit",
+    "too_many_units",
+    "unknown_sensor",
+    "bad_encoding",
+    "bad_json",
+    "bad_type",
+    "not_finite",
+    "out_of_range",
+    "bad_timestamp",
+    "too_old",
+    "too_new",
+)
+
+#: Unit names as the configuration allows them (see config.UnitSettings).
+_UNIT_PATTERN = r"[A-Za-z0-9_.-]{1,128}"
+_SENSOR_PATTERN = r"[^/+#]{1,256}"
+
+_FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
+_Timestamp = Annotated[float, Strict(), AllowInfNan(False)] | Annotated[str, Strict()]
+
+
+class SensorPayload(TypedDict):
+    """``{"ts": …, "value": …}`` on a sensor topic."""
+
+    ts: NotRequired[_Timestamp]
+    value: _FiniteNumber
+
+
+class TelemetryPayload(TypedDict):
+    """``{"ts": …, "values": {sensor: value}}`` on a telemetry topic: one snapshot of a unit."""
+
+    ts: NotRequired[_Timestamp]
+    values: Annotated[dict[str, _FiniteNumber], Field(min_length=1)]
+
+
+# TypedDicts validate faster than BaseModels (no instance to build); strict mode keeps
+# bools and numeric strings out.
+_SENSOR_ADAPTER: TypeAdapter[SensorPayload] = TypeAdapter(SensorPayload)
+_TELEMETRY_ADAPTER: TypeAdapter[TelemetryPayload] = TypeAdapter(TelemetryPayload)
+_BARE_ADAPTER: TypeAdapter[float] = TypeAdapter(_FiniteNumber)
+
+
+class Reading(NamedTuple):
+    """One sensor value. ``column`` is the sensor's index in the model set's order."""
+
+    unit: str
+    sensor: str
+    ts: float
+    value: float
+    received: float
+    column: int
+
+
+class Readings(NamedTuple):
+    """The accepted values of one message, which all share a unit and a timestamp.
+
+    Parallel lists rather than one object per value: a telemetry message then costs one
+    tuple, and alignment files all its values under their step in one go.
+    """
+
+    unit: str
+    ts: float
+    received: float
+    columns: list[int]
+    values: list[float]
+
+    def each(self, sensor_names: Sequence[str]) -> list[Reading]:
+        """One :class:`Reading` per value (for logs and tests)."""
+        return [
+            Reading(self.unit, sensor_names[c], self.ts, v, self.received, c)
+            for c, v in zip(self.columns, self.values, strict=True)
+        ]
+
+
+class EventLogger(Protocol):
+    """The slice of a structlog logger the data path uses."""
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+class _Route(NamedTuple):
+    """A resolved topic: which unit, and which sensor (None for telemetry)."""
+
+    unit: str
+    sensor: SensorSpec | None
+    column: int
+
+
+def _template_regex(template: str, plant: str, captures: Sequence[str]) -> re.Pattern[str]:
+    """``plant/{plant}/{unit}/sensors/{sensor}`` → a regex capturing unit and sensor."""
+    parts = re.split(r"(\{[a-z_]+\})", template)
+    pattern = ""
+    seen: list[str] = []
+    for part in parts:
+        if part == "{plant}":
+            pattern += re.escape(plant)
+        elif part in ("{unit}", "{sensor}"):
+            name = part[1:-1]
+            if name not in captures:
+                raise ValueError(f"topic template {template!r}: {part} is not allowed here")
+            if name in seen:
+                raise ValueError(f"topic template {template!r}: {part} appears twice")
+            seen.append(name)
+            body = _UNIT_PATTERN if name == "unit" else _SENSOR_PATTERN
+            pattern += f"(?P<{name}>{body})"
+        elif part.startswith("{"):
+            raise ValueError(f"topic template {template!r}: unknown placeholder {part}")
+        else:
+            pattern += re.escape(part)
+    missing = [c for c in captures if c not in seen]
+    if missing:
+        raise ValueError(f"topic template {template!r} needs {{{'}, {'.join(missing)}}}")
+    return re.compile(pattern)
+
+
+def subscription_filter(template: str, plant: str) -> str:
+    """The MQTT filter for a topic template: ``{unit}``/``{sensor}`` become ``+``."""
+    segments = template.replace("{plant}", plant).split("/")
+    out = []
+    for seg in segments:
+        if "{" in seg:
+            if seg not in ("{unit}", "{sensor}"):
+                raise ValueError(
+                    f"topic template {template!r}: placeholders must fill whole levels"
+                )
+            out.append("+")
+        else:
+            out.append(seg)
+    return "/".join(out)
+
+
+def subscription_filters(settings: AgentSettings) -> list[str]:
+    """The MQTT subscriptions the agent needs for its input topics."""
+    return [
+        subscription_filter(settings.topics.sensor, settings.plant),
+        subscription_filter(settings.topics.telemetry, settings.plant),
+    ]
+
+
+def parse_timestamp(raw: float | int | str) -> float | None:
+    """Unix seconds from RFC 3339 (with offset) or a number; None if it is neither."""
+    if type(raw) is str:
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            try:  # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not
+                dt = datetime.fromisoformat(raw.upper())
+            except ValueError:
+                return None
+        if dt.tzinfo is None:  # a local time without offset is ambiguous: refuse it
+            return None
+        return dt.timestamp()
+    if type(raw) is float or type(raw) is int:
+        ts = float(raw)
+        return ts if math.isfinite(ts) else None
+    return None
+
+
+def _validation_reason(exc: ValidationError, payload: bytes) -> str:
+    err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    kind = err["type"]
+    if kind == "json_invalid":
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bad_encoding"
+        return "bad_json"
+    if kind == "finite_number":
+        return "not_finite"
+    return "bad_type"
+
+
+class Ingestor:
+    """Topic routing, payload validation and unit admission for one agent.
+
+    Knows the configured units and admits new ones when auto-discovery is on, so it is
+    also the single place that bounds how many units the agent tracks.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        sensors: Sequence[SensorSpec],
+        metrics: Metrics,
+        log: EventLogger,
+    ) -> None:
+        self._plant = settings.plant
+        self._sensor_rx = _template_regex(
+            settings.topics.sensor, settings.plant, ("unit", "sensor")
+        )
+        self._telemetry_rx = _template_regex(settings.topics.telemetry, settings.plant, ("unit",))
+        self._max_bytes = settings.ingest.max_payload_bytes
+        self._auto_discover = settings.ingest.auto_discover_units
+        self._max_units = settings.ingest.max_units
+        self._max_age = settings.align.max_age_seconds
+        self._max_future = settings.align.max_future_seconds
+        self._metrics = metrics
+        self._log = log
+        self._units: dict[str, None] = dict.fromkeys(u.name for u in settings.units)
+        self._rejected = {r: metrics.messages_rejected.labels(r) for r in REJECT_REASONS}
+        self._routes: dict[str, _Route] = {}
+        self._sensors: dict[str, tuple[int, SensorSpec]] = {}
+        self._last_ts_text: str | None = None
+        self._last_ts_value = 0.0
+        self.set_sensors(sensors)
+
+    def set_sensors(self, sensors: Sequence[SensorSpec]) -> None:
+        """Adopt a (reloaded) model set's sensors; the valid ranges may have changed."""
+        self._sensors = {s.name: (i, s) for i, s in enumerate(sensors)}
+        self._routes.clear()
+
+    @property
+    def units(self) -> list[str]:
+        """Configured units plus those admitted by auto-discovery, in admission order."""
+        return list(self._units)
+
+    def reject(self, reason: str, topic: str, detail: Any = None) -> None:
+        """Count and log one rejection."""
+        self._rejected[reason].inc()
+        self._log.debug("message_rejected", reason=reason, topic=topic[:200], detail=detail)
+
+    @property
+    def sensor_names(self) -> list[str]:
+        return list(self._sensors)
+
+    def parse(self, topic: str, payload: bytes, received: float) -> Readings | None:
+        """Validated readings of one message; None (counted) when nothing is usable."""
+        if len(payload) > self._max_bytes:
+            self.reject("oversized", topic, len(payload))
+            return None
+        route = self._routes.get(topic)
+        if route is not None:  # the hot path: a topic seen before
+            if route.sensor is not None:
+                return self._parse_sensor(topic, route, route.sensor, payload, received)
+            return self._parse_telemetry(topic, route.unit, payload, received)
+        resolved = self._resolve(topic)
+        if isinstance(resolved, str):
+            self.reject(resolved, topic)
+            return None
+        if resolved.sensor is not None:
+            readings = self._parse_sensor(topic, resolved, resolved.sensor, payload, received)
+        else:
+            readings = self._parse_telemetry(topic, resolved.unit, payload, received)
+        if readings is not None:
+            # Admit a new unit only on a valid message, so junk cannot use up max_units;
+            # cache only admitted units' topics, so the cache is bounded too.
+            if resolved.unit not in self._units and not self._admit(resolved.unit, topic):
+                return None
+            self._routes[topic] = resolved
+        return readings
+
+    def _admit(self, unit: str, topic: str) -> bool:
+        if len(self._units) >= self._max_units:
+            self.reject("too_many_units", topic, unit)
+            return False
+        self._units[unit] = None
+        self._log.info("unit_discovered", unit=unit, units=len(self._units))
+        return True
+
+    def _resolve(self, topic: str) -> _Route | str:
+        # Telemetry first: its template is the more specific one when both could match
+        # (``…/{unit}/all`` vs ``…/{unit}/{sensor}``).
+        m = self._telemetry_rx.fullmatch(topic)
+        if m is not None:
+            unit = m.group("unit")
+            if unit not in self._units and not self._auto_discover:
+                return "unknown_unit"
+            return _Route(unit, None, -1)
+        m = self._sensor_rx.fullmatch(topic)
+        if m is not None:
+            unit = m.group("unit")
+            if unit not in self._units and not self._auto_discover:
+                return "unknown_unit"
+            known = self._sensors.get(m.group("sensor"))
+            if known is None:
+                return "unknown_sensor"
+            return _Route(unit, known[1], known[0])
+        return "bad_topic"
+
+    def _timestamp(self, raw: Any, received: float, topic: str) -> float | None:
+        if raw is None:
+            return received
+        if type(raw) is str and raw == self._last_ts_text:
+            ts = self._last_ts_value  # per-sensor messages of one step share their ts text
+        else:
+            parsed = parse_timestamp(raw)
+            if parsed is None:
+                self.reject("bad_timestamp", topic, raw)
+                return None
+            ts = parsed
+            if type(raw) is str:
+                self._last_ts_text, self._last_ts_value = raw, ts
+        if ts < received - self._max_age:
+            self.reject("too_old", topic, ts)
+            return None
+        if ts > received + self._max_future:
+            self.reject("too_new", topic, ts)
+            return None
+        return ts
+
+    def _parse_sensor(
+        self, topic: str, route: _Route, sensor: SensorSpec, payload: bytes, received: float
+    ) -> Readings | None:
+        raw_ts: Any = None
+        try:
+            if payload[:1] == b"{" or payload.lstrip()[:1] == b"{":
+                obj = _SENSOR_ADAPTER.validate_json(payload)
+                value = obj["value"]
+                raw_ts = obj.get("ts")
+            else:
+                value = _BARE_ADAPTER.validate_json(payload)
+        except ValidationError as exc:
+            self.reject(_validation_reason(exc, payload), topic)
+            return None
+        ts = self._timestamp(raw_ts, received, topic)
+        if ts is None:
+            return None
+        if not sensor.lo <= value <= sensor.hi:
+            self.reject("out_of_range", topic, value)
+            return None
+        return Readings(route.unit, ts, received, [route.column], [value])
+
+    def _parse_telemetry(
+        self, topic: str, unit: str, payload: bytes, received: float
+    ) -> Readings | None:
+        try:
+            obj = _TELEMETRY_ADAPTER.validate_json(payload)
+        except ValidationError as exc:
+            self.reject(_validation_reason(exc, payload), topic)
+            return None
+        ts = self._timestamp(obj.get("ts"), received, topic)
+        if ts is None:
+            return None
+        sensors = self._sensors
+        columns: list[int] = []
+        values: list[float] = []
+        for name, v in obj["values"].items():
+            known = sensors.get(name)
+            if known is None:
+                self.reject("unknown_sensor", topic, name[:100])
+                continue
+            column, spec = known
+            if not spec.lo <= v <= spec.hi:
+                self.reject("out_of_range", topic, name)
+                continue
+            columns.append(column)
+            values.append(v)
+        return Readings(unit, ts, received, columns, values) if columns else None

@@ -1,0 +1,420 @@
+"""The engine end to end on real (handmade) ONNX models: streams in, scores and alerts out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+from handmade_models import build_model_set, normal_series
+from numpy.typing import NDArray
+
+from edge_agent.alerts import Alert, alert_json_schema, scores_json_schema
+from edge_agent.config import AgentSettings, ConfigError
+from edge_agent.engine import Engine, StepOutcome
+from edge_agent.manifest import ManifestError
+from edge_agent.metrics import Metrics
+from edge_agent.scoring import ModelSet
+from edge_agent.sensors import THERMAL_UNIT_SENSORS
+
+WINDOW = 30
+T0 = 1_714_564_800.0
+NAMES = [s.name for s in THERMAL_UNIT_SENSORS]
+ALERT_SCHEMA = jsonschema.Draft202012Validator(alert_json_schema())
+SCORES_SCHEMA = jsonschema.Draft202012Validator(scores_json_schema())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model_set(tmp_path_factory.mktemp("models"), window=WINDOW)
+
+
+@pytest.fixture(scope="module")
+def model_set(model_dir: Path) -> ModelSet:
+    return ModelSet.load(model_dir)
+
+
+class Quiet:
+    def debug(self, event: str, *args: Any, **kw: Any) -> None: ...
+
+    def info(self, event: str, *args: Any, **kw: Any) -> None: ...
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> None: ...
+
+
+def make_settings(**overrides: Any) -> AgentSettings:
+    base: dict[str, Any] = {
+        "agent_id": "agent-t",
+        "units": [{"name": "u1"}],
+        "align": {"lateness_seconds": 2.0, "stale_after_seconds": 5.0},
+        "alarm": {"on_delay": 3, "off_delay": 5},
+    }
+    base.update(overrides)
+    return AgentSettings(**base)
+
+
+class Plant:
+    """Drives an engine the way the server does: messages as they arrive, a tick after each."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.steps: list[StepOutcome] = []
+        self.alerts: list[Alert] = []
+
+    def send(self, unit: str, ts: float, values: dict[str, float]) -> None:
+        payload = orjson.dumps({"ts": ts, "values": values})
+        self.engine.handle_message(f"plant/plant1/{unit}/telemetry", payload, ts + 0.01)
+
+    def tick(self, now: float) -> None:
+        result = self.engine.tick(now)
+        self.steps.extend(result.steps)
+        self.alerts.extend(result.alerts)
+
+    def stream(
+        self,
+        series: NDArray[np.float64],
+        *,
+        unit: str = "u1",
+        t0: float = T0,
+        omit: Callable[[int], list[str]] = lambda i: [],
+        between: Callable[[int, float], None] | None = None,
+    ) -> None:
+        for i, row in enumerate(series):
+            ts = t0 + i
+            skip = omit(i)
+            values = dict(zip(NAMES, row.tolist(), strict=True))
+            self.send(unit, ts, {n: v for n, v in values.items() if n not in skip})
+            if between is not None:
+                between(i, ts)
+            self.tick(ts + 0.05)
+
+    def flush(self, last_ts: float) -> None:
+        self.tick(last_ts + 1 + self.engine.settings.align.lateness_seconds)
+
+    def step(self, ts: float, unit: str = "u1") -> StepOutcome:
+        [s] = [s for s in self.steps if s.ts == ts and s.unit == unit]
+        return s
+
+
+def engine(model_set: ModelSet, **overrides: Any) -> tuple[Engine, Metrics]:
+    metrics = Metrics()
+    return Engine(make_settings(**overrides), model_set, metrics, Quiet()), metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(f"edge_agent_{name}", labels) or 0.0
+
+
+def test_normal_operation_scores_every_step_and_raises_nothing(model_set: ModelSet) -> None:
+    e, metrics = engine(model_set)
+    plant = Plant(e)
+    plant.stream(normal_series(200, seed=1))
+    assert plant.alerts == []
+    assert [s.ts for s in plant.steps] == [T0 + i for i in range(200)]
+    assert [s.not_scored for s in plant.steps[: WINDOW - 1]] == ["warmup"] * (WINDOW - 1)
+    scored = plant.steps[WINDOW - 1 :]
+    assert all(s.scored and s.decision is False for s in scored)
+    assert all(
+        s.alarms == {"anomaly": False, "limit": False, "sensor_stale": False} for s in scored
+    )
+    assert all(set(s.models) == {"iforest", "lstm_ae"} for s in scored)
+    assert all(s.score is not None and s.score < 0 for s in scored)
+    assert sample(metrics, "steps_scored_total") == 200 - WINDOW + 1
+    assert sample(metrics, "steps_dropped_total", reason="warmup") == WINDOW - 1
+    assert sample(metrics, "messages_received_total") == 200
+    assert sample(metrics, "readings_accepted_total") == 200 * 8
+    assert sample(metrics, "steps_closed_total", how="complete") == 200
+    assert e.units_tracked == 1 and e.unit_names == ["u1"]
+    for s in scored[:5]:
+        SCORES_SCHEMA.validate(orjson.loads(e.scores_payload(s)))
+
+
+def test_injected_fault_raises_an_anomaly_with_all_fields_then_clears(
+    model_set: ModelSet,
+) -> None:
+    e, metrics = engine(model_set)
+    plant = Plant(e)
+    series = normal_series(220, seed=2)
+    series[100:120, 0] += 25.0  # steam_temperature: +25 standard deviations for 20 steps
+    plant.stream(series)
+    anomaly = [a for a in plant.alerts if a.kind == "anomaly"]
+    assert [a.state for a in anomaly] == ["raised", "cleared"]
+    raised, cleared = anomaly
+    # anomalous from step 100 on: raised on the third anomalous step (on_delay 3)
+    assert raised.ts == raised.raised_at == T0 + 102
+    assert raised.alert_id == cleared.alert_id
+    assert (raised.plant, raised.unit, raised.agent_id) == ("plant1", "u1", "agent-t")
+    assert raised.model_set_version == model_set.version
+    assert raised.severity == "high" and raised.score is not None and raised.score > 3
+    assert set(raised.models) == {"iforest", "lstm_ae"}
+    assert all(v.decision and v.score > v.threshold for v in raised.models.values())
+    assert raised.models["iforest"].threshold == 6.0
+    assert raised.top_sensors[0].sensor == "steam_temperature"
+    assert len(raised.top_sensors) == 3
+    assert raised.limit is None and list(raised.stale_sensors) == [] and not raised.resent
+    assert raised.arrival == pytest.approx(T0 + 102.01)
+    # the last window holding a fault step ends at step 148; 5 normal decisions later: clear
+    assert cleared.ts == T0 + 153 and cleared.raised_at == T0 + 102
+    assert cleared.severity == "high" and cleared.score is not None and cleared.score < 0
+    assert plant.step(T0 + 102).alerts == [raised]
+    assert plant.step(T0 + 102).alarms["anomaly"] and not plant.step(T0 + 153).alarms["anomaly"]
+    for alert in anomaly:
+        doc = orjson.loads(alert.to_json())
+        ALERT_SCHEMA.validate(doc)
+        back = Alert.from_json(alert.to_json())
+        assert back is not None and back.to_dict() == doc
+    assert sample(metrics, "alerts_raised_total", kind="anomaly") == 1
+    assert sample(metrics, "alerts_cleared_total", kind="anomaly") == 1
+
+
+def test_limit_alerts_work_before_the_window_is_full(model_set: ModelSet) -> None:
+    limits = {"bearing_temperature": {"hi": 72.0, "hihi": 75.0}}
+    e, _ = engine(model_set, units=[{"name": "u1", "limits": limits}])
+    plant = Plant(e)
+    series = normal_series(40, seed=3)
+    series[5:15, 7] = 73.5  # above HI
+    series[15:20, 7] = 76.0  # above HIHI (and HI)
+    plant.stream(series)
+    # (the anomaly alarm raises too once the window is full; only limits matter here)
+    alerts = [a for a in plant.alerts if a.kind == "limit"]
+    limit = [(a.state, a.limit.level if a.limit else None, a.ts - T0) for a in alerts]
+    assert limit == [
+        ("raised", "HI", 7.0),
+        ("raised", "HIHI", 17.0),
+        ("cleared", "HIHI", 24.0),
+        ("cleared", "HI", 24.0),
+    ]
+    hi_raised, hihi_raised, _, hi_cleared = alerts
+    assert hi_raised.severity == "medium" and hihi_raised.severity == "high"
+    assert hi_raised.limit is not None
+    assert (hi_raised.limit.sensor, hi_raised.limit.limit) == ("bearing_temperature", 72.0)
+    assert hi_raised.limit.value == pytest.approx(73.5)
+    assert hi_cleared.alert_id == hi_raised.alert_id != hihi_raised.alert_id
+    assert hi_raised.score is None and dict(hi_raised.models) == {}  # still warming up
+    assert plant.step(T0 + 10).alarms["limit"] and not plant.step(T0 + 24).alarms["limit"]
+    for a in alerts:
+        ALERT_SCHEMA.validate(orjson.loads(a.to_json()))
+
+
+def test_limits_on_unknown_sensors_are_a_config_error(model_set: ModelSet) -> None:
+    with pytest.raises(ConfigError, match="steam_temp"):
+        engine(model_set, units=[{"name": "u1", "limits": {"steam_temp": {"hi": 1.0}}}])
+
+
+def test_a_silent_sensor_makes_steps_stale_and_raises_sensor_stale(model_set: ModelSet) -> None:
+    e, metrics = engine(model_set)
+    plant = Plant(e)
+    series = normal_series(140, seed=4)
+    plant.stream(series, omit=lambda i: ["load"] if 50 <= i < 70 else [])
+    plant.flush(T0 + 139)
+    assert [s.ts for s in plant.steps] == [T0 + i for i in range(140)]
+    # load carried forward while younger than 5 s (steps 50..53), stale from 54 to 69
+    assert [plant.step(T0 + i).carried for i in (50, 53)] == [("load",), ("load",)]
+    stale = [s for s in plant.steps if s.stale]
+    assert [s.ts - T0 for s in stale] == list(range(54, 70))
+    assert all(s.not_scored == "stale" and s.stale_sensors == ("load",) for s in stale)
+    assert sample(metrics, "steps_stale_total") == 16
+    alerts = [(a.kind, a.state, a.ts - T0, tuple(a.stale_sensors)) for a in plant.alerts]
+    assert alerts == [
+        ("sensor_stale", "raised", 56.0, ("load",)),
+        ("sensor_stale", "cleared", 74.0, ()),
+    ]
+    assert plant.alerts[0].severity == "low"
+    # the window restarts after the gap: no scores until it is full again
+    assert {plant.step(T0 + i).not_scored for i in range(70, 70 + WINDOW - 1)} == {"warmup"}
+    assert plant.step(T0 + 70 + WINDOW - 1).scored
+
+
+def test_many_units_are_scored_in_one_batch_exactly_as_one_by_one(model_set: ModelSet) -> None:
+    units = [f"u{i}" for i in range(40)]
+    e, metrics = engine(model_set, units=[{"name": u} for u in units])
+    plant = Plant(e)
+    series = {u: normal_series(WINDOW + 1, seed=100 + i) for i, u in enumerate(units)}
+    series["u7"][-2:, 3] += 2.0  # one unit with a vibration excursion
+    for k in range(WINDOW):
+        for u in units:
+            plant.send(u, T0 + k, dict(zip(NAMES, series[u][k].tolist(), strict=True)))
+    plant.tick(T0 + WINDOW)  # one tick: 40 * WINDOW closed steps, 40 full windows
+    assert sample(metrics, "batch_size_count") == 1
+    assert sample(metrics, "batch_size_sum") == 40
+    for u in units:
+        plant.send(u, T0 + WINDOW, dict(zip(NAMES, series[u][WINDOW].tolist(), strict=True)))
+    plant.tick(T0 + WINDOW + 0.5)
+    assert sample(metrics, "batch_size_count") == 2
+    assert sample(metrics, "steps_scored_total") == 80
+    assert sample(metrics, "inference_seconds_count", model="iforest") == 2
+    scored = [s for s in plant.steps if s.scored]
+    for s in scored:
+        k = int(s.ts - T0)
+        alone = model_set.score(series[s.unit][k - WINDOW + 1 : k + 1][None])
+        assert s.score == pytest.approx(float(alone.votes.ensemble_score[0]), rel=1e-5)
+        assert s.decision == bool(alone.votes.ensemble_decision[0])
+        for name, verdict in s.models.items():
+            assert verdict.score == pytest.approx(float(alone.scores[name][0]), rel=1e-5)
+    last = {s.unit: s for s in scored if s.ts == T0 + WINDOW}
+    assert last["u7"].top_sensors[0].sensor == "turbine_vibration"
+    assert e.units_tracked == 40
+
+
+def test_bad_payloads_are_counted_while_scoring_continues(model_set: ModelSet) -> None:
+    series = normal_series(80, seed=5)
+    clean, _ = engine(model_set)
+    reference = Plant(clean)
+    reference.stream(series)
+
+    e, metrics = engine(model_set)
+    plant = Plant(e)
+    junk = [
+        ("plant/plant1/u1/sensors/load", b"{not json"),
+        ("plant/plant1/u1/sensors/load", b'{"value": NaN}'),
+        ("plant/plant1/u1/sensors/load", b"true"),
+        ("plant/plant1/u1/sensors/nope", b"1"),
+        ("plant/plant1/u9/telemetry", b'{"values": {"load": 1}}'),
+        ("elsewhere", b"1"),
+        ("plant/plant1/u1/sensors/load", b"\xff\xfe"),
+        ("plant/plant1/u1/sensors/load", b"x" * 70_000),
+    ]
+
+    def garbage(i: int, ts: float) -> None:
+        topic, payload = junk[i % len(junk)]
+        e.handle_message(topic, payload, ts + 0.02)
+
+    plant.stream(series, between=garbage)
+    assert [(s.ts, s.score, s.decision) for s in plant.steps] == [
+        (s.ts, s.score, s.decision) for s in reference.steps
+    ]
+    reasons = {
+        "bad_json": 10,
+        "not_finite": 10,
+        "bad_type": 10,
+        "unknown_sensor": 10,
+        "unknown_unit": 10,
+        "bad_topic": 10,
+        "bad_encoding": 10,
+        "oversized": 10,
+    }
+    for reason, n in reasons.items():
+        assert sample(metrics, "messages_rejected_total", reason=reason) == n
+    assert sample(metrics, "messages_received_total") == 160
+
+
+def test_per_sensor_messages_give_the_same_scores_as_telemetry(model_set: ModelSet) -> None:
+    series = normal_series(50, seed=6)
+    ref_engine, _ = engine(model_set)
+    reference = Plant(ref_engine)
+    reference.stream(series)
+
+    e, metrics = engine(model_set)
+    plant = Plant(e)
+    for i, row in enumerate(series):
+        ts = T0 + i
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+        for name, value in reversed(list(zip(NAMES, row.tolist(), strict=True))):
+            payload = orjson.dumps({"ts": stamp, "value": value})
+            e.handle_message(f"plant/plant1/u1/sensors/{name}", payload, ts + 0.2)
+        plant.tick(ts + 0.3)
+    assert [(s.ts, s.how, s.score) for s in plant.steps] == [
+        (s.ts, s.how, s.score) for s in reference.steps
+    ]
+    assert sample(metrics, "readings_accepted_total") == 50 * 8
+
+
+def test_stride_scores_every_nth_full_window(model_set: ModelSet) -> None:
+    e, metrics = engine(model_set, models={"stride": 3})
+    plant = Plant(e)
+    plant.stream(normal_series(WINDOW + 9, seed=7))
+    scored = [int(s.ts - T0) for s in plant.steps if s.scored]
+    assert scored == [WINDOW - 1, WINDOW + 2, WINDOW + 5, WINDOW + 8]
+    assert sample(metrics, "steps_dropped_total", reason="stride") == 6
+
+
+def test_flood_guard_summarises_limit_alert_floods(model_set: ModelSet) -> None:
+    limits = {"load": {"hi": 650.0}}
+    e, metrics = engine(
+        model_set,
+        units=[{"name": "u1", "limits": limits}],
+        alarm={"on_delay": 1, "off_delay": 1, "flood_max": 2, "flood_window_seconds": 20},
+    )
+    plant = Plant(e)
+    series = normal_series(40, seed=8)
+    series[0:10:2, 4] = 700.0  # five one-step excursions in the first 10 s
+    plant.stream(series)
+    raised = [a for a in plant.alerts if a.kind == "limit" and a.state == "raised"]
+    assert [a.ts - T0 for a in raised] == [0.0, 2.0]
+    assert sample(metrics, "alerts_suppressed_total", kind="limit") == 3
+    [summary] = [a for a in plant.alerts if a.kind == "flood"]
+    assert summary.state == "summary" and summary.flood is not None
+    assert summary.flood.suppressed == 3 and dict(summary.flood.by_kind) == {"limit": 3}
+    assert (summary.raised_at, summary.ts) == (T0, T0 + 20)
+    assert summary in plant.step(T0 + 20).alerts  # reported at the first step past the window
+    ALERT_SCHEMA.validate(orjson.loads(summary.to_json()))
+
+
+def test_swap_model_set_keeps_windows_and_refuses_incompatible_sets(
+    model_set: ModelSet, tmp_path: Path
+) -> None:
+    e, _ = engine(model_set)
+    plant = Plant(e)
+    series = normal_series(60, seed=9)
+    plant.stream(series[:40])
+    other = ModelSet.load(build_model_set(tmp_path / "v2", window=WINDOW, lstm_threshold=1.7))
+    assert other.version != model_set.version
+    e.swap_model_set(other)
+    plant.stream(series[40:], t0=T0 + 40)
+    assert plant.step(T0 + 40).scored  # the window carried over: no new warm-up
+    assert plant.step(T0 + 40).models["lstm_ae"].threshold == 1.7
+    doc = orjson.loads(e.scores_payload(plant.step(T0 + 45)))
+    assert doc["model_set_version"] == other.version
+    with pytest.raises(ManifestError, match="window"):
+        e.swap_model_set(ModelSet.load(build_model_set(tmp_path / "w", window=WINDOW + 1)))
+    fewer = THERMAL_UNIT_SENSORS[:6]
+    with pytest.raises(ManifestError, match="sensors"):
+        e.swap_model_set(ModelSet.load(build_model_set(tmp_path / "s", fewer, window=WINDOW)))
+    assert e.model_set is other
+
+
+def test_tick_cost_for_100_units(model_set: ModelSet) -> None:
+    """Per-tick cost with 100 units each closing one step: one batch of 100 windows."""
+    units = [f"u{i}" for i in range(100)]
+    e, _ = engine(model_set, units=[{"name": u} for u in units])
+    rng = np.random.default_rng(0)
+    base = normal_series(1, seed=10)[0]
+    payloads = {}
+    for k in range(WINDOW + 20):
+        noise = rng.standard_normal((len(units), len(NAMES))) * 0.1
+        payloads[k] = [
+            orjson.dumps(
+                {"ts": T0 + k, "values": dict(zip(NAMES, (base + n).tolist(), strict=True))}
+            )
+            for n in noise
+        ]
+    timings = []
+    for k in range(WINDOW + 20):
+        for u, payload in zip(units, payloads[k], strict=True):
+            e.handle_message(f"plant/plant1/{u}/telemetry", payload, T0 + k + 0.01)
+        start = time.perf_counter()
+        result = e.tick(T0 + k + 0.05)
+        timings.append(time.perf_counter() - start)
+        assert len(result.steps) == 100
+    steady = sorted(timings[WINDOW:])
+    median = steady[len(steady) // 2]
+    print(f"tick with 100 units (one batch of 100 windows): median {median * 1e3:.2f} ms")
+    assert median < 0.5  # far from the 1 s step; typically a few ms
+
+
+def test_auto_discovered_units_are_bounded_by_max_units(model_set: ModelSet) -> None:
+    e, metrics = engine(model_set, units=[], ingest={"auto_discover_units": True, "max_units": 5})
+    plant = Plant(e)
+    row = dict(zip(NAMES, normal_series(1, seed=11)[0].tolist(), strict=True))
+    for i in range(20):
+        plant.send(f"line{i}", T0, row)
+    plant.tick(T0 + 0.5)
+    assert e.units_tracked == 5
+    assert sorted(s.unit for s in plant.steps) == [f"line{i}" for i in range(5)]
+    assert sample(metrics, "messages_rejected_total", reason="too_many_units") == 15
+    assert sample(metrics, "units_tracked") == 5
