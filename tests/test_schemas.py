@@ -1,0 +1,21 @@
+"""The JSON Schemas published for subscribers are the ones the code validates against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_agent.alerts import alert_json_schema, scores_json_schema
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "edge_agent" / "schemas"
+
+
+@pytest.mark.parametrize(
+    ("file", "schema"),
+    [("alert.schema.json", alert_json_schema), ("scores.schema.json", scores_json_schema)],
+)
+def test_committed_schema_is_current(file: str, schema: object) -> None:
+    committed = json.loads((SCHEMAS / file).read_text(encoding="utf-8"))
+    assert committed == schema(), f"{file} is stale: regenerate it from edge_agent.alerts"  # type: ignore[operator]
