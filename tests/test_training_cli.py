@@ -1,0 +1,281 @@
+"""End to end through the ``edge-train`` CLI: generate a small CSV, train a fast model set,
+check the manifest, the report, ``evaluate``, and that onnxruntime scores like the native
+models. One training run (window 20, 20 trees, 2 epochs) is shared by the whole module."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+from types import SimpleNamespace
+
+import jsonschema
+import numpy as np
+import pytest
+
+from edge_agent.features import compute_features
+from edge_agent.manifest import load_manifest
+from edge_agent.scoring import ModelSet
+from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.windows import sliding_windows
+from training.cli import build_parser, main, run_train, train_overrides
+from training.metrics import detection_metrics
+from training.pipeline import TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "training.yaml"
+SENSORS = sensor_names(THERMAL_UNIT_SENSORS)
+WINDOW = 20
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("edge_train")
+    data = root / "sim.csv"
+    assert main(["generate", "--out", str(data), "--steps", "4000", "--events", "5"]) == 0
+    out = root / "models"
+    argv = [
+        "train",
+        "--config", str(CONFIG),
+        "--data", str(data),
+        "--out", str(out),
+        "--window", str(WINDOW),
+        "--trees", "20",
+        "--epochs", "2",
+        "--max-train-windows", "1500",
+        "--threads", "2",
+    ]  # fmt: skip
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        result = run_train(build_parser().parse_args(argv))
+    return SimpleNamespace(root=root, data=data, out=out, result=result, stdout=printed.getvalue())
+
+
+def windows_ending_in(run: SimpleNamespace, steps: slice) -> np.ndarray:
+    values = run.result.data.values
+    return sliding_windows(values[steps.start - WINDOW + 1 : steps.stop], WINDOW)
+
+
+# --- what train wrote ------------------------------------------------------------------------
+
+
+def test_manifest_loads_and_describes_the_run(run: SimpleNamespace) -> None:
+    m = load_manifest(run.out, SENSORS)
+    assert m.format_version == 1
+    assert re.fullmatch(r"\d{8}-[0-9a-f]{8}", m.model_set_version)
+    assert m.training_data_sha256 == hashlib.sha256(run.data.read_bytes()).hexdigest()
+    assert m.window == WINDOW and m.step_seconds == 1.0
+    assert set(m.models) == {"iforest", "lstm_ae"}
+    assert m.models["iforest"].params["n_estimators"] == 20
+    assert m.models["lstm_ae"].params["epochs_run"] <= 2
+    assert m.voting.strategy == "weighted" and m.voting.weights == {"iforest": 0.4, "lstm_ae": 0.6}
+    assert m.sensors[0].unit == "degC"  # simulator sensors keep their physical ranges
+    assert m.metrics["train_seconds"]["iforest"] > 0 and m.metrics["train_seconds"]["lstm_ae"] > 0
+    assert set(m.metrics["test"]) == {"iforest", "lstm_ae", "ensemble"}
+    assert "note" in m.scalers and len(m.scalers["lstm_ae"]["center"]) == len(SENSORS)
+    assert len(m.scalers["iforest"]["center"]) == m.feature_spec.n_features
+    for dist in ("numpy", "scikit-learn", "tensorflow", "keras", "tf2onnx", "onnxruntime"):
+        assert m.versions[dist] != "not installed"
+
+
+def test_manifest_written_by_train_matches_the_committed_schema(run: SimpleNamespace) -> None:
+    schema = json.loads((REPO / "edge_agent/schemas/manifest.schema.json").read_text("utf-8"))
+    jsonschema.validate(json.loads((run.out / "manifest.json").read_text("utf-8")), schema)
+
+
+def test_train_prints_progress_with_timings(run: SimpleNamespace) -> None:
+    text = run.stdout
+    for expected in (
+        "loading",
+        "fitting Isolation Forest (20 trees",
+        "lstm_ae epoch 1/2",
+        "exporting both models to ONNX: done in",
+        "scoring the test part with onnxruntime",
+        "test ensemble",
+        "written to",
+    ):
+        assert expected in text, expected
+    assert not list(run.out.parent.glob(".*.partial")), "staging directory left behind"
+
+
+def test_report_has_figures_and_markdown(run: SimpleNamespace) -> None:
+    report = run.out / "report"
+    md = (report / "report.md").read_text("utf-8")
+    for png in (
+        "score_distributions.png",
+        "lstm_training.png",
+        "sensor_contributions.png",
+        "test_timeseries.png",
+    ):
+        assert (report / png).read_bytes()[:8] == PNG_MAGIC, png
+        assert f"({png})" in md
+    assert "| ensemble |" in md and run.result.manifest.model_set_version in md
+
+
+# --- the exported models score like the native ones -------------------------------------------
+
+
+def test_onnx_scores_equal_native_scores(run: SimpleNamespace) -> None:
+    from training.lstm_ae import keras_errors
+
+    model_set = ModelSet.load(run.out)
+    windows = windows_ending_in(run, run.result.split.test)
+    onnx = model_set.score(windows)
+    features = compute_features(windows, model_set.feature_spec)
+    native_if = -run.result.iforest.decision_function(features)  # sign: higher = anomalous
+    np.testing.assert_allclose(onnx.scores["iforest"], native_if, rtol=0, atol=1e-3)
+    window_error, sensor_error = keras_errors(run.result.lstm_scoring_model, windows)
+    np.testing.assert_allclose(onnx.scores["lstm_ae"], window_error, rtol=1e-5, atol=1e-4)
+    assert onnx.per_sensor is not None
+    np.testing.assert_allclose(onnx.per_sensor, sensor_error, rtol=1e-5, atol=1e-4)
+
+
+def test_thresholds_are_quantiles_of_onnx_validation_scores(run: SimpleNamespace) -> None:
+    model_set = ModelSet.load(run.out)
+    val = run.result.split.validation
+    scores = model_set.score(windows_ending_in(run, val)).scores
+    labels = run.result.data.labels
+    # clean normal: no anomalous step among the steps the model looks at (rolling 10 for the
+    # forest's features, the whole window for the LSTM)
+    context = {"iforest": 10, "lstm_ae": WINDOW}
+    for key, entry in model_set.manifest.models.items():
+        touched = [
+            labels[max(0, t - context[key] + 1) : t + 1].any() for t in range(val.start, val.stop)
+        ]
+        normal = scores[key][~np.array(touched)]
+        assert 0 < len(normal) < len(scores[key])
+        assert entry.threshold == pytest.approx(np.quantile(normal, 0.995), rel=1e-6, abs=1e-9)
+        q99, median = np.quantile(normal, [0.99, 0.5])
+        assert entry.score_scale == pytest.approx(max(q99 - median, 1e-6), rel=1e-6)
+
+
+def test_manifest_test_metrics_are_those_of_the_onnx_models(run: SimpleNamespace) -> None:
+    model_set = ModelSet.load(run.out)
+    test = run.result.split.test
+    votes = model_set.score(windows_ending_in(run, test)).votes
+    recomputed = detection_metrics(
+        run.result.data.labels[test], votes.ensemble_decision, 1.0, settle_steps=WINDOW - 1
+    )
+    stored = model_set.manifest.metrics["test"]["ensemble"]
+    assert stored == pytest.approx(recomputed)
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def test_evaluate_prints_the_metric_table_and_writes_json(
+    run: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = run.root / "eval.json"
+    rc = main(
+        ["evaluate", "--models", str(run.out), "--data", str(run.data), "--json", str(out_json)]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0
+    header = next(line for line in printed.splitlines() if line.startswith("detector"))
+    for column in (
+        "precision",
+        "recall",
+        "F1",
+        "FAR %",
+        "MAR %",
+        "event recall",
+        "false alarms/day",
+    ):
+        assert column in header
+    for detector in ("iforest", "lstm_ae", "ensemble"):
+        assert re.search(rf"^{detector}\s+\d", printed, re.MULTILINE), detector
+    payload = json.loads(out_json.read_text("utf-8"))
+    steps_scored = 4000 - WINDOW + 1
+    assert payload["steps_scored"] == steps_scored
+    ens = payload["metrics"]["ensemble"]
+    assert ens["tp"] + ens["fp"] + ens["fn"] + ens["tn"] == steps_scored
+    assert ens["anomalous_points"] == int(run.result.data.labels[WINDOW - 1 :].sum())
+
+
+def test_evaluate_needs_labels(run: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
+    unlabelled = run.root / "unlabelled.csv"
+    with run.data.open(newline="") as src, unlabelled.open("w", newline="") as dst:
+        writer = csv.writer(dst)
+        for i, row in enumerate(csv.reader(src)):
+            if i > 300:
+                break
+            writer.writerow(row[:-2])  # drop label and fault_kind
+    rc = main(
+        ["evaluate", "--models", str(run.out), "--data", str(unlabelled), "--label-column", "none"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "evaluate needs a label column" in err and "Traceback" not in err
+
+
+# --- errors and options ----------------------------------------------------------------------
+
+
+def test_data_error_exits_2_with_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,a,b\n" + "".join(f"{i},{i},3\n" for i in range(200)), "utf-8")
+    rc = main(["train", "--data", str(bad), "--out", str(tmp_path / "m"), "--label-column", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("edge-train: error: ") and "column 'b'" in err and "constant" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_config_errors_name_every_bad_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("window: 1\niforest: {n_estimators: 0}\nbogus: 3\n", "utf-8")
+    rc = main(["train", "--config", str(cfg), "--data", "x.csv"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    for key in ("window", "iforest.n_estimators", "bogus"):
+        assert key in err
+
+
+def test_shipped_config_documents_the_defaults() -> None:
+    assert load_config(CONFIG) == TrainConfig()
+
+
+def test_command_line_overrides_the_config() -> None:
+    args = build_parser().parse_args(
+        ["train", "--config", str(CONFIG), "--window", "33", "--sensors", "a, b",
+         "--label-column", "none", "--separator", "\\t", "--trees", "7", "--out", "elsewhere"]
+    )  # fmt: skip
+    cfg = load_config(args.config, train_overrides(args))
+    assert cfg.window == 33 and cfg.iforest.n_estimators == 7
+    assert cfg.data.sensors == ["a", "b"] and cfg.data.label_column is None
+    assert cfg.data.separator == "\t" and cfg.output_dir == Path("elsewhere")
+    assert cfg.lstm_ae.epochs == load_config(CONFIG).lstm_ae.epochs  # untouched keys stay
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "evaluate", "schema"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: edge-train {command}" in capsys.readouterr().out
+
+
+def test_python_dash_m_training_runs_the_cli() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "generate" in proc.stdout and "evaluate" in proc.stdout

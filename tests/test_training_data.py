@@ -1,0 +1,253 @@
+"""Loading historian CSVs: any column layout, clear errors, resampling, chronological split."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import DataError, DataSpec, chronological_split, load_csv
+
+
+def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rows(n: int, start: int = 0, *, label_at: tuple[int, ...] = ()) -> str:
+    """``n`` rows of unix-second data with two moving sensors and a label."""
+    out = ["time,a,b,label"]
+    for i in range(start, start + n):
+        out.append(f"{1700000000 + i},{i * 1.5},{10 - i},{int(i in label_at)}")
+    return "\n".join(out) + "\n"
+
+
+UNIX = DataSpec(timestamp_column="time")
+
+
+def error_of(path: Path, spec: DataSpec) -> str:
+    with pytest.raises(DataError) as info:
+        load_csv(path, spec)
+    return str(info.value)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def test_simulator_style_csv_takes_numeric_columns_and_skips_text(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "timestamp,temp,flow,label,fault_kind\n"
+        "2026-01-01T00:00:00.000Z,500.5,300,0,\n"
+        "2026-01-01T00:00:01.000Z,501.0,301,1,spike\n"
+        "2026-01-01T00:00:02.000Z,502.5,299,1,spike\n"
+        "2026-01-01T00:00:03.000Z,503.0,298,0,\n",
+    )
+    data = load_csv(path, DataSpec())
+    assert data.sensors == ("temp", "flow")
+    assert data.ignored_columns == ("fault_kind",)
+    np.testing.assert_array_equal(data.values[:, 0], [500.5, 501.0, 502.5, 503.0])
+    np.testing.assert_array_equal(data.labels, [0, 1, 1, 0])
+    assert data.labels is not None and data.labels.dtype == np.int8
+    assert data.timestamps[0] == 1767225600.0  # 2026-01-01T00:00:00Z
+    np.testing.assert_array_equal(np.diff(data.timestamps), [1.0, 1.0, 1.0])
+    assert data.step_seconds == 1.0
+    assert data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data.rows_read == 4
+
+
+def test_foreign_semicolon_csv_with_other_column_names(tmp_path: Path) -> None:
+    """SKAB-style export: ';', 'datetime' without a zone, 'anomaly' labels, extra numeric column."""
+    path = write(
+        tmp_path,
+        "datetime;Accelerometer1RMS;Current;Volume Flow RateRMS;anomaly;changepoint\n"
+        "2020-03-09 10:14:33;0.0265;1.33;32.0;0.0;0.0\n"
+        "2020-03-09 10:14:34;0.0261;1.35;32.5;0.0;0.0\n"
+        "2020-03-09 10:14:35;0.0262;1.54;31.0;1.0;1.0\n"
+        "2020-03-09 10:14:36;0.0260;1.33;32.0;1.0;0.0\n",
+    )
+    spec = DataSpec(
+        timestamp_column="datetime", separator=";", label_column="anomaly", exclude=("changepoint",)
+    )
+    data = load_csv(path, spec)
+    assert data.sensors == ("Accelerometer1RMS", "Current", "Volume Flow RateRMS")
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1])
+    np.testing.assert_allclose(data.values[:, 1], [1.33, 1.35, 1.54, 1.33])
+    assert data.timestamps[0] == 1583748873.0  # naive times are UTC
+
+
+def test_explicit_sensor_list_sets_order_and_unlabelled_data_is_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, rows(5))
+    data = load_csv(path, DataSpec(timestamp_column="time", sensors=("b", "a"), label_column=None))
+    assert data.sensors == ("b", "a")
+    assert data.labels is None
+    np.testing.assert_array_equal(data.values[:, 0], [10, 9, 8, 7, 6])
+
+
+def test_iso_timestamps_with_offsets_are_converted_to_utc(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "timestamp,x\n2026-01-01T01:00:00+01:00,1\n2026-01-01T00:00:01Z,2\n2026-01-01T00:00:02Z,3\n",
+    )
+    data = load_csv(path, DataSpec(label_column=None))
+    np.testing.assert_array_equal(data.timestamps - data.timestamps[0], [0.0, 1.0, 2.0])
+
+
+# --- errors: each names the file, the column and the line -----------------------------------
+
+
+def test_missing_timestamp_column(tmp_path: Path) -> None:
+    path = write(tmp_path, rows(3))
+    msg = error_of(path, DataSpec(timestamp_column="ts"))
+    assert str(path) in msg and "no timestamp column 'ts'" in msg and "'time'" in msg
+
+
+def test_missing_sensor_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, rows(3))
+    msg = error_of(path, DataSpec(timestamp_column="time", sensors=("a", "x", "y")))
+    assert str(path) in msg and "sensor columns ['x', 'y'] not found" in msg
+
+
+def test_missing_label_column_suggests_unlabelled_mode(tmp_path: Path) -> None:
+    path = write(tmp_path, rows(3))
+    msg = error_of(path, DataSpec(timestamp_column="time", label_column="anomaly"))
+    assert "no label column 'anomaly'" in msg and "--label-column none" in msg
+
+
+def test_unparseable_timestamp_names_the_line(tmp_path: Path) -> None:
+    text = rows(4).replace("1700000002,", "yesterday,")
+    msg = error_of(write(tmp_path, text), UNIX)
+    assert "line 4" in msg and "column 'time'" in msg and "'yesterday'" in msg
+    assert "ISO 8601 or Unix seconds" in msg
+
+
+def test_duplicate_timestamp(tmp_path: Path) -> None:
+    text = rows(4).replace("1700000002,", "1700000001,")
+    msg = error_of(write(tmp_path, text), UNIX)
+    assert "line 4" in msg and "duplicate timestamp '1700000001'" in msg
+    assert "same as line 3" in msg
+
+
+def test_time_going_backwards(tmp_path: Path) -> None:
+    text = rows(4).replace("1700000002,", "1699999999,")
+    msg = error_of(write(tmp_path, text), UNIX)
+    assert "line 4" in msg and "earlier than line 3" in msg and "chronological" in msg
+
+
+def test_non_numeric_sensor_value(tmp_path: Path) -> None:
+    lines = rows(5).splitlines()
+    lines[3] = "1700000002,abc,8,0"  # line 4 of the file
+    msg = error_of(write(tmp_path, "\n".join(lines) + "\n"), UNIX)
+    assert str(tmp_path) in msg and "line 4, column 'a'" in msg and "'abc' is not a number" in msg
+
+
+def test_wrong_number_of_fields(tmp_path: Path) -> None:
+    lines = rows(5).splitlines()
+    lines[2] = "1700000001,1.5,9"
+    msg = error_of(write(tmp_path, "\n".join(lines) + "\n"), UNIX)
+    assert "line 3" in msg and "3 fields, the header has 4" in msg
+
+
+def test_bad_label(tmp_path: Path) -> None:
+    text = rows(4).replace("1700000002,3.0,8,0", "1700000002,3.0,8,2")
+    msg = error_of(write(tmp_path, text), UNIX)
+    assert "line 4" in msg and "column 'label'" in msg and "not 0 or 1" in msg
+
+
+def test_constant_column_is_refused(tmp_path: Path) -> None:
+    text = "time,a,c,label\n" + "".join(f"{1700000000 + i},{i},7.5,0\n" for i in range(5))
+    msg = error_of(write(tmp_path, text), UNIX)
+    assert "column 'c'" in msg and "constant value 7.5" in msg and "cannot be scaled" in msg
+
+
+def test_missing_file() -> None:
+    msg = error_of(Path("/nonexistent/x.csv"), UNIX)
+    assert "/nonexistent/x.csv" in msg and "not found" in msg
+
+
+# --- gaps ------------------------------------------------------------------------------------
+
+
+def test_short_gap_of_missing_cells_is_interpolated(tmp_path: Path) -> None:
+    lines = rows(8).splitlines()
+    lines[3] = "1700000002,,8,0"
+    lines[4] = "1700000003,NaN,7,0"
+    data = load_csv(
+        write(tmp_path, "\n".join(lines) + "\n"), UNIX.with_overrides(max_gap_seconds=2)
+    )
+    np.testing.assert_allclose(data.values[:, 0], np.arange(8) * 1.5)  # linear: exact here
+    assert data.interpolated_cells == 2
+
+
+def test_long_gap_of_missing_cells_is_an_error(tmp_path: Path) -> None:
+    lines = rows(10).splitlines()
+    for i in (3, 4, 5):  # file lines 4-6 (steps 2-4)
+        lines[i] = f"17000000{i - 1:02d},,{11 - i},0"
+    msg = error_of(write(tmp_path, "\n".join(lines) + "\n"), UNIX.with_overrides(max_gap_seconds=2))
+    assert "column 'a'" in msg and "3 missing steps (3 s)" in msg
+    assert "between line 3 ('1700000001') and line 7 ('1700000005')" in msg
+    assert "at most 2 missing steps" in msg
+
+
+def test_missing_rows_short_gap_interpolated_long_gap_error(tmp_path: Path) -> None:
+    lines = rows(10).splitlines()
+    short = lines[:4] + lines[6:]  # steps 3 and 4 absent
+    data = load_csv(write(tmp_path, "\n".join(short) + "\n", "short.csv"), UNIX)
+    assert data.n_steps == 10
+    np.testing.assert_allclose(data.values[:, 1], 10 - np.arange(10))
+    long = lines[:3] + lines[9:]  # steps 2..7 absent
+    msg = error_of(write(tmp_path, "\n".join(long) + "\n", "long.csv"), UNIX)
+    assert "no readings for 6 steps (6 s)" in msg and "between line 3" in msg
+
+
+def test_label_of_a_filled_step_is_anomalous_when_a_neighbour_is(tmp_path: Path) -> None:
+    lines = rows(6, label_at=(2,)).splitlines()
+    del lines[4]  # step 3 missing; step 2 was anomalous
+    data = load_csv(write(tmp_path, "\n".join(lines) + "\n"), UNIX)
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1, 0, 0])
+
+
+# --- resampling and step inference -----------------------------------------------------------
+
+
+def test_resample_takes_the_mean_per_step_and_max_label(tmp_path: Path) -> None:
+    text = "time,x,label\n" + "".join(
+        f"{100 + 0.5 * i},{v},{lab}\n"
+        for i, (v, lab) in enumerate([(1, 0), (3, 0), (5, 1), (7, 0), (9, 0), (11, 0)])
+    )
+    data = load_csv(write(tmp_path, text), DataSpec(timestamp_column="time", step_seconds=1.0))
+    np.testing.assert_array_equal(data.values[:, 0], [2.0, 6.0, 10.0])
+    np.testing.assert_array_equal(data.labels, [0, 1, 0])
+    np.testing.assert_array_equal(data.timestamps, [100.0, 101.0, 102.0])
+
+
+def test_step_is_inferred_from_the_median_spacing(tmp_path: Path) -> None:
+    text = "time,x\n" + "".join(f"{10 * i},{i % 3}\n" for i in range(6))
+    data = load_csv(write(tmp_path, text), DataSpec(timestamp_column="time", label_column=None))
+    assert data.step_seconds == 10.0 and data.n_steps == 6
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+def test_chronological_split_is_ordered_contiguous_and_complete() -> None:
+    s = chronological_split(1000, 0.6, 0.2)
+    assert (s.train, s.validation, s.test) == (slice(0, 600), slice(600, 800), slice(800, 1000))
+    assert s.sizes() == {"train": 600, "validation": 200, "test": 200}
+
+
+def test_split_parts_of_a_dataset_keep_time_order(tmp_path: Path) -> None:
+    data = load_csv(write(tmp_path, rows(20, label_at=(15,))), UNIX)
+    s = chronological_split(data.n_steps, 0.5, 0.25)
+    parts = [data.part(p) for p in (s.train, s.validation, s.test)]
+    assert parts[0].timestamps[-1] < parts[1].timestamps[0] < parts[2].timestamps[0]
+    assert sum(p.n_steps for p in parts) == 20
+    assert parts[2].labels is not None and parts[2].labels.sum() == 1
+
+
+def test_split_without_room_for_a_test_part_is_refused() -> None:
+    with pytest.raises(DataError, match="nothing for the test part"):
+        chronological_split(100, 0.8, 0.2)

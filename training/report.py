@@ -1,0 +1,370 @@
+"""A training report a person can read: ``<out>/report/report.md`` plus PNG figures.
+
+The manifest holds the numbers the agent needs; the report shows *why* they are what they
+are — where the thresholds fall in the score distributions, whether the LSTM converged,
+which sensors drive the reconstruction error, and what detections look like in time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .metrics import runs
+
+if TYPE_CHECKING:
+    from .pipeline import ScoredSteps, TrainResult
+
+REPORT_DIR = "report"
+FIGURES = {
+    "scores": "score_distributions.png",
+    "training": "lstm_training.png",
+    "sensors": "sensor_contributions.png",
+    "timeseries": "test_timeseries.png",
+}
+#: Sensors shown in the time-series figure (the first ones of the model's sensor list).
+TIMESERIES_SENSORS = 4
+
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (key, header, format)
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("f1", "F1", "{:.3f}"),
+    ("far_percent", "FAR %", "{:.2f}"),
+    ("far_settled_percent", "FAR settled %", "{:.2f}"),
+    ("mar_percent", "MAR %", "{:.2f}"),
+    ("events", "events", "{}"),
+    ("event_recall", "event recall", "{:.3f}"),
+    ("mean_detection_delay_seconds", "mean delay s", "{:.1f}"),
+    ("false_alarms_per_day", "false alarms/day", "{:.2f}"),
+)
+
+
+def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    if key == "events":
+        return f"{metrics['events_detected']}/{metrics['events']}"
+    value = metrics.get(key)
+    return "n/a" if value is None else fmt.format(value)
+
+
+def metrics_rows(metrics: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per detector (models, then the ensemble) of a metrics dict."""
+    header = ["detector", *(h for _, h, _ in METRIC_COLUMNS)]
+    order = [k for k in metrics if k != "ensemble"] + (
+        ["ensemble"] if "ensemble" in metrics else []
+    )
+    rows = [[name, *(_cell(metrics[name], k, f) for k, _, f in METRIC_COLUMNS)] for name in order]
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """A fixed-width text table, or a Markdown one."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r) for r in rows]
+    return "\n".join(out)
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]], markdown: bool = False) -> str:
+    header, rows = metrics_rows(metrics)
+    return format_table(header, rows, markdown)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_score_distributions(
+    scored: ScoredSteps,
+    thresholds: dict[str, float],
+    settling: NDArray[np.bool_] | None,
+    path: Path,
+) -> None:
+    """Test-score histograms per model with the threshold.
+
+    Labelled data is split three ways: normal, anomalous, and normal steps right after a
+    fault (``settling``: the window still holds the fault, so high scores are expected).
+    """
+    plt = _pyplot()
+    keys = list(thresholds)
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    groups: list[tuple[str, NDArray[np.bool_], str]] = []
+    if scored.labels is None:
+        groups.append(("all steps", np.ones(len(scored), dtype=bool), "tab:blue"))
+    else:
+        after = np.zeros(len(scored), dtype=bool) if settling is None else settling
+        normal = (scored.labels == 0) & ~after
+        groups.append(("normal", normal, "tab:blue"))
+        if after.any():
+            groups.append(("just after a fault", after & (scored.labels == 0), "tab:orange"))
+        groups.append(("anomalous", scored.labels == 1, "tab:red"))
+    for ax, key in zip(axes[0], keys, strict=True):
+        s = scored.scores[key]
+        finite = s[np.isfinite(s)]
+        # heavy-tailed positive scores (reconstruction errors) read better on a log axis
+        log_x = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 20
+        bins: NDArray[np.float64] | int = 10
+        if log_x:
+            bins = np.geomspace(finite.min(), finite.max(), 80)
+            ax.set_xscale("log")
+        elif finite.size:
+            bins = np.histogram_bin_edges(finite, bins=80)
+        for label, mask, color in groups:
+            if mask.any():
+                ax.hist(s[mask], bins=bins, alpha=0.55, label=label, color=color)
+        ax.axvline(thresholds[key], color="black", linestyle="--", label="threshold")
+        ax.set_yscale("log")
+        ax.set_title(f"{key}: test scores")
+        ax.set_xlabel("score (higher = more anomalous)")
+        ax.set_ylabel("steps")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], marker="o", label="loss (train)")
+    ax.plot(epochs, history["val_loss"], marker="o", label="val_loss")
+    best = int(np.argmin(history["val_loss"]))
+    ax.axvline(best + 1, color="grey", linestyle=":", label=f"best epoch {best + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (scaled units)")
+    ax.set_title("LSTM autoencoder training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sensor_contributions(scored: ScoredSteps) -> dict[str, NDArray[np.float64]]:
+    """Mean per-sensor reconstruction error over normal and over anomalous test steps."""
+    if scored.per_sensor is None:
+        return {}
+    ps = scored.per_sensor.astype(np.float64)
+    if scored.labels is None:
+        return {"all": ps.mean(axis=0)}
+    out = {}
+    for name, mask in (("normal", scored.labels == 0), ("anomalous", scored.labels == 1)):
+        if mask.any():
+            out[name] = ps[mask].mean(axis=0)
+    return out
+
+
+def plot_sensor_contributions(
+    contributions: dict[str, NDArray[np.float64]], sensors: list[str], path: Path
+) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(sensors)), 4.5))
+    x = np.arange(len(sensors))
+    width = 0.8 / max(1, len(contributions))
+    colors = {"normal": "tab:blue", "anomalous": "tab:red", "all": "tab:blue"}
+    for i, (name, values) in enumerate(contributions.items()):
+        ax.bar(x + i * width, values, width, label=f"{name} windows", color=colors.get(name))
+    ax.set_xticks(x + width * (len(contributions) - 1) / 2)
+    ax.set_xticklabels(sensors, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("mean squared error (scaled units)")
+    ax.set_title("LSTM reconstruction error per sensor (test part)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_test_timeseries(
+    scored: ScoredSteps,
+    sensors: list[str],
+    units: list[str],
+    detections: NDArray[np.bool_],
+    ensemble_score: NDArray[np.float64],
+    path: Path,
+) -> None:
+    """A few sensors over the test part: labelled faults shaded, ensemble detections marked."""
+    plt = _pyplot()
+    shown = list(range(min(TIMESERIES_SENSORS, len(sensors))))
+    fig, axes = plt.subplots(
+        len(shown) + 1, 1, figsize=(13, 2.0 * (len(shown) + 1)), sharex=True, squeeze=False
+    )
+    hours = (
+        (scored.timestamps - scored.timestamps[0]) / 3600.0 if len(scored) else scored.timestamps
+    )
+    fault_spans = runs(scored.labels) if scored.labels is not None else []
+    for ax_row, j in zip(axes[:-1], shown, strict=False):
+        ax = ax_row[0]
+        ax.plot(hours, scored.values[:, j], lw=0.6, color="tab:blue")
+        ax.plot(hours[detections], scored.values[detections, j], ".", ms=2, color="tab:red")
+        ax.set_ylabel(f"{sensors[j]}\n[{units[j]}]" if units[j] else sensors[j], fontsize=8)
+    score_ax = axes[-1][0]
+    score_ax.plot(hours, ensemble_score, lw=0.6, color="black")
+    score_ax.axhline(0.0, color="grey", linestyle="--", lw=0.8)
+    score_ax.set_ylabel("ensemble\nmargin", fontsize=8)
+    score_ax.set_xlabel("hours since the start of the test part")
+    for ax_row in axes:
+        for start, stop in fault_spans:
+            ax_row[0].axvspan(hours[start], hours[stop - 1], color="orange", alpha=0.25, lw=0)
+    axes[0][0].set_title(
+        "Test part: labelled faults shaded orange, ensemble detections red"
+        if fault_spans
+        else "Test part: ensemble detections red"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _md_kv(rows: list[tuple[str, Any]]) -> str:
+    return format_table(["", ""], [[str(k), str(v)] for k, v in rows], markdown=True)
+
+
+def write_report(result: TrainResult) -> Path:
+    """Write figures and ``report.md`` into ``<out>/report/``; return the Markdown path."""
+    out = Path(result.out_dir) / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = result.manifest
+    sensors = manifest.sensor_names
+    units = [s.unit for s in manifest.sensors]
+    thresholds = {k: m.threshold for k, m in manifest.models.items()}
+    test = result.test
+    votes = test.votes(dict(manifest.models), manifest.voting)
+
+    settling = None
+    if result.data.labels is not None:
+        from .pipeline import context_anomalous
+
+        in_window = context_anomalous(result.data.labels, test.steps, manifest.window) == 1
+        settling = in_window & (result.data.labels[test.steps] == 0)
+    plot_score_distributions(test, thresholds, settling, out / FIGURES["scores"])
+    plot_training_curves(result.history, out / FIGURES["training"])
+    contributions = sensor_contributions(test)
+    if contributions:
+        plot_sensor_contributions(contributions, sensors, out / FIGURES["sensors"])
+    plot_test_timeseries(
+        test,
+        sensors,
+        units,
+        votes.ensemble_decision,
+        votes.ensemble_score,
+        out / FIGURES["timeseries"],
+    )
+
+    data = result.data
+    metrics = result.metrics
+    split = metrics["data"]["split_steps"]
+    lines = [
+        f"# Training report — model set {manifest.model_set_version}",
+        "",
+        f"Created {manifest.created_at}. Models: `{out.parent}/` "
+        f"({', '.join(m.file for m in manifest.models.values())}, manifest.json).",
+        "",
+        "## Data",
+        "",
+        _md_kv(
+            [
+                ("source", f"`{data.source}`"),
+                ("sha256", f"`{data.sha256}`"),
+                ("rows read", data.rows_read),
+                ("steps", f"{data.n_steps} of {data.step_seconds:g} s"),
+                ("sensors", ", ".join(sensors)),
+                (
+                    "anomalous steps",
+                    "no labels"
+                    if data.labels is None
+                    else f"{100 * float(data.labels.mean()):.2f}%",
+                ),
+                ("interpolated cells", data.interpolated_cells),
+                (
+                    "split (steps)",
+                    f"train {split['train']}, validation {split['validation']}, "
+                    f"test {split['test']} (chronological)",
+                ),
+                ("window / rolling", f"{manifest.window} / {manifest.features.rolling} steps"),
+            ]
+        ),
+        "",
+        "## Thresholds",
+        "",
+        format_table(
+            ["model", "quantile of normal validation scores", "threshold", "score scale"],
+            [
+                [k, f"{t['quantile']}", f"{t['threshold']:.6g}", f"{t['score_scale']:.4g}"]
+                for k, t in metrics["thresholds"].items()
+            ],
+            markdown=True,
+        ),
+        "",
+        f"Voting: {manifest.voting.strategy}, weights {manifest.voting.weights}, "
+        f"threshold {manifest.voting.threshold}.",
+        "",
+        "## Test metrics (scored through onnxruntime)",
+        "",
+    ]
+    if "ensemble" in metrics.get("test", {}):
+        lines += [
+            metrics_table(metrics["test"], markdown=True),
+            "",
+            "FAR = % of normal points flagged; FAR settled = the same without the "
+            f"{manifest.window - 1} steps after each fault, whose windows still contain it; "
+            "MAR = % of anomalous points missed. An event is a run of anomalous points and "
+            "counts as detected when any of its points is flagged; false alarms are flagged "
+            "runs that start outside every event.",
+        ]
+        if "validation" in metrics:
+            lines += ["", "Validation part, same thresholds:", ""]
+            lines.append(metrics_table(metrics["validation"], markdown=True))
+    else:
+        flagged = metrics["test"]["flagged_percent"]
+        lines.append(
+            "No labels: share of test steps flagged — "
+            + ", ".join(f"{k} {v:.2f}%" for k, v in flagged.items())
+        )
+    timings = metrics.get("timings_seconds", {})
+    lines += [
+        "",
+        "## Timings",
+        "",
+        format_table(
+            ["phase", "seconds"],
+            [[k, f"{v:.1f}"] for k, v in timings.items()],
+            markdown=True,
+        ),
+        "",
+        f"LSTM: {len(result.history['loss'])} epochs, best val_loss "
+        f"{min(result.history['val_loss']):.5f}.",
+        "",
+        "## Figures",
+        "",
+        f"![Score distributions]({FIGURES['scores']})",
+        "",
+        f"![LSTM training curves]({FIGURES['training']})",
+        "",
+    ]
+    if contributions:
+        lines += [f"![Per-sensor contributions]({FIGURES['sensors']})", ""]
+    lines += [f"![Test time series]({FIGURES['timeseries']})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
