@@ -151,6 +151,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sent = asyncio.run(main())
     except KeyboardInterrupt:
         return 0
+    except aiomqtt.MqttError as exc:  # broker unreachable or gone: the user can fix that
+        return _fail([f"cannot publish to {args.broker}: {exc}"])
     print(f"published {sent} messages")
     return 0
 
@@ -228,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--fault",
         action="append",
-        metavar="[UNIT/]KIND@START+LEN[:SENSOR]",
+        metavar="[UNIT/]KIND@START+LEN[:SENSOR][*MAG]",
         help="inject a fault, e.g. unit1/bearing_degradation@20+120 or "
-        "spike@30+5:steam_pressure (repeatable)",
+        "spike@30+5:steam_pressure*2 (repeatable)",
     )
     sim.add_argument("--duration", type=float, help="seconds of live data (default: forever)")
     sim.add_argument("--seed", type=int, default=0)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +28,11 @@ from .server import Server
 
 #: Faults chosen so the first alert shows within ~30 s of start and each kind is seen.
 DEMO_FAULTS = (
-    "unit1/spike@12+10:steam_pressure",
     "unit2/bearing_degradation@15+120",
-    "unit3/stuck@20+60:feedwater_flow",
-    "unit1/tube_leak@120+90",
-    "unit3/fouling@150+120",
+    "unit1/spike@20+30:steam_pressure*3",
+    "unit3/tube_leak@30+90*2",
+    "unit1/noise_burst@150+60:turbine_vibration*2",
+    "unit3/fouling@200+120*2",
 )
 
 DEMO_LIMITS: dict[str, dict[str, float]] = {
@@ -155,7 +156,10 @@ async def _demo(args: argparse.Namespace) -> int:
         if serve.done():
             serve.result()
         assert server.link is not None
-        await server.link.wait_connected(timeout=30)
+        wait = 30.0 if args.duration is None else min(30.0, args.duration)
+        if not await server.link.wait_connected(timeout=wait):
+            print(f"error: cannot connect to the MQTT broker at {host}:{port}", file=sys.stderr)
+            return 2
         print(
             f"agent connected; metrics on http://{settings.metrics.host}:{server.metrics_port}/metrics",
             flush=True,
@@ -203,7 +207,7 @@ async def _demo(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     configure_logging("WARNING", "console")
     if not (args.models / "manifest.json").is_file():
-        print(f"error: no model set in {args.models} (run `make models`)")
+        print(f"error: no model set in {args.models} (run `make models`)", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_demo(args))

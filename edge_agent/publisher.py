@@ -22,7 +22,10 @@ import orjson
 from .sensors import THERMAL_UNIT_SENSORS, sensor_names
 from .simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
 
-_FAULT_RE = re.compile(r"^(?P<kind>[a-z_]+)@(?P<start>\d+)\+(?P<length>\d+)(?::(?P<sensor>\w+))?$")
+_FAULT_RE = re.compile(
+    r"^(?P<kind>[a-z_]+)@(?P<start>\d+)\+(?P<length>\d+)(?::(?P<sensor>\w+))?"
+    r"(?:\*(?P<magnitude>\d+(?:\.\d+)?))?$"
+)
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -34,18 +37,22 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def parse_fault(spec: str) -> tuple[str | None, FaultEvent]:
-    """``[unit/]kind@start+length[:sensor]`` with start/length in steps after the backfill.
+    """``[unit/]kind@start+length[:sensor][*magnitude]``, start/length in steps after the backfill.
 
-    ``unit2/spike@30+10:steam_pressure`` — a spike on unit2's steam pressure from step 30 for 10.
+    ``unit2/spike@30+10:steam_pressure*2`` — a double-strength spike on unit2's steam pressure
+    from step 30 for 10 steps.
     """
     unit, _, rest = spec.rpartition("/")
     m = _FAULT_RE.match(rest)
     if not m:
-        raise ValueError(f"fault {spec!r} must look like [unit/]kind@start+length[:sensor]")
+        raise ValueError(
+            f"fault {spec!r} must look like [unit/]kind@start+length[:sensor][*magnitude]"
+        )
     if m["kind"] not in FAULT_KINDS:
         raise ValueError(f"fault kind {m['kind']!r} unknown; known: {', '.join(FAULT_KINDS)}")
     start = int(m["start"])
-    event = FaultEvent(m["kind"], start, start + int(m["length"]), m["sensor"])
+    magnitude = float(m["magnitude"]) if m["magnitude"] else 1.0
+    event = FaultEvent(m["kind"], start, start + int(m["length"]), m["sensor"], magnitude)
     return (unit or None), event
 
 

@@ -283,19 +283,32 @@ class MqttClient:
         self.client.disconnect()
 
 
+#: Steps simulated and dropped first (see edge_agent.publisher.SimulationPlan.burn_in).
+BURN_IN = 1800
+
+
 def simulated_steps(
     n_steps: int,
     faults: Iterable[FaultEvent] = (),
     seed: int = 0,
     start: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(timestamps, values, labels) of a simulated unit, ending ~now unless ``start`` given."""
+    """(timestamps, values, labels) of a settled simulated unit, ending ~now unless ``start``.
+
+    The simulator starts away from equilibrium, so ``BURN_IN`` steps are simulated first and
+    dropped (as the publisher does); fault steps count from the first returned step.
+    """
     if start is None:
         start = float(int(time.time()) - n_steps - 5)
-    result = ThermalUnitSimulator(seed=seed, day_seconds=3600.0, start_time=start).generate(
-        n_steps, list(faults)
-    )
-    return result.timestamps, result.values, result.labels
+    shifted = [
+        FaultEvent(f.kind, f.start + BURN_IN, f.end + BURN_IN, f.sensor, f.magnitude)
+        for f in faults
+    ]
+    result = ThermalUnitSimulator(
+        seed=seed, day_seconds=3600.0, start_time=start - BURN_IN
+    ).generate(n_steps + BURN_IN, shifted)
+    keep = slice(BURN_IN, None)
+    return result.timestamps[keep], result.values[keep], result.labels[keep]
 
 
 def telemetry_payload(ts: float, row: Sequence[float]) -> bytes:
