@@ -576,6 +576,59 @@ def generate_dataset(
     return sim.generate(n_steps, random_fault_schedule(n_steps, n_events, seed=seed))
 
 
+def generate_fleet(
+    n_units: int,
+    n_steps: int,
+    n_events: int,
+    seed: int = 0,
+    day_seconds: float = 3600.0,
+    burn_in: int = 1800,
+    start_time: float = 1_767_225_600.0,
+) -> SimulationResult:
+    """Several units (seeds ``seed*1000 + u``) one after another on one continuous 1 s grid.
+
+    Training on one simulated unit teaches the models that unit's particular levels; a fleet
+    teaches what normal looks like for units of the same design. Each unit is simulated for
+    ``burn_in`` extra steps that are dropped (the simulator starts away from equilibrium).
+    ``n_steps`` and ``n_events`` are totals, shared out evenly.
+    """
+    if n_units < 1:
+        raise ValueError("n_units must be >= 1")
+    per_unit, per_events = n_steps // n_units, n_events // n_units
+    parts: list[SimulationResult] = []
+    for u in range(n_units):
+        unit_seed = seed * 1000 + u
+        faults = [
+            dataclasses.replace(e, start=e.start + burn_in, end=e.end + burn_in)
+            for e in random_fault_schedule(per_unit, per_events, seed=unit_seed)
+        ]
+        sim = ThermalUnitSimulator(
+            seed=unit_seed, day_seconds=day_seconds, start_time=start_time + u * 7919.0
+        )
+        r = sim.generate(per_unit + burn_in, faults)
+        offset = u * per_unit
+        events = [
+            dataclasses.replace(e, start=e.start - burn_in + offset, end=e.end - burn_in + offset)
+            for e in r.events
+        ]
+        parts.append(
+            SimulationResult(
+                timestamps=start_time + offset + np.arange(per_unit, dtype=np.float64),
+                values=r.values[burn_in:],
+                labels=r.labels[burn_in:],
+                events=events,
+                sensors=r.sensors,
+            )
+        )
+    return SimulationResult(
+        timestamps=np.concatenate([p.timestamps for p in parts]),
+        values=np.concatenate([p.values for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        events=[e for p in parts for e in p.events],
+        sensors=parts[0].sensors,
+    )
+
+
 __all__: list[str] = [
     "FAULT_KINDS",
     "PROCESS_FAULT_KINDS",
@@ -585,6 +638,7 @@ __all__: list[str] = [
     "SimulationResult",
     "ThermalUnitSimulator",
     "generate_dataset",
+    "generate_fleet",
     "iso_utc",
     "random_fault_schedule",
 ]

@@ -474,3 +474,24 @@ def test_generate_dataset_is_labelled_and_seeded() -> None:
     # the compressed day: a full load cycle within the first hour
     assert np.ptp(data.values[:3600, COL["load"]]) > 150
     assert dataclasses.asdict(data.events[0])["kind"] in FAULT_KINDS
+
+
+def test_fleet_is_units_one_after_another_on_one_grid() -> None:
+    from edge_agent.simulator import generate_fleet
+
+    fleet = generate_fleet(3, 6000, 6, seed=7, burn_in=600)
+    assert fleet.values.shape == (6000, len(THERMAL_UNIT_SENSORS))
+    assert np.all(np.diff(fleet.timestamps) == 1.0)
+    # labels are exactly the union of the (re-based) events
+    expected = np.zeros(6000, dtype=np.int8)
+    for e in fleet.events:
+        expected[e.start : e.end] = 1
+    np.testing.assert_array_equal(fleet.labels, expected)
+    assert len(fleet.events) == 6
+    # each segment is a different unit: their mean levels differ
+    means = fleet.values.reshape(3, 2000, -1).mean(axis=1)
+    assert not np.allclose(means[0], means[1])
+    # reproducible
+    np.testing.assert_array_equal(
+        generate_fleet(3, 6000, 6, seed=7, burn_in=600).values, fleet.values
+    )

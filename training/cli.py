@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--events", type=int, help="number of injected faults")
     gen.add_argument("--seed", type=int, help="random seed")
     gen.add_argument("--day-seconds", type=float, help="length of a simulated day in seconds")
+    gen.add_argument("--units", type=int, help="units of the same design, one after another")
 
     tr = sub.add_parser(
         "train",
@@ -169,23 +170,27 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from edge_agent.simulator import generate_dataset
+    from edge_agent.simulator import generate_dataset, generate_fleet
 
     sim = load_config(args.config).simulator
     steps = args.steps if args.steps is not None else sim.steps
     events = args.events if args.events is not None else sim.events
     seed = args.seed if args.seed is not None else sim.seed
     day = args.day_seconds if args.day_seconds is not None else sim.day_seconds
+    units = args.units if args.units is not None else sim.units
     t0 = time.perf_counter()
     try:
-        result = generate_dataset(steps, events, seed=seed, day_seconds=day)
+        if units > 1:
+            result = generate_fleet(units, steps, events, seed=seed, day_seconds=day)
+        else:
+            result = generate_dataset(steps, events, seed=seed, day_seconds=day)
     except ValueError as exc:  # e.g. more events than fit in the steps
         raise DataError(f"cannot simulate: {exc}") from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(args.out)
     print(
         f"wrote {args.out}: {steps} steps, {len(result.events)} faults "
-        f"({100 * float(result.labels.mean()):.2f}% anomalous steps), seed {seed}, "
+        f"({100 * float(result.labels.mean()):.2f}% anomalous steps), seed {seed}, {units} unit(s), "
         f"{time.perf_counter() - t0:.1f}s"
     )
     return 0

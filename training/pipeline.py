@@ -129,6 +129,8 @@ class SimulatorSection(_Section):
     events: int = Field(default=60, ge=0)
     seed: int = 0
     day_seconds: float = Field(default=3600.0, gt=0)
+    #: Units of the same design simulated one after another (steps and events are totals).
+    units: int = Field(default=1, ge=1)
 
 
 def _default_voting() -> VotingEntry:
