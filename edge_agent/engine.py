@@ -191,6 +191,7 @@ class Engine:
         self._alarms = AlarmBook(settings.alarm, settings.agent_id, metrics)
         self._units: dict[str, _UnitState] = {}
         self._n_received = 0
+        self._n_messages_accepted = 0
         self._n_accepted = 0
         self._dropped = {r: metrics.steps_dropped.labels(r) for r in ("warmup", "stride")}
         self._publish_model_info()
@@ -215,6 +216,7 @@ class Engine:
         self._n_received += 1
         readings = self._ingest.parse(topic, payload, received)
         if readings is not None:
+            self._n_messages_accepted += 1
             self._n_accepted += len(readings.columns)
             self._aligner.add_readings(readings)
 
@@ -293,6 +295,9 @@ class Engine:
         if self._n_received:
             self.metrics.messages_received.inc(self._n_received)
             self._n_received = 0
+        if self._n_messages_accepted:
+            self.metrics.messages_accepted.inc(self._n_messages_accepted)
+            self._n_messages_accepted = 0
         if self._n_accepted:
             self.metrics.readings_accepted.inc(self._n_accepted)
             self._n_accepted = 0

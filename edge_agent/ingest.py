@@ -1,9 +1,12 @@
 """Ingest: MQTT topic + raw payload in, validated :class:`Readings` (one per message) out.
 
 Everything that arrives from the network is untrusted, so this module rejects and counts
-instead of raising: a bad message must never stop the agent or reach the models. Each
-rejection increments ``metrics.messages_rejected.labels(reason)`` (once per message, or
-once per rejected value inside a telemetry message) and is logged at debug level.
+instead of raising: a bad message must never stop the agent or reach the models. A message
+that yields no reading increments ``metrics.messages_rejected.labels(reason)`` exactly once
+and is logged at debug level, so ``messages_received = messages_accepted + sum(rejected)``
+holds; values dropped one by one from a telemetry message are counted in
+``metrics.readings_rejected.labels(reason)`` (and the message, if nothing is left of it, once
+in ``messages_rejected`` with the reason of its first dropped value).
 
 Rejection reasons (stable strings, used as the metric label):
 
@@ -11,13 +14,13 @@ Rejection reasons (stable strings, used as the metric label):
 ``bad_topic``       topic matches neither the sensor nor the telemetry template (or another plant)
 ``unknown_unit``    unit not configured and ``ingest.auto_discover_units`` is off
 ``too_many_units``  auto-discovery is on but ``ingest.max_units`` units are already tracked
-``unknown_sensor``  sensor not in the model set (for telemetry: per unknown sensor)
+``unknown_sensor``  sensor not in the model set (for telemetry: see above)
 ``bad_encoding``    payload is not valid UTF-8
 ``bad_json``        payload is not JSON
 ``bad_type``        JSON of the wrong shape or type: a string or bool where a number belongs,
                     a missing ``value``/``values``, an empty ``values`` object, …
 ``not_finite``      NaN or ±inf (e.g. ``1e999``)
-``out_of_range``    value outside the sensor's valid range from the manifest (per value)
+``out_of_range``    value outside the sensor's valid range from the manifest
 ``bad_timestamp``   ``ts`` is neither RFC 3339 with a UTC offset nor finite Unix seconds
 ``too_old``         ``ts`` older than ``align.max_age_seconds`` before arrival
 ``too_new``         ``ts`` more than ``align.max_future_seconds`` after arrival
@@ -255,6 +258,9 @@ class Ingestor:
         self._log = log
         self._units: dict[str, None] = dict.fromkeys(u.name for u in settings.units)
         self._rejected = {r: metrics.messages_rejected.labels(r) for r in REJECT_REASONS}
+        self._values_rejected = {
+            r: metrics.readings_rejected.labels(r) for r in ("unknown_sensor", "out_of_range")
+        }
         self._routes: dict[str, _Route] = {}
         self._sensors: dict[str, tuple[int, SensorSpec]] = {}
         self._last_ts_text: str | None = None
@@ -391,15 +397,46 @@ class Ingestor:
         sensors = self._sensors
         columns: list[int] = []
         values: list[float] = []
+        dropped: list[str] = []
+        unknown = out_of_range = 0
+        first = "unknown_sensor"
         for name, v in obj["values"].items():
             known = sensors.get(name)
             if known is None:
-                self.reject("unknown_sensor", topic, name[:100])
+                unknown += 1
+                if len(dropped) < 5:
+                    dropped.append(name[:100])
                 continue
             column, spec = known
             if not spec.lo <= v <= spec.hi:
-                self.reject("out_of_range", topic, name)
+                if not dropped:
+                    first = "out_of_range"
+                out_of_range += 1
+                if len(dropped) < 5:
+                    dropped.append(name)
                 continue
             columns.append(column)
             values.append(v)
-        return Readings(unit, ts, received, columns, values) if columns else None
+        if dropped:
+            self._drop_values(topic, unknown, out_of_range, dropped)
+            if not columns:
+                self.reject(first, topic)
+                return None
+        return Readings(unit, ts, received, columns, values)
+
+    def _drop_values(
+        self, topic: str, unknown: int, out_of_range: int, examples: list[str]
+    ) -> None:
+        """Count the values dropped from one telemetry message, with one log line for all of
+        them: a 64 kB message can name thousands of unknown sensors."""
+        if unknown:
+            self._values_rejected["unknown_sensor"].inc(unknown)
+        if out_of_range:
+            self._values_rejected["out_of_range"].inc(out_of_range)
+        self._log.debug(
+            "readings_rejected",
+            topic=topic[:200],
+            unknown_sensor=unknown,
+            out_of_range=out_of_range,
+            sensors=examples,
+        )

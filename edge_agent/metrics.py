@@ -36,12 +36,24 @@ class Metrics:
         )
         self.messages_rejected = Counter(
             p + "messages_rejected",
-            "Messages rejected at ingest, by reason",
+            "Messages rejected, once per message, by reason",
             ["reason"],
+            registry=r,
+        )
+        self.messages_accepted = Counter(
+            p + "messages_accepted",
+            "Messages with at least one accepted reading; every other message received is "
+            "counted once in messages_rejected",
             registry=r,
         )
         self.readings_accepted = Counter(
             p + "readings_accepted", "Sensor readings accepted", registry=r
+        )
+        self.readings_rejected = Counter(
+            p + "readings_rejected",
+            "Values dropped from telemetry messages, by reason (unknown_sensor, out_of_range)",
+            ["reason"],
+            registry=r,
         )
         self.readings_late = Counter(
             p + "readings_late", "Readings for an already closed step", registry=r

@@ -25,7 +25,8 @@ Built on aiomqtt 2.x (asyncio over paho-mqtt). Design points, each learnt the ha
   the receive loop; the queue is bounded (:data:`INCOMING_QUEUE_MAX`) so a stalled loop
   cannot eat the memory of a small box. aiomqtt cannot pause the socket, so a message
   arriving at a full queue is *dropped* (after paho has acknowledged it) and counted as
-  ``messages_rejected{reason="queue_full"}``: the bound is a memory guard, not flow control.
+  ``messages_rejected{reason="queue_full"}`` (and in ``messages_received``): the bound is a
+  memory guard, not flow control.
 """
 
 from __future__ import annotations
@@ -641,6 +642,9 @@ class MqttLink:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _count_drop(self) -> None:
+        # Received from the broker (and acknowledged) but never handed on: counted on both
+        # sides so that received = accepted + rejected still adds up.
+        self.metrics.messages_received.inc()
         self.metrics.messages_rejected.labels(reason="queue_full").inc()
 
     def _set_disconnected(self) -> None:

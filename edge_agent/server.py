@@ -30,7 +30,7 @@ from .engine import Engine, TickResult
 from .logging_setup import get_logger
 from .manifest import ManifestError
 from .metrics import Metrics
-from .mqtt import MqttLink, alert_properties, subscription_topics
+from .mqtt import MqttLink, alert_properties, status_payload, subscription_topics
 from .outbox import Outbox, mark_resent
 from .scoring import ModelSet
 from .sdnotify import SystemdNotifier
@@ -129,10 +129,7 @@ class Server:
         s = self.settings
         self.log.info("starting", version=__version__, models=str(s.models.dir))
         self.model_set = await asyncio.to_thread(load_model_set, s, None)
-        self.metrics.model_set.info(
-            {"version": self.model_set.version, "window": str(self.model_set.window)}
-        )
-        self.engine = Engine(s, self.model_set, self.metrics)
+        self.engine = Engine(s, self.model_set, self.metrics)  # publishes model_set_info
         _can_create(s.state_dir)  # the outbox reports (and survives) an unusable state dir
         self.outbox = Outbox(
             s.outbox_path,
@@ -328,12 +325,19 @@ class Server:
                 self.log.warning("mqtt settings changed: they take effect on restart")
             self.settings = settings
             self.model_set = model_set
-            self.metrics.model_set.info(
-                {"version": model_set.version, "window": str(model_set.window)}
-            )
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
+            await self._announce_model_set(model_set.version)
             return True
+
+    async def _announce_model_set(self, version: str) -> None:
+        """Re-publish the retained ``online`` status so it names the model set now running."""
+        if self.link is None:
+            return
+        self.link.model_set_version = version  # also used by the next (re)connect
+        if self.link.connected:
+            payload = status_payload("online", self.link.settings, version)
+            await self.link.publish(self.link.status_topic, payload, qos=1, retain=True)
 
     # ------------------------------------------------------------------ health
     async def _watchdog_loop(self) -> None:

@@ -190,8 +190,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result.to_csv(args.out)
     print(
         f"wrote {args.out}: {steps} steps, {len(result.events)} faults "
-        f"({100 * float(result.labels.mean()):.2f}% anomalous steps), seed {seed}, {units} unit(s), "
-        f"{time.perf_counter() - t0:.1f}s"
+        f"({100 * float(result.labels.mean()):.2f}% anomalous steps), seed {seed}, "
+        f"{units} unit(s), {time.perf_counter() - t0:.1f}s"
     )
     return 0
 
