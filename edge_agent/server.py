@@ -321,9 +321,15 @@ class Server:
                 self.metrics.reloads.labels("refused").inc()
                 self.log.error("reload refused, keeping the running model set", error=str(exc))
                 return False
-            if settings.mqtt != self.settings.mqtt:
-                self.log.warning("mqtt settings changed: they take effect on restart")
-            self.settings = settings
+            old, new = self.settings.model_dump(), settings.model_dump()
+            changed = sorted(k for k in new if k != "models" and new[k] != old[k])
+            if changed:
+                # The engine's buffers and alarm states are built on these; a reload keeps them.
+                self.log.warning(
+                    "configuration changes outside 'models' take effect on restart",
+                    sections=changed,
+                )
+            self.settings = self.settings.model_copy(update={"models": settings.models})
             self.model_set = model_set
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
