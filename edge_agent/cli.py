@@ -35,7 +35,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .server import Server
 
     settings = _settings(args.config)
-    password = settings.mqtt.resolved_password()
+    try:
+        password = settings.mqtt.resolved_password()
+    except OSError as exc:  # the same line as `check` gives
+        problem = (
+            f"file {exc.filename} not found"
+            if isinstance(exc, FileNotFoundError)
+            else f"cannot read {exc.filename}: {exc.strerror}"
+        )
+        raise ConfigError([f"config key mqtt.password_file: {problem}"]) from None
     configure_logging(
         args.log_level or settings.logging.level,
         settings.logging.format,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from string import Formatter
 from typing import Any, Literal
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -93,6 +95,16 @@ class MqttSettings(_Section):
         return self.password.get_secret_value() if self.password is not None else None
 
 
+#: Topic template -> (placeholders it may use, placeholders it must use).
+_TOPIC_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "sensor": (frozenset({"plant", "unit", "sensor"}), frozenset({"unit", "sensor"})),
+    "telemetry": (frozenset({"plant", "unit"}), frozenset({"unit"})),
+    "alerts": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
+    "scores": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
+    "status": (frozenset({"plant", "agent_id"}), frozenset()),
+}
+
+
 class TopicSettings(_Section):
     sensor: str = "plant/{plant}/{unit}/sensors/{sensor}"
     telemetry: str = "plant/{plant}/{unit}/telemetry"
@@ -100,6 +112,33 @@ class TopicSettings(_Section):
     scores: str = "plant/{plant}/{unit}/scores"
     status: str = "plant/{plant}/edge/{agent_id}/status"
     publish_scores: bool = False
+
+    @field_validator("sensor", "telemetry", "alerts", "scores", "status")
+    @classmethod
+    def _template(cls, v: str, info: ValidationInfo) -> str:
+        """Checked here, not when first used: a typo in the alerts topic would otherwise
+        fail every publish of a running agent, and one in an input topic only at start."""
+        allowed, required = _TOPIC_PLACEHOLDERS[str(info.field_name)]
+        try:
+            parsed = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(v) if name]
+        except ValueError as exc:
+            raise ValueError(f"not a valid topic template ({exc})") from None
+        names = [name for name, _, _ in parsed]
+        if not v or "+" in v or "#" in v:
+            raise ValueError("must be a non-empty topic without the wildcards + and #")
+        unknown = sorted(set(names) - allowed)
+        if unknown:
+            shown = ", ".join("{" + n + "}" for n in sorted(allowed))
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}} (allowed: {shown})")
+        if any(spec or conv for _, spec, conv in parsed):
+            raise ValueError("placeholders take no conversion or format spec, e.g. {unit}")
+        missing = sorted(required - set(names))
+        if missing:
+            raise ValueError(f"needs the placeholder {{{missing[0]}}}")
+        for name in required:
+            if names.count(name) > 1:
+                raise ValueError(f"{{{name}}} must appear only once")
+        return v
 
 
 class SensorLimits(_Section):
@@ -276,7 +315,14 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"config file {yaml_file}: cannot read: {exc}"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"config file {yaml_file}: invalid YAML: {exc}"]) from None
+            # PyYAML's message spans several lines (context, mark, caret): keep it to one.
+            problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+            where = (
+                f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+                if problem and mark is not None
+                else " ".join(str(exc).split())
+            )
+            raise ConfigError([f"config file {yaml_file}: invalid YAML: {where}"]) from None
         if data is not None and not isinstance(data, dict):
             raise ConfigError([f"config file {yaml_file}: top level must be a mapping"])
     # A subclass per file keeps the file path out of global state.

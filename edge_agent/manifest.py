@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from .features import FeatureSpec
 from .sensors import SensorSpec
@@ -141,6 +142,11 @@ def manifest_json_schema() -> dict[str, Any]:
     return Manifest.model_json_schema()
 
 
+def _one_line(error: ErrorDetails) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+
+
 def load_manifest(
     models_dir: Path | str,
     expected_sensors: list[str] | None = None,
@@ -163,7 +169,11 @@ def load_manifest(
     try:
         manifest = Manifest.model_validate(raw)
         manifest.feature_spec  # noqa: B018 - raises if the feature code disagrees
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # pydantic's text spans lines: one line per problem
+        raise ManifestError(
+            [f"{path}: invalid manifest: {_one_line(e)}" for e in exc.errors(include_url=False)]
+        ) from None
+    except ValueError as exc:
         raise ManifestError(f"{path}: invalid manifest: {exc}") from None
     problems: list[str] = []
     if expected_sensors is not None and manifest.sensor_names != list(expected_sensors):

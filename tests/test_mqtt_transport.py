@@ -161,9 +161,9 @@ def test_subscription_topics_are_plant_wildcards() -> None:
         plant="p7",
         agent_id="a",
         units=[{"name": "u1"}],
-        topics={"sensor": "site/{plant}/u-{unit}/{sensor}", "telemetry": "site/{plant}/tele"},
+        topics={"sensor": "site/{plant}/u-{unit}/{sensor}", "telemetry": "site/{plant}/{unit}"},
     )
-    assert subscription_topics(custom) == ["site/p7/+/+", "site/p7/tele"]
+    assert subscription_topics(custom) == ["site/p7/+/+", "site/p7/+"]
 
 
 def test_backoff_grows_to_cap_with_jitter_above_floor() -> None:
