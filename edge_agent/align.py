@@ -142,6 +142,9 @@ class Aligner:
         self._all_columns = (1 << self._n) - 1
         self._in_order = list(range(self._n))
         self._units: dict[str, _Timeline] = {}
+        #: True when a message completed a step since the last ``close_due``: the live agent
+        #: then scores soon instead of waiting for its periodic tick.
+        self.steps_ready = False
 
     # -- time grid ---------------------------------------------------------------------
 
@@ -250,6 +253,7 @@ class Aligner:
                 out.extend(tl.pending)
                 tl.pending.clear()
         self.flush_metrics()
+        self.steps_ready = False
         return out
 
     def flush_metrics(self) -> None:
@@ -278,6 +282,7 @@ class Aligner:
             if slot is None or slot.count < self._n:
                 return
             self._close(tl, unit, first, "complete")
+            self.steps_ready = True
             first += 1
 
     def _close(self, tl: _Timeline, unit: str, k: int, how: str) -> None:

@@ -220,6 +220,11 @@ class Engine:
             self._n_accepted += len(readings.columns)
             self._aligner.add_readings(readings)
 
+    @property
+    def steps_ready(self) -> bool:
+        """A message completed a step that the next ``tick`` will score."""
+        return self._aligner.steps_ready
+
     def tick(self, now: float) -> TickResult:
         """Close due steps, score them in one batch, run the alarms."""
         self._flush_counters()

@@ -38,6 +38,9 @@ from .sdnotify import SystemdNotifier
 #: Shutdown must finish within systemd's patience; the issue asks for 5 s in total.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 SHUTDOWN_STOP_SECONDS = 1.5
+#: Completed steps are scored this long after the message that completed them, so that
+#: steps completing together share one batch.
+TICK_COALESCE_SECONDS = 0.005
 #: How often a degraded outbox retries its storage.
 MAINTENANCE_SECONDS = 10.0
 #: Scores are best-effort (QoS 0): at most this many publishes in flight, the rest are dropped.
@@ -70,6 +73,7 @@ class _State:
     connected_at: float = 0.0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     score_publishes: int = 0
+    tick_scheduled: bool = False
 
 
 class Server:
@@ -100,6 +104,7 @@ class Server:
         self._state = _State()
         self._should_exit = asyncio.Event()
         self._outbox_wakeup = asyncio.Event()
+        self._steps_ready = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._last_tick = 0.0
 
@@ -190,6 +195,13 @@ class Server:
     def _on_message(self, topic: str, payload: bytes, received: float) -> None:
         if self._state.accepting and self.engine is not None:
             self.engine.handle_message(topic, payload, received)
+            if self.engine.steps_ready and not self._state.tick_scheduled:
+                self._state.tick_scheduled = True
+                asyncio.get_running_loop().call_later(TICK_COALESCE_SECONDS, self._wake_tick)
+
+    def _wake_tick(self) -> None:
+        self._state.tick_scheduled = False
+        self._steps_ready.set()
 
     async def _on_connect(self) -> None:
         self._state.connected_at = self.clock()
@@ -207,17 +219,22 @@ class Server:
         return max(0.01, min(0.1, step / 10.0))
 
     async def _tick_loop(self) -> None:
+        """Score on a periodic tick (deadlines, staleness) and soon after a step completes.
+
+        A completed step wakes the loop after ``TICK_COALESCE_SECONDS``, so steps that
+        complete together are still scored in one batch while latency stays a few ms.
+        The periodic wake-up doubles as the event-loop lag probe.
+        """
         interval = self.tick_interval
         assert self.engine is not None
-        next_at = time.monotonic()
+        loop = asyncio.get_running_loop()
         while True:
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                next_at = time.monotonic()  # fell behind: do not try to catch up in a burst
-            self.metrics.event_loop_lag_seconds.observe(max(0.0, -delay))
+            due = loop.time() + interval
+            try:
+                await asyncio.wait_for(self._steps_ready.wait(), interval)
+            except TimeoutError:
+                self.metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - due))
+            self._steps_ready.clear()
             self._last_tick = time.monotonic()
             try:
                 self._handle_tick(self.engine.tick(self.clock()))

@@ -280,3 +280,14 @@ def test_silent_unit_still_reaches_its_deadlines_at_wall_clock_speed() -> None:
     assert al.close_due(T0 + 2.9) == []  # step 1 ends at T0+2, deadline T0+4
     [step] = al.close_due(T0 + 4.05)
     assert (step.how, step.carried) == ("deadline", (1, 2))
+
+
+def test_steps_ready_flags_a_completed_step_until_it_is_collected() -> None:
+    al, _ = aligner()
+    al.add(r("a", T0 + 0.1, 1.0))
+    al.add(r("b", T0 + 0.1, 1.0))
+    assert not al.steps_ready  # incomplete: waits for its deadline, no early tick
+    al.add(r("c", T0 + 0.1, 1.0))
+    assert al.steps_ready
+    assert len(al.close_due(T0 + 0.2)) == 1
+    assert not al.steps_ready
