@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
+from tmpfs import tmpfs
 
 from edge_agent.metrics import Metrics
 from edge_agent.outbox import Outbox, mark_resent
@@ -301,28 +300,6 @@ def test_file_size_limit_degrades_then_recovers(tmp_path: Path) -> None:
     assert r["recovered"] is True
     assert r["on_disk"] == list(range(r["degraded_after"] + 1)), "nothing lost, order kept"
     assert r["errors"] >= 1 and len(r["conditions"]) == 1
-
-
-@contextmanager
-def tmpfs(mountpoint: Path, size_kib: int, *, read_only: bool = False) -> Iterator[Path]:
-    """A tiny tmpfs of our own; skips the test where mounting is not allowed."""
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root and the mount command")
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    options = f"size={size_kib}k,mode=0755" + (",ro" if read_only else "")
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", options, "edge-agent-test", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
 
 
 def remount(mountpoint: Path, mode: str) -> None:

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import queue
-import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +38,7 @@ from handmade_models import build_model_set, normal_series
 from mosquitto import HOST, MosquittoBroker, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from tmpfs import tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -558,28 +557,6 @@ def test_state_dir_that_cannot_exist_degrades_the_outbox_only(
         assert_scores_and_alerts_without_the_outbox(agent, sub, mosquitto.port)
         assert agent.metric("outbox_available") == 0
         assert not any(e.get("event") == "_raw" for e in agent.log_events()), "no traceback"
-
-
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size_kib: int, *, read_only: bool = False) -> Iterator[Path]:
-    """A tiny tmpfs of our own; skips where mounting is not allowed (not root, container)."""
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root and the mount command")
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    options = f"size={size_kib}k,mode=0755" + (",ro" if read_only else "")
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", options, "edge-agent-reliability", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
 
 
 def fill(directory: Path) -> Path:
