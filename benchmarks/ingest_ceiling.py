@@ -1,0 +1,298 @@
+"""The ingest ceiling: how many messages/s a bare aiomqtt receive loop takes on one core.
+
+This is the yardstick for the agent's end-to-end figure: a process that does nothing but
+receive from a real Mosquitto (``async for message in client.messages``) and parse each
+payload as JSON. The receiver runs in its own process (pinned to a core of its own with
+``--pin``); the load generator (loadgen.py) is another. Offered rates climb a ladder and
+the ceiling is the highest rate the loop took, by the same rule as the agent's stages.
+MQTT 3.1.1 and 5 are measured apart: paho decodes a Properties object per MQTT 5 message.
+
+    python benchmarks/ingest_ceiling.py [--seconds 4] [--cases orjson/3.1.1,orjson/5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+HERE = Path(__file__).resolve().parent
+
+
+async def receive(
+    port: int, parser: str, window: float, out: Path, max_seconds: float, protocol: str = "3.1.1"
+) -> None:
+    """Subscribe; from the first message on, receive and parse for ``window`` seconds.
+
+    The loop is the plain ``async for message in client.messages`` of aiomqtt's docs, with
+    one timeout around the whole run (a timeout per message would cost a task each).
+    """
+    import aiomqtt
+    import orjson
+
+    parse: Any = {"none": lambda b: None, "json": json.loads, "orjson": orjson.loads}[parser]
+    state = {"count": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0}
+    version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+
+    async def consume(client: aiomqtt.Client) -> None:
+        count, _first, end = 0, 0.0, 0.0
+        async for message in client.messages:
+            payload = message.payload
+            parse(payload if isinstance(payload, bytes | bytearray) else str(payload).encode())
+            now = time.perf_counter()
+            if count == 0:
+                _first, end = now, now + window
+                state["first"], state["cpu0"] = now, time.process_time()
+            count += 1
+            state["count"], state["last"] = count, now
+            if now >= end:
+                return
+
+    async with aiomqtt.Client(
+        common.HOST, port, identifier=f"ceiling-{parser}", protocol=version
+    ) as client:
+        await client.subscribe("plant/#", qos=1)
+        print("ready", flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consume(client), max_seconds)
+    cpu = time.process_time() - state["cpu0"]
+    count = int(state["count"])
+    busy = max(1e-9, state["last"] - state["first"])
+    out.write_text(
+        json.dumps(
+            {
+                "parser": parser,
+                "protocol": protocol,
+                "messages": count,
+                "busy_seconds": busy,
+                "rate": (count - 1) / busy if count > 1 else 0.0,
+                "cpu_percent": 100.0 * cpu / busy,
+                "per_cpu_second": (count - 1) / cpu if cpu > 0 else None,
+            }
+        )
+    )
+
+
+def measure(
+    case: str, seconds: float, rate: float, units: int, mode: str, work: Path
+) -> dict[str, Any]:
+    """One receiver run; ``case`` is ``parser/protocol``, e.g. ``orjson/5``."""
+    parser, _, protocol = case.partition("/")
+    protocol = protocol or "3.1.1"
+    agent_cpus, other_cpus = common.cpu_split()
+    with common.running_broker(work / f"broker-{parser}-{protocol}", cpus=other_cpus) as broker:
+        out = work / f"recv-{parser}-{protocol}.json"
+        recv = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "ingest_ceiling.py"),
+                "receive",
+                "--port",
+                str(broker.port),
+                "--parser",
+                parser,
+                "--protocol",
+                protocol,
+                "--out",
+                str(out),
+                "--window",
+                str(seconds),
+                "--max-seconds",
+                str(seconds + 60),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        common.pin_to_cpu(recv.pid, agent_cpus)
+        try:
+            assert recv.stdout is not None
+            line = recv.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"receiver did not start: {line!r}")
+            summary_path = work / f"loadgen-{parser}-{protocol}.json"
+            gen = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "loadgen.py"),
+                    "--port",
+                    str(broker.port),
+                    "--units",
+                    str(units),
+                    "--mode",
+                    mode,
+                    "--rate",
+                    str(rate),
+                    "--duration",
+                    str(seconds + 2),
+                    "--summary",
+                    str(summary_path),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            common.pin_to_cpu(gen.pid, other_cpus)
+            recv.wait(timeout=seconds + 120)
+            gen.wait(timeout=seconds + 120)
+        finally:
+            common.stop_process(recv)
+        sent = json.loads(summary_path.read_text())
+        got = json.loads(out.read_text())
+    return {
+        **got,
+        "offered_rate": sent["achieved_rate"],
+        "messages_sent": sent["messages_sent"],
+        "loadgen_lag_p99_ms": sent["lag_p99_ms"],
+        "mode": mode,
+        "pinned_to_one_core": agent_cpus is not None,
+    }
+
+
+#: Offered rates tried per case, in order; the ladder stops at the first the loop misses.
+LADDER = (2000, 3000, 4000, 5000, 6000, 7500, 10000, 12500, 15000, 20000)
+
+
+def kept_up(row: dict[str, Any]) -> bool:
+    """The receiver took what was offered (3 % slack for the load generator's own jitter)."""
+    return bool(row["rate"] >= 0.97 * row["offered_rate"])
+
+
+def ladder(
+    case: str, seconds: float, rates: list[int], units: int, mode: str, work: Path
+) -> dict[str, Any]:
+    """Offer each rate in turn; the ceiling is the highest the receiver kept up with.
+
+    Offering far more than it takes would measure something else: aiomqtt's incoming queue
+    is unbounded, so the backlog (and the garbage collector's work on it) would grow.
+    """
+    rungs = []
+    for rate in rates:
+        row = measure(case, seconds, rate, units, mode, work / f"{rate}")
+        row["kept_up"] = kept_up(row)
+        rungs.append(row)
+        print(
+            f"  {case:13s} offered {row['offered_rate']:8,.0f}/s: received "
+            f"{row['rate']:8,.0f}/s, CPU {row['cpu_percent']:5.1f}%, kept up "
+            f"{row['kept_up']}",
+            flush=True,
+        )
+        if not row["kept_up"]:
+            break
+    ok = [r for r in rungs if r["kept_up"]]
+    best = max(ok, key=lambda r: r["rate"]) if ok else max(rungs, key=lambda r: r["rate"])
+    parser, _, protocol = case.partition("/")
+    return {
+        "parser": parser,
+        "protocol": protocol or "3.1.1",
+        "ceiling": best["rate"],
+        "ceiling_kept_up": bool(ok),
+        "cpu_percent": best["cpu_percent"],
+        "per_cpu_second": best["per_cpu_second"],
+        "max_received": max(r["rate"] for r in rungs),
+        "rungs": rungs,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.pin:
+        os.environ["EDGE_BENCH_PIN"] = "1"
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    seconds = min(args.seconds, 1.5) if args.quick else args.seconds
+    rates = [r for r in LADDER if r <= args.max_rate][: 2 if args.quick else None]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edge-bench-ceiling-") as tmp:
+        for case in cases:
+            rows.append(
+                ladder(
+                    case, seconds, rates, args.units, args.mode, Path(tmp) / case.replace("/", "-")
+                )
+            )
+    common.print_table(
+        ["parser", "MQTT", "ceiling msgs/s", "CPU %", "msgs per CPU-second", "max received/s"],
+        [
+            [
+                r["parser"],
+                r["protocol"],
+                r["ceiling"],
+                r["cpu_percent"],
+                r["per_cpu_second"],
+                r["max_received"],
+            ]
+            for r in rows
+        ],
+        "Bare aiomqtt receive loop (one process) against Mosquitto: highest offered rate taken",
+    )
+    # the agent's own setting: orjson-class parsing over MQTT 5
+    ref = next(
+        (r for r in rows if r["parser"] == "orjson" and r["protocol"] == "5"),
+        next((r for r in rows if r["parser"] == "orjson"), rows[-1] if rows else None),
+    )
+    result = {
+        "settings": {
+            "seconds": seconds,
+            "ladder": rates,
+            "units": args.units,
+            "mode": args.mode,
+            "subscription_qos": 1,
+            "publish_qos": 0,
+            "note": "ceiling = highest offered rate the loop took (>= 97 %); msgs per "
+            "CPU-second = received / receiver CPU time at that rate",
+        },
+        "rows": rows,
+        "ceiling_msgs_per_s": ref["ceiling"] if ref else None,
+        "ceiling_msgs_per_cpu_second": ref["per_cpu_second"] if ref else None,
+        "ceilings": {f"{r['parser']}/{r['protocol']}": r["ceiling"] for r in rows},
+    }
+    if not args.no_write:
+        print(f"\nwrote {common.write_result(args.name, result)}")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("receive", help="(internal) the receiver process")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--parser", choices=["none", "json", "orjson"], default="orjson")
+    r.add_argument("--window", type=float, default=5.0, help="seconds to measure")
+    r.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
+    r.add_argument("--max-seconds", type=float, default=120.0)
+    r.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per rung")
+    p.add_argument("--max-rate", type=int, default=20000, help="highest rate of the ladder")
+    p.add_argument("--pin", action="store_true", help="pin the receiver to a core of its own")
+    p.add_argument("--units", type=int, default=100)
+    p.add_argument("--mode", choices=["telemetry", "sensors"], default="sensors")
+    p.add_argument(
+        "--cases",
+        default="orjson/3.1.1,orjson/5",
+        help="comma list of PARSER/PROTOCOL: parser none|json|orjson, MQTT 3.1.1|5",
+    )
+    p.add_argument("--quick", action="store_true", help="two 1.5 s rungs per case")
+    p.add_argument("--name", default="ingest_ceiling")
+    p.add_argument("--no-write", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "receive":
+        asyncio.run(
+            receive(args.port, args.parser, args.window, args.out, args.max_seconds, args.protocol)
+        )
+        return 0
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

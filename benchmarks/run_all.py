@@ -1,0 +1,148 @@
+"""Run every benchmark (``make bench``) and print one summary: figure, target, met or not.
+
+Each benchmark runs as its own process (one failing does not stop the others) with the same
+model set, writes ``benchmarks/results/<name>.json`` and its targets; this script collects
+those into ``results/summary.json``. Durations are chosen so the whole run stays under
+15 minutes on a 2-core machine; the soak (10 minutes on its own) only runs with ``--soak``.
+At the end, ``benchmarks/skab.py --data ../shared/data/skab`` runs when that directory exists.
+
+    python benchmarks/run_all.py [--models DIR] [--soak] [--quick] [--only inference,footprint]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+HERE = Path(__file__).resolve().parent
+SKAB_DATA = Path("..") / "shared" / "data" / "skab"  # relative to the repository root
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(results name, command-line arguments) of each benchmark, in running order."""
+    quick = ["--quick"] if args.quick else []
+    steps = [
+        ("inference", [*quick, "--seconds", "1"]),
+        ("ingest_ceiling", [*quick, "--seconds", "5"]),
+        ("training_time", ["--rerun"] if args.rerun_training else []),
+        ("end_to_end", [*quick, "--seconds", "8"]),
+        ("baseline", [*quick, "--seconds", "20"]),
+        (
+            "footprint",
+            [*quick, "--minutes", str(args.footprint_minutes), "--starts", "3"]
+            + ([] if args.no_fresh_venv else ["--fresh-venv"]),
+        ),
+    ]
+    if args.soak:
+        steps.append(("soak", ["--minutes", str(args.soak_minutes)]))
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",")}
+        steps = [s for s in steps if s[0] in wanted]
+    return steps
+
+
+def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / f"{name}.py"), *extra]
+    if name != "ingest_ceiling":  # the only one without models
+        cmd += ["--models", str(models)]
+    if pin and name in ("ingest_ceiling", "end_to_end", "baseline", "footprint", "soak"):
+        cmd.append("--pin")
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+    t0, started = time.monotonic(), time.time()
+    proc = subprocess.run(cmd, cwd=common.REPO, check=False)
+    seconds = time.monotonic() - t0
+    result_file = common.RESULTS_DIR / f"{name}.json"
+    targets: list[dict[str, Any]] = []
+    fresh = result_file.is_file() and result_file.stat().st_mtime >= started - 1
+    if fresh:
+        targets = json.loads(result_file.read_text()).get("targets", [])
+    return {
+        "name": name,
+        "exit_code": proc.returncode,
+        "seconds": seconds,
+        "result_file": str(result_file) if fresh else None,
+        "targets": targets,
+    }
+
+
+def run_skab() -> dict[str, Any] | None:
+    data = (common.REPO / SKAB_DATA).resolve()
+    script = HERE / "skab.py"
+    if not data.is_dir() or not script.is_file():
+        print(f"\n=== skab: skipped ({data} or {script.name} not found)", flush=True)
+        return None
+    cmd = [sys.executable, str(script), "--data", str(SKAB_DATA)]
+    print(f"\n=== skab: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=common.REPO, check=False)
+    return {
+        "name": "skab",
+        "exit_code": proc.returncode,
+        "seconds": time.monotonic() - t0,
+        "result_file": str(common.RESULTS_DIR / "skab.json"),
+        "targets": [],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, help="model set (default: models/ or a built one)")
+    p.add_argument("--quick", action="store_true", help="smallest mode of every benchmark")
+    p.add_argument("--soak", action="store_true", help="also run the soak")
+    p.add_argument("--soak-minutes", type=float, default=10.0)
+    p.add_argument("--footprint-minutes", type=float, default=3.0)
+    p.add_argument("--rerun-training", action="store_true", help="re-time training (minutes)")
+    p.add_argument("--pin", action="store_true", help="pin agents to a core of their own")
+    p.add_argument("--no-skab", action="store_true")
+    p.add_argument(
+        "--no-fresh-venv",
+        action="store_true",
+        help="footprint: skip installing the agent alone into a new venv (needs PyPI)",
+    )
+    p.add_argument("--only", help="comma list of benchmark names")
+    args = p.parse_args(argv)
+
+    t0 = time.monotonic()
+    models = common.resolve_models(args.models)
+    common.native_models(models)  # Keras/sklearn twins: built once, before anything is timed
+    print(f"model set: {models}", flush=True)
+    runs = [run_one(name, extra, models, args.pin) for name, extra in plan(args)]
+    if not args.no_skab and not args.only:
+        skab = run_skab()
+        if skab is not None:
+            runs.append(skab)
+    total = time.monotonic() - t0
+
+    rows = []
+    for r in runs:
+        if r["exit_code"] != 0:
+            rows.append([r["name"], f"FAILED (exit {r['exit_code']})", "-", None])
+        for t in r["targets"]:
+            rows.append([r["name"], t["figure"], t["target"], t["met"], t["value"]])
+    common.print_table(
+        ["benchmark", "figure", "target", "met", "value"],
+        [row + [None] * (5 - len(row)) for row in rows],
+        f"Summary ({total / 60:.1f} min; 'NO' = missed, '-' = not measured)",
+    )
+    common.print_table(
+        ["benchmark", "seconds", "exit"],
+        [[r["name"], r["seconds"], r["exit_code"]] for r in runs],
+        "Durations",
+    )
+    path = common.write_result(
+        "summary", {"models": str(models), "total_seconds": total, "runs": runs}
+    )
+    print(f"\nwrote {path}")
+    return 0 if all(r["exit_code"] == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Smoke tests of benchmarks/: each script's smallest mode runs for real, so none can rot.
+
+They use a TensorFlow-free tiny model set (benchmarks/common.py) and real Mosquitto brokers;
+they check that the measurements add up (what was sent was received, what the agent scored
+reached the subscriber), not how fast this machine is. The Keras half of the seed-design
+baseline is left to `make bench` (importing TensorFlow alone would take this file's budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import baseline  # noqa: E402
+import baseline_agent  # noqa: E402
+import common  # noqa: E402
+import end_to_end  # noqa: E402
+import footprint  # noqa: E402
+import inference  # noqa: E402
+import ingest_ceiling  # noqa: E402
+import loadgen  # noqa: E402
+import run_all  # noqa: E402
+import soak  # noqa: E402
+import training_time  # noqa: E402
+
+from edge_agent.metrics import Metrics  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return common.build_tiny_model_set(tmp_path_factory.mktemp("bench-models"), trees=10)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_inference_quick_measures_every_case(tiny_models: Path) -> None:
+    args = inference.build_parser().parse_args(
+        ["--models", str(tiny_models), "--quick", "--no-keras", "--seconds", "0.05", "--no-write"]
+    )
+    result = inference.run(args)
+    cases = {(r["case"], r["batch"]) for r in result["iforest"]["rows"]}
+    assert ("onnx ours (shipped file)", 16) in cases
+    assert ("sklearn decision_function", 1) in cases
+    assert all(r["per_call"]["calls"] >= 5 for r in result["iforest"]["rows"])
+    # one graph node per tree and then some in skl2onnx's converter; a handful in ours
+    info = result["iforest"]["info"]
+    assert info["ours_nodes"] < 30 < info["skl2onnx_default_nodes"]
+    assert result["summary"]["ratios"]["iforest: sklearn decision_function / ours, batch 1"] > 1
+    assert {t["figure"] for t in result["targets"]} >= {"IF single row (ms)"}
+
+
+def test_ingest_ceiling_receives_what_loadgen_sends(tmp_path: Path) -> None:
+    row = ingest_ceiling.measure("orjson/3.1.1", 1.0, 2000.0, 10, "sensors", tmp_path)
+    assert row["messages_sent"] > 1000
+    assert 0 < row["messages"] <= row["messages_sent"]
+    assert row["rate"] > 0 and row["per_cpu_second"] > 0
+
+
+def test_loadgen_schedule_lands_in_the_right_steps() -> None:
+    plan = loadgen.Plan(units=7, rate=1400.0, mode="sensors")
+    assert plan.step_us == 40_000  # 7 units * 8 messages / 1400 msgs/s
+    for u in range(plan.units):
+        for k in (10, 11):
+            t = loadgen.nominal_time(plan, k, u)
+            assert k * plan.step_seconds <= t < (k + 1) * plan.step_seconds
+            # the agent's scores carry the step start truncated to milliseconds
+            assert loadgen.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
+    packet = loadgen.publish_packet(b"a/b", b"xy")
+    assert packet == b"\x30\x07\x00\x03a/bxy"
+
+
+def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path: Path) -> None:
+    r = end_to_end.run_stage(tiny_models, "sensors", 2, 400, 1.0, tmp_path, fault_units=1)
+    assert r.messages_sent > 0
+    assert r.lost_messages == 0 and r.lost_steps == 0, r.why_not
+    assert r.steps_scored > 0
+    assert r.scores_with_score >= r.steps_scored, r.why_not
+    assert r.agent_ready_seconds is not None and r.agent_rss_mb is not None
+    assert r.agent_errors == []
+
+
+def test_metrics_parsing_matches_prometheus_client() -> None:
+    from prometheus_client import generate_latest
+
+    m = Metrics()
+    m.messages_received.inc(7)
+    m.messages_rejected.labels("bad_json").inc(2)
+    for v in (0.004, 0.004, 0.015, 0.3):
+        m.reading_to_score_seconds.observe(v)
+    snap = common.MetricsSnapshot.parse(generate_latest(m.registry).decode())
+    assert snap.value("edge_agent_messages_received") == 7
+    assert snap.by_label("edge_agent_messages_rejected", "reason") == {"bad_json": 2}
+    h = snap.histogram("edge_agent_reading_to_score_seconds")
+    assert h.count == 4
+    assert h.quantile(0.5) == 0.005 and h.quantile(0.99) == 0.5 and h.max_bound() == 0.5
+
+
+def test_footprint_closure_and_training_time(tiny_models: Path) -> None:
+    agent = footprint.closure_size(["edge-agent"])
+    assert "onnxruntime" in agent["packages"] and "tensorflow-cpu" not in agent["packages"]
+    assert agent["total_mb"] > 1
+    args = training_time.build_parser().parse_args(["--models", str(tiny_models), "--no-write"])
+    result = training_time.run(args)  # the tiny set recorded no timings: "not measured"
+    assert [t["met"] for t in result["targets"]] == [None, None]
+
+
+def test_orchestrators_parse_their_modes() -> None:
+    names = [n for n, _ in run_all.plan(run_all_args(soak=True))]
+    assert names[0] == "inference" and names[-1] == "soak"
+    assert baseline.saturated_rate([[0, 0], [1, 2], [2, 5], [3, 9]], 1, 3) == 3.5
+    for module in (baseline, baseline_agent, footprint, soak, end_to_end, loadgen):
+        assert module.build_parser().format_help()
+
+
+def run_all_args(**overrides: object) -> argparse.Namespace:
+    defaults = {
+        "quick": False,
+        "rerun_training": False,
+        "footprint_minutes": 3.0,
+        "soak": False,
+        "soak_minutes": 10.0,
+        "only": None,
+        "no_fresh_venv": False,
+    }
+    return argparse.Namespace(**{**defaults, **overrides})
