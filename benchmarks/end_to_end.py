@@ -155,6 +155,8 @@ class AgentProcess:
             [self.executable, "run", "--config", str(self.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # as systemd/edge-agent.service and Dockerfile.arm64 run it
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         )
         common.pin_to_cpu(self.proc.pid, self.cpus)
         if not common.wait_for(self._ready, timeout, 0.005):

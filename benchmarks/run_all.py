@@ -4,7 +4,8 @@ Each benchmark runs as its own process (one failing does not stop the others) wi
 model set, writes ``benchmarks/results/<name>.json`` and its targets; this script collects
 those into ``results/summary.json``. Durations are chosen so the whole run stays under
 15 minutes on a 2-core machine; the soak (10 minutes on its own) only runs with ``--soak``.
-At the end, ``benchmarks/skab.py --data ../shared/data/skab`` runs when that directory exists.
+With ``--skab``, ``benchmarks/skab.py --data ../shared/data/skab`` runs at the end when that
+directory exists (about 5 minutes more; ``make skab`` runs it alone).
 
     python benchmarks/run_all.py [--models DIR] [--soak] [--quick] [--only inference,footprint]
 """
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--footprint-minutes", type=float, default=3.0)
     p.add_argument("--rerun-training", action="store_true", help="re-time training (minutes)")
     p.add_argument("--pin", action="store_true", help="pin agents to a core of their own")
-    p.add_argument("--no-skab", action="store_true")
+    p.add_argument("--skab", action="store_true", help="also run skab.py on ../shared/data/skab")
     p.add_argument(
         "--no-fresh-venv",
         action="store_true",
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     common.native_models(models)  # Keras/sklearn twins: built once, before anything is timed
     print(f"model set: {models}", flush=True)
     runs = [run_one(name, extra, models, args.pin) for name, extra in plan(args)]
-    if not args.no_skab and not args.only:
+    if args.skab and not args.only:
         skab = run_skab()
         if skab is not None:
             runs.append(skab)

@@ -46,6 +46,9 @@ STEP_ALARM_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale")
 _ALL_CLEAR: Mapping[str, bool] = MappingProxyType(dict.fromkeys(STEP_ALARM_KINDS, False))
 
 
+#: Most windows scored in one onnxruntime call.
+MAX_SCORE_BATCH = 128
+
 @dataclass(slots=True)
 class StepOutcome:
     """What happened at one closed step of one unit."""
@@ -359,6 +362,19 @@ class Engine:
         return outcomes, batch_rows, windows[: len(batch_rows)]
 
     def _score(
+        self,
+        now: float,
+        outcomes: list[StepOutcome],
+        batch_rows: list[int],
+        windows: NDArray[np.float32],
+    ) -> None:
+        # Bounded batches: the cost per window is flat from ~16 windows up, while one huge
+        # batch (a backlog after an outage) would spike memory that glibc then keeps.
+        for start in range(0, len(batch_rows), MAX_SCORE_BATCH):
+            stop = start + MAX_SCORE_BATCH
+            self._score_batch(now, outcomes, batch_rows[start:stop], windows[start:stop])
+
+    def _score_batch(
         self,
         now: float,
         outcomes: list[StepOutcome],

@@ -418,3 +418,23 @@ def test_auto_discovered_units_are_bounded_by_max_units(model_set: ModelSet) -> 
     assert sorted(s.unit for s in plant.steps) == [f"line{i}" for i in range(5)]
     assert sample(metrics, "messages_rejected_total", reason="too_many_units") == 15
     assert sample(metrics, "units_tracked") == 5
+
+
+def test_a_large_backlog_is_scored_in_bounded_batches(model_set: ModelSet) -> None:
+    from edge_agent.engine import MAX_SCORE_BATCH
+
+    units = [f"u{i}" for i in range(300)]
+    e, metrics = engine(model_set, units=[{"name": u} for u in units])
+    plant = Plant(e)
+    series = {u: normal_series(WINDOW, seed=500 + i) for i, u in enumerate(units)}
+    for k in range(WINDOW):
+        for u in units:
+            plant.send(u, T0 + k, dict(zip(NAMES, series[u][k].tolist(), strict=True)))
+    plant.tick(T0 + WINDOW)  # 300 full windows close in one tick
+    assert sample(metrics, "steps_scored_total") == 300
+    assert sample(metrics, "batch_size_count") == -(-300 // MAX_SCORE_BATCH)
+    assert sample(metrics, "batch_size_sum") == 300
+    last = {s.unit: s for s in plant.steps if s.scored}
+    for u in ("u0", "u150", "u299"):
+        alone = model_set.score(series[u][None])
+        assert last[u].score == pytest.approx(float(alone.votes.ensemble_score[0]), rel=1e-5)
