@@ -117,26 +117,10 @@ def measure_baseline(
         proc = BaselineProcess(broker.port, models, work / "baseline.json", cpus=agent_cpus).start()
         summary = work / "loadgen-baseline.json"
         cpu = common.CpuMeter(proc.pid)
-        gen = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "loadgen.py"),
-                "--port",
-                str(broker.port),
-                "--units",
-                str(units),
-                "--mode",
-                "telemetry",
-                "--rate",
-                str(rate),
-                "--duration",
-                str(seconds),
-                "--summary",
-                str(summary),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        common.pin_to_cpu(gen.pid, other_cpus)
+        gen = common.start_loadgen(
+            broker.port, units=units, mode="telemetry", rate=rate, duration=seconds,
+            summary=summary, cpus=other_cpus,
+        )  # fmt: skip
         cpu.start()
         gen.wait(timeout=seconds + 120)
         cpu_percent = cpu.stop()

@@ -1092,3 +1092,34 @@ def _varint(n: int) -> bytes:
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def start_loadgen(
+    port: int,
+    *,
+    units: int,
+    mode: str,
+    rate: float,
+    duration: float,
+    summary: Path,
+    cpus: set[int] | None = None,
+    announce: bool = False,
+    **options: Any,
+) -> subprocess.Popen[str]:
+    """Start ``loadgen.py`` in its own process, pinned to ``cpus``.
+
+    ``options`` become flags (``fault_units=2`` → ``--fault-units 2``). With ``announce`` its
+    stdout is a pipe whose first line says when publishing starts; otherwise it is discarded.
+    """
+    cmd = [
+        sys.executable, str(Path(__file__).resolve().parent / "loadgen.py"),
+        "--port", str(port), "--units", str(units), "--mode", mode,
+        "--rate", str(rate), "--duration", str(duration), "--summary", str(summary),
+    ]  # fmt: skip
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    gen = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE if announce else subprocess.DEVNULL, text=True
+    )
+    pin_to_cpu(gen.pid, cpus)
+    return gen

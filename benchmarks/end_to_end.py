@@ -409,35 +409,11 @@ def run_stage(
             summary_path = work / "loadgen.json"
             # Warm-up: every unit's window fills before the measured window starts.
             warmup = (window + 5) * plan.step_seconds + 0.5
-            gen = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "loadgen.py"),
-                    "--port",
-                    str(broker.port),
-                    "--units",
-                    str(units),
-                    "--mode",
-                    mode,
-                    "--rate",
-                    str(rate),
-                    "--duration",
-                    str(warmup + seconds),
-                    "--qos",
-                    str(qos_in),
-                    "--fault-units",
-                    str(fault_units),
-                    "--fault-every",
-                    str(fault_every),
-                    "--fault-len",
-                    "20",
-                    "--summary",
-                    str(summary_path),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            common.pin_to_cpu(gen.pid, other_cpus)
+            gen = common.start_loadgen(
+                broker.port, units=units, mode=mode, rate=rate, duration=warmup + seconds,
+                summary=summary_path, cpus=other_cpus, announce=True,
+                qos=qos_in, fault_units=fault_units, fault_every=fault_every, fault_len=20,
+            )  # fmt: skip
             assert gen.stdout is not None
             line = gen.stdout.readline()
             if not line.startswith("publishing"):

@@ -251,28 +251,10 @@ def agent_under_load(
         try:
             rss0 = common.proc_rss_mb(agent.pid)
             seconds = minutes * 60.0
-            gen = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "loadgen.py"),
-                    "--port",
-                    str(broker.port),
-                    "--units",
-                    str(units),
-                    "--mode",
-                    mode,
-                    "--rate",
-                    str(rate),
-                    "--duration",
-                    str(seconds),
-                    "--fault-units",
-                    "1",
-                    "--summary",
-                    str(work / "loadgen-load.json"),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            common.pin_to_cpu(gen.pid, other_cpus)
+            gen = common.start_loadgen(
+                broker.port, units=units, mode=mode, rate=rate, duration=seconds,
+                summary=work / "loadgen-load.json", cpus=other_cpus, fault_units=1,
+            )  # fmt: skip
             t0 = time.monotonic()
             cpu = common.CpuMeter(agent.pid)
             cpu.start()

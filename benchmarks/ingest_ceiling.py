@@ -121,26 +121,10 @@ def measure(
             if line.strip() != "ready":
                 raise RuntimeError(f"receiver did not start: {line!r}")
             summary_path = work / f"loadgen-{parser}-{protocol}.json"
-            gen = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "loadgen.py"),
-                    "--port",
-                    str(broker.port),
-                    "--units",
-                    str(units),
-                    "--mode",
-                    mode,
-                    "--rate",
-                    str(rate),
-                    "--duration",
-                    str(seconds + 2),
-                    "--summary",
-                    str(summary_path),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            common.pin_to_cpu(gen.pid, other_cpus)
+            gen = common.start_loadgen(
+                broker.port, units=units, mode=mode, rate=rate, duration=seconds + 2,
+                summary=summary_path, cpus=other_cpus,
+            )  # fmt: skip
             recv.wait(timeout=seconds + 120)
             gen.wait(timeout=seconds + 120)
         finally:

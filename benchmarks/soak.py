@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["EDGE_BENCH_PIN"] = "1"
     models = common.resolve_models(args.models, tiny=args.tiny)
     seconds = args.minutes * 60.0
-    plan = loadgen.Plan(args.units, args.rate, "telemetry")
+    plan = loadgen.Plan(args.units, args.rate, args.mode)
     fault_units = min(args.fault_units, args.units)
     agent_cpus, other_cpus = common.cpu_split()
     samples: list[dict[str, Any]] = []
@@ -70,32 +69,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sub = end_to_end.subscribe(
                 broker.port, counter, client_id="soak-subscriber", scores=False
             )
-            gen = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "loadgen.py"),
-                    "--port",
-                    str(broker.port),
-                    "--units",
-                    str(args.units),
-                    "--mode",
-                    "telemetry",
-                    "--rate",
-                    str(args.rate),
-                    "--duration",
-                    str(seconds),
-                    "--fault-units",
-                    str(fault_units),
-                    "--fault-every",
-                    str(args.fault_every),
-                    "--fault-len",
-                    str(args.fault_len),
-                    "--summary",
-                    str(work / "loadgen.json"),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            common.pin_to_cpu(gen.pid, other_cpus)
+            gen = common.start_loadgen(
+                broker.port, units=args.units, mode=args.mode, rate=args.rate,
+                duration=seconds, summary=work / "loadgen.json", cpus=other_cpus,
+                fault_units=fault_units, fault_every=args.fault_every, fault_len=args.fault_len,
+            )  # fmt: skip
             t0 = time.monotonic()
             cpu = common.CpuMeter(agent.pid)
             cpu.start()
@@ -237,7 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path)
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--rate", type=float, default=2000.0, help="telemetry msgs/s")
+    p.add_argument("--rate", type=float, default=2000.0, help="msgs/s offered")
+    p.add_argument(
+        "--mode",
+        choices=["sensors", "telemetry"],
+        default="sensors",
+        help="per-sensor messages (2 k msgs/s = 250 steps/s) or per-unit telemetry (2 k msgs/s "
+        "= 16 k readings/s, beyond one agent's measured telemetry capacity)",
+    )
     p.add_argument("--units", type=int, default=50)
     p.add_argument("--fault-units", type=int, default=10)
     p.add_argument("--fault-every", type=int, default=600, help="steps between faults")
