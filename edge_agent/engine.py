@@ -49,6 +49,7 @@ _ALL_CLEAR: Mapping[str, bool] = MappingProxyType(dict.fromkeys(STEP_ALARM_KINDS
 #: Most windows scored in one onnxruntime call.
 MAX_SCORE_BATCH = 128
 
+
 @dataclass(slots=True)
 class StepOutcome:
     """What happened at one closed step of one unit."""
