@@ -173,30 +173,6 @@ def _template_regex(template: str, plant: str, captures: Sequence[str]) -> re.Pa
     return re.compile(pattern)
 
 
-def subscription_filter(template: str, plant: str) -> str:
-    """The MQTT filter for a topic template: ``{unit}``/``{sensor}`` become ``+``."""
-    segments = template.replace("{plant}", plant).split("/")
-    out = []
-    for seg in segments:
-        if "{" in seg:
-            if seg not in ("{unit}", "{sensor}"):
-                raise ValueError(
-                    f"topic template {template!r}: placeholders must fill whole levels"
-                )
-            out.append("+")
-        else:
-            out.append(seg)
-    return "/".join(out)
-
-
-def subscription_filters(settings: AgentSettings) -> list[str]:
-    """The MQTT subscriptions the agent needs for its input topics."""
-    return [
-        subscription_filter(settings.topics.sensor, settings.plant),
-        subscription_filter(settings.topics.telemetry, settings.plant),
-    ]
-
-
 def parse_timestamp(raw: float | int | str) -> float | None:
     """Unix seconds from RFC 3339 (with offset) or a number; None if it is neither."""
     if type(raw) is str:

@@ -19,9 +19,9 @@ from edge_agent.ingest import (
     Reading,
     Readings,
     parse_timestamp,
-    subscription_filters,
 )
 from edge_agent.metrics import Metrics
+from edge_agent.mqtt import subscription_topics
 from edge_agent.sensors import THERMAL_UNIT_SENSORS
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -246,7 +246,7 @@ def test_timestamp_window_edges_are_inclusive() -> None:
     assert rejected(metrics) == {"too_old": 1.0, "too_new": 1.0}
 
 
-def test_custom_topic_templates_and_subscription_filters() -> None:
+def test_custom_topic_templates_and_their_subscriptions() -> None:
     topics = {"sensor": "site/{plant}/{unit}/{sensor}", "telemetry": "site/{plant}/{unit}/all"}
     ingest, metrics, _ = make(plant="north", topics=topics)
     assert parse(ingest, "site/north/u1/load", b"500", NOW)[0].sensor == "load"
@@ -256,7 +256,8 @@ def test_custom_topic_templates_and_subscription_filters() -> None:
     s = AgentSettings.model_validate(
         {"agent_id": "t", "plant": "north", "units": [{"name": "u1"}], "topics": topics}
     )
-    assert subscription_filters(s) == ["site/north/+/+", "site/north/+/all"]
+    # the agent subscribes with exactly the filters these templates need
+    assert subscription_topics(s) == ["site/north/+/+", "site/north/+/all"]
 
 
 def test_bad_topic_templates_are_refused() -> None:
