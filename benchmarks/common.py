@@ -296,10 +296,8 @@ def venv_bin(name: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+    port: int = _test_harness().free_port()
+    return port
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -405,87 +403,20 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int | No
 # ------------------------------------------------------------------------------ Mosquitto
 
 
-def _load_test_broker() -> Any:
-    """tests/mosquitto.py's MosquittoBroker (the one the integration tests use), if present."""
-    tests = REPO / "tests"
-    if not (tests / "mosquitto.py").is_file():
-        return None
-    if str(tests) not in sys.path:
-        sys.path.insert(0, str(tests))
-    try:
-        import mosquitto  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return getattr(mosquitto, "MosquittoBroker", None)
+def _test_harness() -> Any:
+    """tests/mosquitto.py: the brokers the integration tests start, reused as they are."""
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import mosquitto  # type: ignore[import-not-found]
 
-
-class _LocalBroker:
-    """Fallback when tests/mosquitto.py is absent: one mosquitto on a free port."""
-
-    def __init__(self, workdir: Path, **_: Any) -> None:
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host = HOST
-        self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def start(self) -> _LocalBroker:
-        conf = self.workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {HOST}",
-            "allow_anonymous true",
-            "persistence false",
-            "max_queued_messages 100000",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self._proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if not wait_for(lambda: _port_open(self.port), 10):
-            raise RuntimeError(f"mosquitto did not start on port {self.port}")
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is not None:
-            stop_process(self._proc, timeout)
-            self._proc = None
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
-            self._proc = None
-
-    def restart(self, *, kill: bool = False) -> _LocalBroker:
-        if kill:
-            self.kill()
-        else:
-            self.stop()
-        return self.start()
-
-
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
-        return True
-    return False
+    return mosquitto
 
 
 def make_broker(workdir: Path, **options: Any) -> Any:
-    """A started-on-demand Mosquitto: ``with make_broker(dir) as b:`` or ``.start()``/``.kill()``.
-
-    Persistence and sessions as in the integration tests when tests/mosquitto.py exists.
-    """
-    cls = _load_test_broker()
-    if cls is not None:
-        return cls(workdir, **options)
-    return _LocalBroker(workdir, **options)
+    """A Mosquitto on a free port, as in the integration tests (persistence, sessions):
+    ``with make_broker(dir) as b:`` or ``.start()``/``.kill()``."""
+    return _test_harness().MosquittoBroker(workdir, **options)
 
 
 @contextlib.contextmanager
