@@ -9,14 +9,18 @@ off is worse than none, so every alarm (one per unit, kind and subject) is debou
 
 Kinds and subjects: ``anomaly`` (the ensemble decision; one per unit), ``limit`` (one per
 configured limit: subject ``"<sensor>:<LEVEL>"``, like separate HI and HIHI alarms in a
-control system) and ``sensor_stale`` (the step could not be scored for lack of fresh data).
+control system), ``sensor_stale`` (the step could not be scored for lack of fresh data) and
+``bad_quality`` (one per sensor: its latest reading was impossible — outside the instrument
+range or not a number — and no valid one has come since).
 
 Severity (fixed when the episode is raised; the cleared message repeats it):
 
 * ``limit``: HIHI or LOLO → ``high``; HI or LO → ``medium``;
-* ``anomaly``: from the ensemble score (mean margin over the thresholds in units of each
-  model's score_scale) of the raising step: ≥ 3 → ``high``, ≥ 1 → ``medium``, else ``low``;
-* ``sensor_stale`` → ``low``;
+* ``anomaly``: from the raising step's strength (the calibrated ensemble score: the fused
+  margin over its threshold in units of the models' normal tails; for votes the mean
+  margin over each model's threshold in units of its scale): ≥ 3 → ``high``, ≥ 1 →
+  ``medium``, else ``low``;
+* ``sensor_stale`` → ``low``; ``bad_quality`` → ``medium``;
 * ``flood`` summary → the highest severity among the alerts it held back.
 
 Flood guard: at most ``flood_max`` raised alerts per unit per window of
@@ -46,10 +50,10 @@ LIMIT_SEVERITY: dict[str, Severity] = {
 }
 
 
-def anomaly_severity(ensemble_score: float) -> Severity:
-    if ensemble_score >= 3.0:
+def anomaly_severity(strength: float) -> Severity:
+    if strength >= 3.0:
         return "high"
-    if ensemble_score >= 1.0:
+    if strength >= 1.0:
         return "medium"
     return "low"
 

@@ -19,13 +19,13 @@ import orjson
 
 from .config import AgentSettings
 
-AlertKind = Literal["anomaly", "limit", "sensor_stale", "flood"]
+AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
 AlertState = Literal["raised", "cleared", "summary"]
 Severity = Literal["low", "medium", "high"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "flood")
+ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality", "flood")
 
 
 def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
@@ -72,6 +72,18 @@ class LimitBreach:
     value: float
 
 
+class EnvelopeExcursion(NamedTuple):
+    """A sensor value outside what the models saw in training (unusual, and scored)."""
+
+    sensor: str
+    value: float
+    lo: float | None
+    hi: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "value": self.value, "lo": self.lo, "hi": self.hi}
+
+
 @dataclass(frozen=True, slots=True)
 class FloodDetail:
     """What the flood guard held back for one unit in one window."""
@@ -103,6 +115,10 @@ class Alert:
     limit: LimitBreach | None = None
     stale_sensors: Sequence[str] = ()
     flood: FloodDetail | None = None
+    #: The sensor a per-sensor alarm (``limit``, ``bad_quality``) is about.
+    sensor: str | None = None
+    #: Sensors outside their training envelope at this step (any kind of alert).
+    outside_envelope: Sequence[EnvelopeExcursion] = ()
     resent: bool = False
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
@@ -142,6 +158,8 @@ class Alert:
                     "window_end": rfc3339(self.flood.window_end),
                 }
             ),
+            "sensor": self.sensor,
+            "outside_envelope": [e.to_dict() for e in self.outside_envelope],
             "model_set_version": self.model_set_version,
             "agent_id": self.agent_id,
             "resent": self.resent,
@@ -193,6 +211,11 @@ class Alert:
                     {str(k): int(v) for k, v in flood["by_kind"].items()},
                     _parse_rfc3339(flood["window_start"]),
                     _parse_rfc3339(flood["window_end"]),
+                ),
+                sensor=None if doc.get("sensor") is None else str(doc["sensor"]),
+                outside_envelope=tuple(
+                    EnvelopeExcursion(str(e["sensor"]), float(e["value"]), e["lo"], e["hi"])
+                    for e in doc.get("outside_envelope", ())
                 ),
                 resent=bool(doc["resent"]),
                 arrival=None
@@ -271,6 +294,24 @@ _TOP_SENSORS = {
 }
 
 
+_ENVELOPE = {
+    "type": "array",
+    "description": "Sensors outside the range the models saw in training at this step: "
+    "unusual readings are scored, never dropped; lo/hi is the training envelope.",
+    "items": {
+        "type": "object",
+        "required": ["sensor", "value", "lo", "hi"],
+        "additionalProperties": False,
+        "properties": {
+            "sensor": {"type": "string"},
+            "value": {"type": "number"},
+            "lo": {"type": ["number", "null"]},
+            "hi": {"type": ["number", "null"]},
+        },
+    },
+}
+
+
 def alert_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the alerts topic."""
     return {
@@ -293,6 +334,8 @@ def alert_json_schema() -> dict[str, Any]:
             "limit",
             "stale_sensors",
             "flood",
+            "sensor",
+            "outside_envelope",
             "model_set_version",
             "agent_id",
             "resent",
@@ -316,8 +359,8 @@ def alert_json_schema() -> dict[str, Any]:
             "raised_at": {**_TS, "description": "start of the step that raised the episode"},
             "score": {
                 "type": ["number", "null"],
-                "description": "ensemble score of the step: weighted mean of "
-                "(score - threshold) / score_scale; null if the step was not scored",
+                "description": "calibrated ensemble score of the step: >= 0 exactly when the "
+                "ensemble decision is anomalous; null if the step was not scored",
             },
             "models": _MODELS,
             "top_sensors": _TOP_SENSORS,
@@ -344,6 +387,11 @@ def alert_json_schema() -> dict[str, Any]:
                     "window_end": _TS,
                 },
             },
+            "sensor": {
+                "type": ["string", "null"],
+                "description": "the sensor of a per-sensor alarm (limit, bad_quality)",
+            },
+            "outside_envelope": _ENVELOPE,
             "model_set_version": {"type": "string"},
             "agent_id": {"type": "string"},
             "resent": {"type": "boolean", "description": "true when sent again by the outbox"},

@@ -220,11 +220,27 @@ class LoggingSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+class InstrumentRange(_Section):
+    """What a transmitter can physically report; a reading outside it is impossible."""
+
+    lo: float | None = None
+    hi: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InstrumentRange:
+        if self.lo is not None and self.hi is not None and not self.lo < self.hi:
+            raise ValueError("lo must be below hi")
+        return self
+
+
 class IngestSettings(_Section):
     max_payload_bytes: int = Field(default=65536, ge=64)
     #: Accept readings for units not listed under ``units`` (up to max_units).
     auto_discover_units: bool = False
     max_units: int = Field(default=1000, ge=1)
+    #: Instrument ranges per sensor, overriding the model set's (a bound given here
+    #: replaces the manifest's; one left out keeps it).
+    instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
 
 class AgentSettings(BaseSettings):

@@ -42,6 +42,17 @@ DEMO_LIMITS: dict[str, dict[str, float]] = {
 }
 
 
+def demo_plan(plant: str, units: list[str], seed: int = 0) -> SimulationPlan:
+    """The demo's simulated plant: ``DEMO_FAULTS`` on the units that exist, 60 steps of
+    backfill so the windows fill at once."""
+    faults: dict[str | None, list[Any]] = {}
+    for spec in DEMO_FAULTS:
+        unit, event = parse_fault(spec)
+        if unit in units:
+            faults.setdefault(unit, []).append(event)
+    return SimulationPlan(plant=plant, units=units, faults=faults, backfill=60, seed=seed)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,12 +179,7 @@ async def _demo(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(_print_alerts(host, port, settings.plant, printer_ready)))
         await asyncio.wait_for(printer_ready.wait(), 10)
         tasks.append(asyncio.create_task(_print_status(metrics, args.status_every, started)))
-        faults: dict[str | None, list[Any]] = {}
-        for spec in DEMO_FAULTS:
-            unit, event = parse_fault(spec)
-            if unit in units:
-                faults.setdefault(unit, []).append(event)
-        plan = SimulationPlan(plant=settings.plant, units=units, faults=faults, backfill=60)
+        plan = demo_plan(settings.plant, units)
         print(f"simulating {len(units)} unit(s); faults: {', '.join(DEMO_FAULTS)}", flush=True)
 
         async def simulate() -> None:

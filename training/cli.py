@@ -102,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train both models, export ONNX, write manifest.json and a report",
-        description="Train the Isolation Forest and the LSTM autoencoder on a CSV, export both "
-        "to ONNX, set thresholds on the validation part, evaluate on the test part through "
-        "onnxruntime and write manifest.json plus report/ into the output directory. "
-        "Command-line options override the config.",
+        description="Train the Isolation Forest and the LSTM autoencoder on a CSV (every row "
+        "of the fit part is taken as normal operation; labels, if any, only evaluate), export "
+        "both to ONNX, place the thresholds on out-of-fold scores (k-fold; a hold-out for large "
+        "data), evaluate through onnxruntime on a test part or --eval-data, and write "
+        "manifest.json plus report/ into the output directory. Command-line options override "
+        "the config.",
     )
     _add_config(tr)
     tr.add_argument("--data", type=Path, help="training CSV (overrides data.path)")
@@ -121,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-train-windows", type=int, help="LSTM training windows (subsampled)")
     g.add_argument("--seed", type=int, help="seed of both models")
     g.add_argument("--threads", type=int, help="CPU threads for training")
+    g.add_argument(
+        "--quantile",
+        type=float,
+        help="calibration quantile of out-of-sample normal scores (1 - point false-alarm rate)",
+    )
+    g.add_argument("--folds", type=int, help="time-ordered folds for out-of-fold calibration")
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        help="share of the data at its end held out for evaluation (default: 0.2 with labels)",
+    )
+    tr.add_argument(
+        "--eval-data", type=Path, help="labelled CSV (same columns) to evaluate on instead"
+    )
     g.add_argument("--no-report", action="store_true", help="skip report/ (figures, report.md)")
 
     ev = sub.add_parser(
@@ -159,6 +175,10 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_train_windows": "lstm_ae.max_train_windows",
         "seed": "seed",
         "threads": "threads",
+        "quantile": "calibration.quantile",
+        "folds": "calibration.folds",
+        "test_fraction": "split.test",
+        "eval_data": "eval_data",
     }
     for attr, key in pairs.items():
         value = getattr(args, attr)
@@ -247,7 +267,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"(the first {model_set.window - 1} have no full window), "
         f"{int(scored.labels.sum()) if scored.labels is not None else 0} anomalous"
     )
-    print(metrics_table(metrics))
+    print("point decisions:")
+    print(metrics_table(metrics["point"]))
+    print(f"alarm episodes (on/off delays {cfg_alarm_text()}):")
+    print(metrics_table(metrics["alarm"]))
     if args.json is not None:
         payload = {
             "model_set_version": manifest.model_set_version,
@@ -264,6 +287,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         print(f"metrics written to {args.json}")
     return 0
+
+
+def cfg_alarm_text() -> str:
+    from edge_agent.config import AlarmSettings
+
+    a = AlarmSettings()
+    return f"{a.on_delay}/{a.off_delay} steps, the agent's defaults"
 
 
 def schema_text() -> str:
