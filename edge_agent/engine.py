@@ -36,6 +36,7 @@ from .align import Aligner, ClosedStep
 from .config import AgentSettings
 from .ingest import EventLogger, Ingestor
 from .limits import LEVEL_RANK, compile_limits
+from .lost_data import LostDataWarnings
 from .manifest import ManifestError
 from .messages import with_message
 from .metrics import Metrics
@@ -138,8 +139,10 @@ class Engine:
         self._plant = settings.plant
         self._agent_id = settings.agent_id
         self._lateness = settings.align.lateness_seconds
+        self.lost = LostDataWarnings(self.log)
+        self._topic = ""  # of the message being filed: the example in lost-data warnings
         self._ingest = Ingestor(
-            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log
+            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log, self.lost
         )
         self._aligner = Aligner(
             self.sensors,
@@ -148,6 +151,7 @@ class Engine:
             metrics,
             # enough empty stale steps for the sensor_stale alarm to raise before skipping
             max_empty_stale_run=settings.alarm.on_delay + 1,
+            on_lost=lambda what, unit, n: self.lost.readings_lost(what, unit, self._topic, n),
         )
         self._alarms = AlarmBook(settings.alarm, settings.agent_id, metrics)
         self._units: dict[str, _UnitState] = {}
@@ -179,6 +183,7 @@ class Engine:
         if readings is not None:
             self._n_messages_accepted += 1
             self._n_accepted += len(readings.columns)
+            self._topic = topic
             self._aligner.add_readings(readings)
 
     @property
@@ -189,6 +194,7 @@ class Engine:
     def tick(self, now: float) -> TickResult:
         """Close due steps, score them in one batch, run the alarms."""
         self._flush_counters()
+        self.lost.flush()
         closed = self._aligner.close_due(now)
         result = TickResult()
         if closed:

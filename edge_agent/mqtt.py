@@ -56,6 +56,7 @@ from structlog.typing import FilteringBoundLogger
 
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, TlsSettings
+from edge_agent.lost_data import LostDataWarnings
 from edge_agent.metrics import Metrics
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
@@ -191,7 +192,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
     def __init__(
         self,
         maxsize: int = 0,
-        on_full: Callable[[], None] | None = None,
+        on_full: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(maxsize)
@@ -204,7 +205,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
             super().put_nowait(item)
         except asyncio.QueueFull:
             if self._on_full is not None:
-                self._on_full()
+                self._on_full(item.topic.value)
             raise
         self.arrivals.append(self._clock())
 
@@ -213,7 +214,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
 
 
 def _queue_class(
-    on_full: Callable[[], None], made: list[_StampedQueue], clock: Callable[[], float]
+    on_full: Callable[[str], None], made: list[_StampedQueue], clock: Callable[[], float]
 ) -> type[_StampedQueue]:
     """A queue class for one client that hands back the instance aiomqtt creates from it."""
 
@@ -400,6 +401,7 @@ class MqttLink:
         self._last_error: str | None = None
         self._failures = 0
         self._relay = _PahoLogRelay(self.log)
+        self._lost = LostDataWarnings(self.log)
         self._lib_logger = self._relay.logger()
         self.status_topic = status_topic(settings)
         metrics.broker_connected.set(0)
@@ -641,11 +643,12 @@ class MqttLink:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _count_drop(self) -> None:
+    def _count_drop(self, topic: str) -> None:
         # Received from the broker (and acknowledged) but never handed on: counted on both
         # sides so that received = accepted + rejected still adds up.
         self.metrics.messages_received.inc()
         self.metrics.messages_rejected.labels(reason="queue_full").inc()
+        self._lost.rejected("queue_full", topic)
 
     def _set_disconnected(self) -> None:
         self._connected.clear()
