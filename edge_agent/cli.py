@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         password = settings.mqtt.resolved_password()
     except OSError as exc:  # the same line as `check` gives
         problem = (
-            f"file {exc.filename} not found"
+            f"file {Path(exc.filename).absolute()} not found"
             if isinstance(exc, FileNotFoundError)
             else f"cannot read {exc.filename}: {exc.strerror}"
         )
@@ -81,10 +81,10 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)
         if path is not None and not Path(path).is_file():
-            problems.append(f"config key mqtt.tls.{key}: file {path} not found")
+            problems.append(f"config key mqtt.tls.{key}: file {Path(path).absolute()} not found")
     pw = settings.mqtt.password_file
     if pw is not None and not Path(pw).is_file():
-        problems.append(f"config key mqtt.password_file: file {pw} not found")
+        problems.append(f"config key mqtt.password_file: file {Path(pw).absolute()} not found")
     summary = (
         f"model set {model_set.version}: {len(names)} sensors, window {model_set.window}, "
         f"models {', '.join(model_set.manifest.models)}; {len(settings.units)} unit(s)"

@@ -233,17 +233,23 @@ def test_check_catches_a_missing_model_file(
     ]
     (broken / "manifest.json").unlink()
     assert main(["check", "--config", str(config)]) == 2
-    assert "manifest not found" in capsys.readouterr().err
+    assert "config key models.dir: no model set at" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(
     not (SHIPPED_MODELS / "manifest.json").is_file(),
     reason="models/ holds no model set yet (run `make models`)",
 )
-def test_check_passes_on_the_shipped_config_and_models() -> None:
-    proc = run_cli("check", "--config", "config/agent.yaml", cwd=REPO)
+def test_check_passes_on_the_shipped_config_and_models(tmp_path: Path) -> None:
+    """Installed as the README shows (config and models side by side), checked from
+    elsewhere: relative paths resolve against the config file."""
+    etc = tmp_path / "etc" / "edge-agent"
+    etc.mkdir(parents=True)
+    shutil.copy(REPO / "config" / "agent.yaml", etc / "agent.yaml")
+    shutil.copytree(SHIPPED_MODELS, etc / "models")
+    proc = run_cli("check", "--config", str(etc / "agent.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: config/agent.yaml: model set ")
+    assert proc.stdout.startswith(f"ok: {etc / 'agent.yaml'}: model set ")
 
 
 # -- replay and simulate input errors -----------------------------------------------------------
