@@ -62,7 +62,7 @@ test: $(FULL) mosquitto prometheus
 models: $(FULL)
 	mkdir -p runs
 	$(BIN)/edge-train generate --config config/training.yaml --out runs/simulated.csv
-	$(BIN)/edge-train train --config config/training.yaml --data runs/simulated.csv --out models
+	$(BIN)/edge-train train --config config/training.yaml --data runs/simulated.csv --out models --force
 
 # The six benchmarks of the Performance section (~11 min on 2 cores).
 bench: $(FULL) mosquitto
