@@ -420,10 +420,13 @@ class Engine:
             "ts": o.ts,
         }
         if not event.publish:
-            if event.state == "raised":
+            if event.state == "raised" and not event.level_change:
                 self.log.info("alert_suppressed", **log_fields)
             return
-        self.log.info(f"alert_{event.state}", severity=event.severity, **log_fields)
+        if event.level is not None:
+            log_fields["level"] = event.level
+        name = "alert_level_changed" if event.level_change else f"alert_{event.state}"
+        self.log.info(name, severity=event.severity, **log_fields)
         kind: AlertKind = event.kind  # type: ignore[assignment]
         o.alerts.append(
             Alert(

@@ -220,6 +220,30 @@ def test_one_limit_alarm_per_sensor_moves_hi_hihi_hi_and_clears(model_set: Model
         assert Alert.from_json(a.to_json()) == a
 
 
+def test_level_changes_are_logged_as_such(model_set: ModelSet) -> None:
+    class Capture(Quiet):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, dict[str, Any]]] = []
+
+        def info(self, event: str, *args: Any, **kw: Any) -> None:
+            self.events.append((event, kw))
+
+    log = Capture()
+    limits = {"bearing_temperature": {"hi": 72.0, "hihi": 75.0}}
+    settings = make_settings(units=[{"name": "u1", "limits": limits}])
+    plant = Plant(Engine(settings, model_set, Metrics(), log))
+    series = normal_series(30, seed=3)
+    series[5:20, 7] = 73.5
+    series[10:20, 7] = 76.0
+    plant.stream(series)
+    limit_events = [(e, kw["level"]) for e, kw in log.events if kw.get("kind") == "limit"]
+    assert limit_events == [
+        ("alert_raised", "HI"),
+        ("alert_level_changed", "HIHI"),
+        ("alert_cleared", "HIHI"),
+    ]
+
+
 def test_a_short_dip_below_hihi_does_not_step_the_alarm_down(model_set: ModelSet) -> None:
     limits = {"bearing_temperature": {"hi": 72.0, "hihi": 75.0}}
     e, _ = engine(model_set, units=[{"name": "u1", "limits": limits}])
