@@ -331,8 +331,7 @@ def _resolve_paths(settings: AgentSettings, base: Path) -> AgentSettings:
             owner = getattr(owner, part)
         value = getattr(owner, leaf)
         if value is not None and not value.is_absolute() and not _env_sets(key):
-            # validate_assignment is off: plain attribute writes, no re-validation
-            object.__setattr__(owner, leaf, base / value)
+            setattr(owner, leaf, base / value)  # (validate_assignment is off)
     return settings
 
 
