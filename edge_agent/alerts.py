@@ -70,6 +70,8 @@ class LimitBreach:
     level: Literal["HIHI", "HI", "LO", "LOLO"]
     limit: float
     value: float
+    #: The sensor's engineering unit from the model manifest (e.g. ``degC``), "" if unknown.
+    engineering_unit: str = ""
 
 
 class EnvelopeExcursion(NamedTuple):
@@ -123,6 +125,8 @@ class Alert:
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
     arrival: float | None = None
+    #: One line of plain text for people (see :mod:`edge_agent.messages`).
+    message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +136,7 @@ class Alert:
             "kind": self.kind,
             "state": self.state,
             "severity": self.severity,
+            "message": self.message,
             "ts": rfc3339(self.ts),
             "raised_at": rfc3339(self.raised_at),
             "score": self.score,
@@ -145,6 +150,7 @@ class Alert:
                     "level": self.limit.level,
                     "limit": self.limit.limit,
                     "value": self.limit.value,
+                    "engineering_unit": self.limit.engineering_unit,
                 }
             ),
             "stale_sensors": list(self.stale_sensors),
@@ -202,6 +208,7 @@ class Alert:
                     limit["level"],
                     float(limit["limit"]),
                     float(limit["value"]),
+                    str(limit.get("engineering_unit", "")),
                 ),
                 stale_sensors=tuple(str(x) for x in doc["stale_sensors"]),
                 flood=None
@@ -221,6 +228,7 @@ class Alert:
                 arrival=None
                 if doc.get("received_at") is None
                 else _parse_rfc3339(doc["received_at"]),
+                message=str(doc.get("message", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -326,6 +334,7 @@ def alert_json_schema() -> dict[str, Any]:
             "kind",
             "state",
             "severity",
+            "message",
             "ts",
             "raised_at",
             "score",
@@ -352,9 +361,16 @@ def alert_json_schema() -> dict[str, Any]:
             "kind": {"enum": list(ALERT_KINDS)},
             "state": {
                 "enum": ["raised", "cleared", "summary"],
-                "description": "summary: only for kind flood, once per flood window.",
+                "description": "summary: only for kind flood, once per flood window. A limit "
+                "alarm that moves to another level (HI -> HIHI -> HI) is raised again with the "
+                "same alert_id and raised_at, a later ts, the new level and severity.",
             },
             "severity": {"enum": list(SEVERITIES)},
+            "message": {
+                "type": "string",
+                "description": "one line of plain text for people, e.g. "
+                "'Steam temperature 590.0 °C above HIHI 580 °C'",
+            },
             "ts": {**_TS, "description": "start of the step this message is about (UTC)"},
             "raised_at": {**_TS, "description": "start of the step that raised the episode"},
             "score": {
@@ -366,13 +382,19 @@ def alert_json_schema() -> dict[str, Any]:
             "top_sensors": _TOP_SENSORS,
             "limit": {
                 "type": ["object", "null"],
-                "required": ["sensor", "level", "limit", "value"],
+                "required": ["sensor", "level", "limit", "value", "engineering_unit"],
                 "additionalProperties": False,
+                "description": "the sensor's most severe breached level (one limit alarm per "
+                "sensor); value: the step's value (on clear: the value that cleared it)",
                 "properties": {
                     "sensor": {"type": "string"},
                     "level": {"enum": ["HIHI", "HI", "LO", "LOLO"]},
                     "limit": {"type": "number"},
                     "value": {"type": "number"},
+                    "engineering_unit": {
+                        "type": "string",
+                        "description": "from the model manifest, e.g. degC; empty if unknown",
+                    },
                 },
             },
             "stale_sensors": {"type": "array", "items": {"type": "string"}},

@@ -34,6 +34,7 @@ times are handled in integer microseconds so that a grid like 0.1 s has no round
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,7 @@ class Aligner:
         metrics: Metrics,
         *,
         max_empty_stale_run: int = 16,
+        on_lost: Callable[[str, str, int], None] | None = None,
     ) -> None:
         if step_seconds <= 0:
             raise ValueError("step_seconds must be positive")
@@ -139,6 +141,9 @@ class Aligner:
         self.max_open_steps = max(4, math.ceil(settings.lateness_seconds / step_seconds) + 3)
         self._max_empty_stale_run = max(1, max_empty_stale_run)
         self._metrics = metrics
+        #: Told (what, unit, n) about every late/duplicate reading and dropped backlog step,
+        #: so the engine can log them (see edge_agent.lost_data).
+        self._on_lost = on_lost
         self._closed = {
             how: metrics.steps_closed.labels(how)
             for how in ("complete", "deadline", "overflow", "skipped")
@@ -193,11 +198,17 @@ class Aligner:
             upto = max(tl.open) - self.max_open_steps  # before the first close: same bound
         if upto is not None and k <= upto:
             mask = tl.recent.get(k, 0)
-            for c in readings.columns:
-                if (mask >> c) & 1:
-                    self._metrics.readings_duplicate.inc()
-                else:
-                    self._metrics.readings_late.inc()
+            duplicates = sum((mask >> c) & 1 for c in readings.columns)
+            late = len(readings.columns) - duplicates
+            if duplicates:
+                self._metrics.readings_duplicate.inc(duplicates)
+            if late:
+                self._metrics.readings_late.inc(late)
+            if self._on_lost is not None:
+                if late:
+                    self._on_lost("late", unit, late)
+                if duplicates:
+                    self._on_lost("duplicate", unit, duplicates)
             return
         slot = tl.open.get(k)
         filled = False
@@ -217,6 +228,8 @@ class Aligner:
             for c, v in zip(readings.columns, readings.values, strict=True):
                 if slot_values[c] is not None:
                     self._metrics.readings_duplicate.inc()
+                    if self._on_lost is not None:
+                        self._on_lost("duplicate", unit, 1)
                     continue
                 slot_values[c] = v
                 slot.count += 1
@@ -228,6 +241,8 @@ class Aligner:
             drop = len(tl.pending) - MAX_PENDING_PER_UNIT
             del tl.pending[:drop]
             self._metrics.steps_dropped.labels("backlog").inc(drop)
+            if self._on_lost is not None:
+                self._on_lost("backlog", unit, drop)
 
     def add_bad(self, unit: str, ts: float, column: int) -> None:
         """Note an impossible reading (rejected by ingest) of ``column`` at ``ts``.

@@ -2,10 +2,15 @@
 
 ``EDGE_AGENT_MQTT__HOST=broker`` overrides ``mqtt.host``. Every key is validated, and
 :func:`load_settings` turns pydantic's errors into one line per problem naming the key.
+
+Relative paths in the file (and the defaults ``models`` and ``state``) mean "next to the
+config file", wherever the agent is started from; a relative path given in an environment
+variable is relative to the working directory, like any path typed in a shell.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from string import Formatter
@@ -317,13 +322,45 @@ def _error_lines(exc: ValidationError) -> list[str]:
     return lines
 
 
+#: Config keys holding paths (``outbox.path`` is relative to ``state_dir`` instead).
+PATH_KEYS: tuple[str, ...] = (
+    "state_dir",
+    "models.dir",
+    "mqtt.password_file",
+    "mqtt.tls.ca_file",
+    "mqtt.tls.cert_file",
+    "mqtt.tls.key_file",
+)
+
+
+def _env_sets(key: str) -> bool:
+    name = "EDGE_AGENT_" + key.replace(".", "__").upper()
+    return any(k.upper() == name for k in os.environ)
+
+
+def _resolve_paths(settings: AgentSettings, base: Path) -> AgentSettings:
+    """Relative paths from the file (or defaults) resolved against the file's directory."""
+    for key in PATH_KEYS:
+        *parents, leaf = key.split(".")
+        owner: Any = settings
+        for part in parents:
+            owner = getattr(owner, part)
+        value = getattr(owner, leaf)
+        if value is not None and not value.is_absolute() and not _env_sets(key):
+            setattr(owner, leaf, base / value)  # (validate_assignment is off)
+    return settings
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSettings:
-    """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem."""
+    """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem.
+
+    With a file, relative paths resolve against its directory (see the module docstring).
+    """
     yaml_file: Path | None = None
     if path is not None:
         yaml_file = Path(path)
         if not yaml_file.is_file():
-            raise ConfigError([f"config file {yaml_file} not found"])
+            raise ConfigError([f"config file {yaml_file.absolute()} not found"])
         try:
             import yaml
 
@@ -348,6 +385,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
         {"model_config": {**AgentSettings.model_config, "yaml_file": yaml_file}},
     )
     try:
-        return settings_cls(**overrides)
+        settings = settings_cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(_error_lines(exc)) from None
+    if yaml_file is not None:
+        settings = _resolve_paths(settings, yaml_file.resolve().parent)
+    return settings

@@ -35,9 +35,12 @@ from .alerts import (
     scores_document,
 )
 from .align import Aligner, ClosedStep
-from .config import AgentSettings, ConfigError
+from .config import AgentSettings
 from .ingest import EventLogger, Ingestor
+from .limits import LEVEL_RANK, compile_limits
+from .lost_data import LostDataWarnings
 from .manifest import ManifestError
+from .messages import with_message
 from .metrics import Metrics
 from .scoring import BatchScores, ModelSet
 from .windows import RingBuffer
@@ -115,57 +118,12 @@ class TickResult:
     alerts: list[Alert] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Limit:
-    column: int
-    sensor: str
-    level: Literal["HIHI", "HI", "LO", "LOLO"]
-    bound: float
-    subject: str
-
-    def breached(self, value: float) -> bool:
-        return value > self.bound if self.level in ("HI", "HIHI") else value < self.bound
-
-
 class _UnitState:
     __slots__ = ("buffer", "since_full")
 
     def __init__(self, window: int, n_sensors: int) -> None:
         self.buffer = RingBuffer(window, n_sensors)
         self.since_full = 0
-
-
-def _compile_limits(settings: AgentSettings, sensors: Sequence[str]) -> dict[str, list[_Limit]]:
-    """Configured limits per unit; a limit on a sensor the models do not know is an error
-    (a typo there would silently disable a safety alarm)."""
-    column = {name: i for i, name in enumerate(sensors)}
-    limits: dict[str, list[_Limit]] = {}
-    problems: list[str] = []
-    for unit in settings.units:
-        compiled: list[_Limit] = []
-        for sensor, lim in unit.limits.items():
-            if sensor not in column:
-                problems.append(
-                    f"config key units.{unit.name}.limits.{sensor}: no such sensor in the "
-                    f"model set (has {', '.join(sensors)})"
-                )
-                continue
-            levels: tuple[tuple[Literal["HIHI", "HI", "LO", "LOLO"], float | None], ...] = (
-                ("HIHI", lim.hihi),
-                ("HI", lim.hi),
-                ("LO", lim.lo),
-                ("LOLO", lim.lolo),
-            )
-            for level, bound in levels:
-                if bound is not None:
-                    compiled.append(
-                        _Limit(column[sensor], sensor, level, bound, f"{sensor}:{level}")
-                    )
-        if compiled:
-            limits[unit.name] = compiled
-    if problems:
-        raise ConfigError(problems)
-    return limits
 
 
 class Engine:
@@ -186,14 +144,16 @@ class Engine:
         self.sensors: list[str] = manifest.sensor_names
         self.step_seconds: float = settings.align.step_seconds or manifest.step_seconds
         self.window: int = manifest.window
-        self._limits = _compile_limits(settings, self.sensors)
+        self._limits = compile_limits(settings, self.sensors)
         self._stride = settings.models.stride
         self._top_k = min(settings.alarm.top_sensors, len(self.sensors))
         self._plant = settings.plant
         self._agent_id = settings.agent_id
         self._lateness = settings.align.lateness_seconds
+        self.lost = LostDataWarnings(self.log)
+        self._topic = ""  # of the message being filed: the example in lost-data warnings
         self._ingest = Ingestor(
-            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log
+            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log, self.lost
         )
         self._aligner = Aligner(
             self.sensors,
@@ -202,6 +162,7 @@ class Engine:
             metrics,
             # enough empty stale steps for the sensor_stale alarm to raise before skipping
             max_empty_stale_run=settings.alarm.on_delay + 1,
+            on_lost=lambda what, unit, n: self.lost.readings_lost(what, unit, self._topic, n),
         )
         self._alarms = AlarmBook(settings.alarm, settings.agent_id, metrics)
         self._units: dict[str, _UnitState] = {}
@@ -235,6 +196,7 @@ class Engine:
         if readings is not None:
             self._n_messages_accepted += 1
             self._n_accepted += len(readings.columns)
+            self._topic = topic
             self._aligner.add_readings(readings)
         if ingest.bad_readings:
             for unit, ts, column in ingest.bad_readings:
@@ -249,6 +211,7 @@ class Engine:
     def tick(self, now: float) -> TickResult:
         """Close due steps, score them in one batch, run the alarms."""
         self._flush_counters()
+        self.lost.flush()
         closed = self._aligner.close_due(now)
         result = TickResult()
         if closed:
@@ -264,7 +227,7 @@ class Engine:
         for unit in self._alarms.flood_units():
             summary = self._alarms.end_flood_window(unit, horizon)
             if summary is not None:
-                result.alerts.append(self._flood_alert(summary))
+                result.alerts.append(self._readable(self._flood_alert(summary)))
         self.metrics.units_tracked.set(len(self._aligner.units))
         return result
 
@@ -469,17 +432,20 @@ class Engine:
             value = float(step.row[limit.column])
             if value != value:  # NaN: stale sensor, no decision
                 continue
+            level = limit.level(value)
             event = book.update(
                 o.unit,
                 "limit",
-                limit.subject,
-                limit.breached(value),
+                limit.sensor,
+                level is not None,
                 o.ts,
-                LIMIT_SEVERITY[limit.level],
+                LIMIT_SEVERITY[level] if level is not None else "low",
+                level,
+                LEVEL_RANK[level] if level is not None else 0,
             )
-            if event is not None:
-                breach = LimitBreach(limit.sensor, limit.level, limit.bound, value)
-                self._emit(event, o, breach)
+            if event is not None and event.level is not None:
+                bound = limit.bound(event.level)
+                self._emit(event, o, LimitBreach(limit.sensor, event.level, bound, value))  # type: ignore[arg-type]
         event = book.update(o.unit, "sensor_stale", "", o.stale, o.ts, "low")
         if event is not None:
             self._emit(event, o, None)
@@ -490,6 +456,7 @@ class Engine:
             {kind: active.get(kind, 0) > 0 for kind in STEP_ALARM_KINDS} if active else _ALL_CLEAR
         )
         if o.alerts:
+            o.alerts[:] = [self._readable(a) for a in o.alerts]
             alerts.extend(o.alerts)
 
     def _bad_quality_alarms(self, o: StepOutcome) -> None:
@@ -520,10 +487,13 @@ class Engine:
             "ts": o.ts,
         }
         if not event.publish:
-            if event.state == "raised":
+            if event.state == "raised" and not event.level_change:
                 self.log.info("alert_suppressed", **log_fields)
             return
-        self.log.info(f"alert_{event.state}", severity=event.severity, **log_fields)
+        if event.level is not None:
+            log_fields["level"] = event.level
+        name = "alert_level_changed" if event.level_change else f"alert_{event.state}"
+        self.log.info(name, severity=event.severity, **log_fields)
         kind: AlertKind = event.kind  # type: ignore[assignment]
         o.alerts.append(
             Alert(
@@ -569,6 +539,11 @@ class Engine:
             agent_id=self._agent_id,
             flood=FloodDetail(s.suppressed, s.by_kind, s.window_start, s.window_end),
         )
+
+    def _readable(self, alert: Alert) -> Alert:
+        """The alert with its plain-text message and engineering units."""
+        units = {e.name: e.unit for e in self._model_set.manifest.sensors}
+        return with_message(alert, units)
 
     def _publish_model_info(self) -> None:
         m = self._model_set.manifest

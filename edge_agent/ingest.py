@@ -3,7 +3,8 @@
 Everything that arrives from the network is untrusted, so this module rejects and counts
 instead of raising: a bad message must never stop the agent or reach the models. A message
 that yields no reading increments ``metrics.messages_rejected.labels(reason)`` exactly once
-and is logged at debug level, so ``messages_received = messages_accepted + sum(rejected)``
+and is logged at debug level (plus a rate-limited WARNING per reason and unit, see
+:mod:`edge_agent.lost_data`), so ``messages_received = messages_accepted + sum(rejected)``
 holds; values dropped one by one from a telemetry message are counted in
 ``metrics.readings_rejected.labels(reason)`` (and the message, if nothing is left of it, once
 in ``messages_rejected`` with the reason of its first dropped value).
@@ -51,6 +52,7 @@ from pydantic import AllowInfNan, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from .config import AgentSettings
+from .lost_data import LostDataWarnings
 from .metrics import Metrics
 from .sensors import SensorSpec
 
@@ -243,8 +245,11 @@ class Ingestor:
         sensors: Sequence[SensorSpec],
         metrics: Metrics,
         log: EventLogger,
+        lost: LostDataWarnings | None = None,
     ) -> None:
         self._plant = settings.plant
+        #: Rate-limited WARNINGs for every rejection (counters alone are silent).
+        self._lost = lost if lost is not None else LostDataWarnings(log)
         self._sensor_rx = _template_regex(
             settings.topics.sensor, settings.plant, ("unit", "sensor")
         )
@@ -299,6 +304,12 @@ class Ingestor:
         """Count and log one rejection."""
         self._rejected[reason].inc()
         self._log.debug("message_rejected", reason=reason, topic=topic[:200], detail=detail)
+        self._lost.rejected(reason, topic, self.unit_of(topic))
+
+    def unit_of(self, topic: str) -> str | None:
+        """The unit a topic names (for logs), None if it matches no template."""
+        m = self._telemetry_rx.fullmatch(topic) or self._sensor_rx.fullmatch(topic)
+        return m.group("unit") if m is not None else None
 
     @property
     def sensor_names(self) -> list[str]:
@@ -458,6 +469,9 @@ class Ingestor:
             self._values_rejected["unknown_sensor"].inc(unknown)
         if out_of_range:
             self._values_rejected["out_of_range"].inc(out_of_range)
+        for reason, n in (("unknown_sensor", unknown), ("out_of_range", out_of_range)):
+            if n:
+                self._lost.values_dropped(reason, topic, self.unit_of(topic), n)
         self._log.debug(
             "readings_rejected",
             topic=topic[:200],

@@ -179,7 +179,7 @@ def load_manifest(
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
+        raise ManifestError(f"{path.absolute()}: manifest not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
     if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:

@@ -122,7 +122,11 @@ async def publish_simulation(
     stop: asyncio.Event | None = None,
     on_step: Callable[[int, list[int]], None] | None = None,
 ) -> int:
-    """Publish until ``duration`` seconds of live data, or ``stop`` is set; return messages sent."""
+    """Publish until ``duration`` seconds of live data, or ``stop`` is set; return messages sent.
+
+    ``on_step(step, labels)`` gets the *live* step index, the one fault starts count in
+    (``@20`` starts at step 20): the backfill's history steps are -backfill … -1.
+    """
     now = time.time()
     start = now - plan.backfill * plan.step_seconds
     streams = unit_streams(plan, start)
@@ -149,6 +153,6 @@ async def publish_simulation(
                 await client.publish(topic, payload, qos=plan.qos)
                 sent += 1
         if on_step is not None:
-            on_step(step, [r[2] for r in rows])
+            on_step(step - plan.backfill, [r[2] for r in rows])
         step += 1
     return sent

@@ -21,9 +21,6 @@ from .pipeline import TrainConfigError, load_config
 
 EXIT_USAGE = 2
 PROG = "edge-train"
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[1] / "edge_agent" / "schemas" / "manifest.schema.json"
-)
 
 
 def _separator(text: str) -> str:
@@ -111,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(tr)
     tr.add_argument("--data", type=Path, help="training CSV (overrides data.path)")
-    tr.add_argument("--out", type=Path, help="output directory (overrides output_dir)")
+    tr.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (overrides output_dir); must not hold a model set yet, "
+        "unless --force",
+    )
+    tr.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the model set already in the output directory (e.g. the shipped models/)",
+    )
     _add_data_options(tr)
     g = tr.add_argument_group("model options (override the config)")
     g.add_argument("--window", type=int, help="steps per scored window")
@@ -158,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the JSON Schema of manifest.json, generated from the Manifest model "
         "the agent validates with (the committed copy must equal it; a test checks).",
     )
-    sc.add_argument("--out", type=Path, default=SCHEMA_PATH, help=f"default: {SCHEMA_PATH}")
+    sc.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write (default: print to stdout); the committed copy is "
+        "edge_agent/schemas/manifest.schema.json",
+    )
     return parser
 
 
@@ -221,7 +234,26 @@ def run_train(args: argparse.Namespace) -> Any:
     from .pipeline import train
 
     cfg = load_config(args.config, train_overrides(args))
+    if not getattr(args, "force", False):
+        refuse_to_overwrite(Path(cfg.output_dir))
     return train(cfg)
+
+
+def refuse_to_overwrite(out: Path) -> None:
+    """Training replaces a model set only when asked: ``models/`` is in git, and a set in
+    use on an edge box is not something to lose by a default argument."""
+    manifest = out / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        version = json.loads(manifest.read_text(encoding="utf-8")).get("model_set_version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    held = f"model set {version}" if version else "a model set"
+    raise TrainConfigError(
+        f"{out.absolute()} already holds {held}; pass --force to replace it, or --out a new "
+        "directory (e.g. --out runs/models)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -304,6 +336,9 @@ def schema_text() -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.out is None:
+        sys.stdout.write(schema_text())
+        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {args.out}")
