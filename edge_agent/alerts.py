@@ -19,13 +19,32 @@ import orjson
 
 from .config import AgentSettings
 
-AlertKind = Literal["anomaly", "limit", "sensor_stale", "flood"]
+AlertKind = Literal["anomaly", "limit", "sensor_stale", "flood", "maintenance"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
-AlertState = Literal["raised", "cleared", "summary"]
+#: The audit states record operator commands and shelve expiries (edge_agent.lifecycle).
+AlertState = Literal[
+    "raised",
+    "cleared",
+    "summary",
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "shelve_expired",
+    "out_of_service",
+    "in_service",
+]
+AUDIT_STATES: tuple[AlertState, ...] = (
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "shelve_expired",
+    "out_of_service",
+    "in_service",
+)
 Severity = Literal["low", "medium", "high"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "flood")
+ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "flood", "maintenance")
 
 
 def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
@@ -83,6 +102,16 @@ class FloodDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditDetail:
+    """Who did what to an alarm (an operator command, or a shelve that ran out)."""
+
+    operator: str
+    comment: str | None = None
+    #: The sensor of an out_of_service / in_service command; None for the whole unit.
+    sensor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     alert_id: str
     plant: str
@@ -107,9 +136,14 @@ class Alert:
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
     arrival: float | None = None
+    #: The alarm's name (edge_agent.alarm.alarm_key); None for flood summaries and unit-wide
+    #: maintenance events.
+    alarm: str | None = None
+    #: Set on audit events (the AUDIT_STATES) only.
+    audit: AuditDetail | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "alert_id": self.alert_id,
             "plant": self.plant,
             "unit": self.unit,
@@ -146,7 +180,13 @@ class Alert:
             "agent_id": self.agent_id,
             "resent": self.resent,
             "received_at": None if self.arrival is None else rfc3339(self.arrival, "microseconds"),
+            "alarm": self.alarm,
         }
+        if self.audit is not None:
+            doc["operator"] = self.audit.operator
+            doc["comment"] = self.audit.comment
+            doc["sensor"] = self.audit.sensor
+        return doc
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -198,6 +238,14 @@ class Alert:
                 arrival=None
                 if doc.get("received_at") is None
                 else _parse_rfc3339(doc["received_at"]),
+                alarm=None if doc.get("alarm") is None else str(doc["alarm"]),
+                audit=None
+                if doc.get("operator") is None
+                else AuditDetail(
+                    str(doc["operator"]),
+                    None if doc.get("comment") is None else str(doc["comment"]),
+                    None if doc.get("sensor") is None else str(doc["sensor"]),
+                ),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -297,6 +345,7 @@ def alert_json_schema() -> dict[str, Any]:
             "agent_id",
             "resent",
             "received_at",
+            "alarm",
         ],
         "properties": {
             "alert_id": {
@@ -308,8 +357,10 @@ def alert_json_schema() -> dict[str, Any]:
             "unit": {"type": "string"},
             "kind": {"enum": list(ALERT_KINDS)},
             "state": {
-                "enum": ["raised", "cleared", "summary"],
-                "description": "summary: only for kind flood, once per flood window.",
+                "enum": ["raised", "cleared", "summary", *AUDIT_STATES],
+                "description": "summary: only for kind flood, once per flood window. "
+                "acknowledged ... in_service: audit events of the alarm lifecycle (operator "
+                "commands, shelve expiry), with operator and comment.",
             },
             "severity": {"enum": list(SEVERITIES)},
             "ts": {**_TS, "description": "start of the step this message is about (UTC)"},
@@ -352,6 +403,19 @@ def alert_json_schema() -> dict[str, Any]:
                 "format": "date-time",
                 "description": "when the agent received the step's last reading (agent clock, "
                 "UTC, microseconds); null for flood summaries",
+            },
+            "alarm": {
+                "type": ["string", "null"],
+                "description": "the alarm: kind, or kind/sensor (limit/steam_pressure), as in "
+                "the retained alarm list and the alarm commands; null for flood summaries and "
+                "unit-wide maintenance events",
+            },
+            "operator": {"type": "string", "description": "audit events only: who"},
+            "comment": {"type": ["string", "null"], "description": "audit events only"},
+            "sensor": {
+                "type": ["string", "null"],
+                "description": "audit events only: the sensor taken out of / back into "
+                "service, null for the whole unit or an alarm command",
             },
         },
     }
