@@ -221,6 +221,10 @@ class AlarmSettings(_Section):
         return self
 
 
+SuppressibleKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality"]
+_SUPPRESSED_KINDS: tuple[SuppressibleKind, ...] = ("anomaly", "limit")
+
+
 class SuppressionSettings(_Section):
     """Suppression by design: while ``sensor`` is below ``below`` (a unit offline or starting
     up), alarms of ``kinds`` are not annunciated; limit alarms of ``safety_sensors`` always are."""
@@ -228,7 +232,7 @@ class SuppressionSettings(_Section):
     #: The unit's own reading that tells its operating state; null = no suppression.
     sensor: str | None = None
     below: float | None = None
-    kinds: list[str] = Field(default_factory=lambda: ["anomaly", "limit"])
+    kinds: list[SuppressibleKind] = Field(default_factory=lambda: list(_SUPPRESSED_KINDS))
     safety_sensors: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

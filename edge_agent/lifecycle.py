@@ -148,6 +148,17 @@ def describe(alert: Alert) -> str:
     return str(alert.kind)
 
 
+def suppression_problems(settings: AgentSettings, sensors: Sequence[str]) -> list[str]:
+    """Suppression keys that name a sensor the model set does not have (one line each)."""
+    sup = settings.suppression
+    named = [("sensor", sup.sensor), *(("safety_sensors", s) for s in sup.safety_sensors)]
+    return [
+        f"config key suppression.{key}: no such sensor in the model set ({name})"
+        for key, name in named
+        if name is not None and name not in sensors
+    ]
+
+
 class AlarmLifecycle:
     """Lifecycle state of every alarm of every unit of one agent (see the module docstring)."""
 
@@ -168,12 +179,7 @@ class AlarmLifecycle:
         self._shelve_max = settings.alarm.shelve_max_seconds
         self._restore_steps = settings.alarm.on_delay + 1
         sup = settings.suppression
-        named = [("sensor", sup.sensor), *(("safety_sensors", s) for s in sup.safety_sensors)]
-        problems = [
-            f"config key suppression.{key}: no such sensor in the model set ({name})"
-            for key, name in named
-            if name is not None and name not in self._sensors
-        ]
+        problems = suppression_problems(settings, self._sensors)
         if problems:
             raise ConfigError(problems)
         self._sup_column = None if sup.sensor is None else self._sensors.index(sup.sensor)

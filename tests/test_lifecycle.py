@@ -90,11 +90,21 @@ def test_raise_ack_clear_is_unack_active_then_ack_active_then_normal() -> None:
     assert listed(lc)["state"] == "unack_active"  # type: ignore[index]
     result = lc.command("u1", cmd(command="acknowledge", alarm="limit/steam_pressure"), T0 + 1)
     (audit,) = result.alerts
-    assert (audit.state, audit.alert_id, audit.audit.operator) == ("acknowledged", "a" * 32, "alice")  # type: ignore[union-attr]
+    assert (audit.state, audit.alert_id, audit.audit.operator) == (
+        "acknowledged",
+        "a" * 32,
+        "alice",
+    )  # type: ignore[union-attr]
     assert audit.to_dict()["operator"] == "alice" and audit.to_dict()["alarm"] == result.alarm
     e = listed(lc)
-    assert e is not None and (e["state"], e["active"], e["acknowledged"]) == ("ack_active", True, True)
-    assert lc.on_alert(limit_alert("cleared", ts=T0 + 5), T0 + 5) == [limit_alert("cleared", ts=T0 + 5)]
+    assert e is not None and (e["state"], e["active"], e["acknowledged"]) == (
+        "ack_active",
+        True,
+        True,
+    )
+    assert lc.on_alert(limit_alert("cleared", ts=T0 + 5), T0 + 5) == [
+        limit_alert("cleared", ts=T0 + 5)
+    ]
     assert listed(lc) is None, "acknowledged and cleared: normal, not listed"
 
 
@@ -124,7 +134,9 @@ def test_raise_in_unack_rtn_starts_a_new_unacknowledged_episode() -> None:
 def test_timed_shelve_holds_the_raise_and_releases_it_on_expiry() -> None:
     lc = lifecycle()
     result = lc.command(
-        "u1", cmd(command="shelve", alarm="limit/steam_pressure", duration_seconds=60, comment="repair"), T0
+        "u1",
+        cmd(command="shelve", alarm="limit/steam_pressure", duration_seconds=60, comment="repair"),
+        T0,
     )
     assert [a.state for a in result.alerts] == ["shelved"]
     assert listed(lc)["shelved"]["until"] is not None  # type: ignore[index]
@@ -146,7 +158,9 @@ def test_default_and_maximum_shelve_durations() -> None:
     assert lc.entries("u1")[0].shelved.until == T0 + 600  # type: ignore[union-attr]
     with pytest.raises(CommandRefused, match="exceeds the maximum of 3600") as refused:
         lc.command(
-            "u1", cmd(command="shelve", alarm="limit/bearing_temperature", duration_seconds=3601), T0
+            "u1",
+            cmd(command="shelve", alarm="limit/bearing_temperature", duration_seconds=3601),
+            T0,
         )
     assert refused.value.code == "bad_duration"
     with pytest.raises(CommandError, match="duration_seconds"):
@@ -169,7 +183,12 @@ def test_one_shot_shelve_ends_when_the_alarm_clears() -> None:
     lc = lifecycle()
     lc.on_alert(limit_alert("raised"), T0)
     lc.command("u1", cmd(command="shelve", alarm="limit/steam_pressure", one_shot=True), T0 + 1)
-    assert listed(lc)["shelved"] == {"by": "alice", "until": None, "one_shot": True, "comment": None}  # type: ignore[index]
+    assert listed(lc)["shelved"] == {
+        "by": "alice",
+        "until": None,
+        "one_shot": True,
+        "comment": None,
+    }  # type: ignore[index]
     assert lc.expire(T0 + 10 * 3600) == [], "one-shot without duration does not time out"
     out = lc.on_alert(limit_alert("cleared"), T0 + 2)
     assert [a.state for a in out] == ["cleared", "shelve_expired"]
@@ -198,7 +217,9 @@ def test_suppression_by_design_holds_anomaly_but_not_a_safety_limit() -> None:
 def test_out_of_service_per_sensor_and_per_unit() -> None:
     lc = lifecycle()
     out = lc.command("u1", cmd(command="out_of_service", sensor="steam_pressure"), T0).alerts
-    assert [(a.kind, a.state, a.audit.sensor) for a in out] == [("maintenance", "out_of_service", "steam_pressure")]  # type: ignore[union-attr]
+    assert [(a.kind, a.state, a.audit.sensor) for a in out] == [
+        ("maintenance", "out_of_service", "steam_pressure")
+    ]  # type: ignore[union-attr]
     assert lc.on_alert(limit_alert("raised"), T0 + 1) == []
     assert lc.on_alert(anomaly_alert("raised"), T0 + 1) == [anomaly_alert("raised")]
     assert listed(lc)["out_of_service"] is True  # type: ignore[index]
@@ -291,7 +312,9 @@ def test_state_survives_in_the_store(tmp_path: Path) -> None:
     lc = AlarmLifecycle(settings(), SENSORS, lambda: "v1", store=store)
     lc.on_alert(limit_alert("raised"), T0)
     lc.command("u1", cmd(command="acknowledge", alarm="limit/steam_pressure"), T0)
-    lc.command("u1", cmd(command="shelve", alarm="limit/bearing_temperature", duration_seconds=99), T0)
+    lc.command(
+        "u1", cmd(command="shelve", alarm="limit/bearing_temperature", duration_seconds=99), T0
+    )
     lc.command("u1", cmd(command="out_of_service", sensor="load"), T0)
     store.close()
 
@@ -346,5 +369,5 @@ def test_kpis_rate_chattering_standing_and_floods() -> None:
 
 
 def test_suppression_config_names_model_sensors() -> None:
-    with pytest.raises(ConfigError, match="suppression.sensor"):
+    with pytest.raises(ConfigError, match=r"suppression\.sensor"):
         lifecycle(suppression={"sensor": "lod", "below": 1.0})
