@@ -57,7 +57,12 @@ def lifecycle_config(workdir: Path, port: int, models: Path, **kw: Any) -> dict[
         workdir,
         port,
         models,
-        alarm={"on_delay": 1, "off_delay": 1, "shelve_default_seconds": 60, "shelve_max_seconds": 600},
+        alarm={
+            "on_delay": 1,
+            "off_delay": 1,
+            "shelve_default_seconds": 60,
+            "shelve_max_seconds": 600,
+        },
         topics={"publish_scores": False},
         **kw,
     )
@@ -129,16 +134,22 @@ class Console:
         return found[n - 1]  # type: ignore[no-any-return]
 
     # -- what the console does -------------------------------------------------------------
-    def send(self, topic: str = COMMAND, raw: bytes | None = None, **fields: Any) -> dict[str, Any]:
+    def send(
+        self, topic: str = COMMAND, raw: bytes | None = None, timeout: float = 10.0, **fields: Any
+    ) -> dict[str, Any]:
         request_id = uuid.uuid4().hex
         payload = raw if raw is not None else orjson.dumps({"request_id": request_id, **fields})
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
         reply_topic = topic.removesuffix("/command") + "/reply"
         if raw is not None:
             n = len(self.on(reply_topic))
-            return self.wait("a reply", lambda: len(self.on(reply_topic)) > n and self.on(reply_topic)[-1])  # type: ignore[no-any-return]
+            return self.wait(
+                "a reply", lambda: len(self.on(reply_topic)) > n and self.on(reply_topic)[-1]
+            )  # type: ignore[no-any-return]
         return self.wait(  # type: ignore[no-any-return]
-            "a reply", lambda: next((r for r in self.on(reply_topic) if r["request_id"] == request_id), None)
+            "a reply",
+            lambda: next((r for r in self.on(reply_topic) if r["request_id"] == request_id), None),
+            timeout,
         )
 
     def steps(self, n: int = 1, **values: float) -> None:
@@ -189,7 +200,10 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
         try:
             # A retained list exists from the start, empty.
             first = console.wait_list(lambda d: True, "the first list")
-            assert first["alarms"] == [] and first["out_of_service"] == {"unit": False, "sensors": []}
+            assert first["alarms"] == [] and first["out_of_service"] == {
+                "unit": False,
+                "sensors": [],
+            }
 
             # raise -> unack_active -> acknowledge -> ack_active -> clear -> normal
             console.steps(2)
@@ -239,24 +253,37 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
             # one-shot shelve of an active alarm: ends when the alarm clears
             reply = console.send(command="shelve", alarm=BT, operator="dan", one_shot=True)
             assert reply["ok"], reply
-            console.wait_list(has(BT, shelved={"by": "dan", "until": None, "one_shot": True, "comment": None}), "one-shot")
+            console.wait_list(
+                has(BT, shelved={"by": "dan", "until": None, "one_shot": True, "comment": None}),
+                "one-shot",
+            )
             console.steps(1)
             console.wait_alert("cleared", BT)
             console.wait_alert("shelve_expired", BT, n=2)
             console.wait_list(gone(BT), "cleared after ack, shelve over: normal")
 
             # unshelve before expiry
-            assert console.send(command="shelve", alarm=SP, operator="eve", duration_seconds=300)["ok"]
+            assert console.send(command="shelve", alarm=SP, operator="eve", duration_seconds=300)[
+                "ok"
+            ]
             console.wait_list(has(SP, state="normal"), "shelved")
             assert console.send(command="unshelve", alarm=SP, operator="eve")["ok"]
             console.wait_alert("unshelved", SP)
             console.wait_list(gone(SP), "unshelved")
 
             # out of service: per sensor, then back in service releases the held raise
-            assert console.send(command="out_of_service", sensor="steam_pressure", operator="fay")["ok"]
+            assert console.send(command="out_of_service", sensor="steam_pressure", operator="fay")[
+                "ok"
+            ]
             oos = console.wait_alert("out_of_service", None)
-            assert (oos["kind"], oos["sensor"], oos["operator"]) == ("maintenance", "steam_pressure", "fay")
-            console.wait_list(lambda d: d["out_of_service"]["sensors"] == ["steam_pressure"], "OOS mark")
+            assert (oos["kind"], oos["sensor"], oos["operator"]) == (
+                "maintenance",
+                "steam_pressure",
+                "fay",
+            )
+            console.wait_list(
+                lambda d: d["out_of_service"]["sensors"] == ["steam_pressure"], "OOS mark"
+            )
             n_raised = len(console.alerts("raised", SP))
             console.steps(1, steam_pressure=BREACH["steam_pressure"])
             console.wait_list(has(SP, active=True, out_of_service=True), "active while OOS")
@@ -275,17 +302,27 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
             assert console.send(command="acknowledge", alarm=SP, operator="fay")["ok"]
 
             # bad commands: each answered with its reason, counted, never a crash
-            bad = [
-                (console.send(raw=b"{nope"), "not valid JSON", "bad_json"),
-                (console.send(command="acknowledge", operator="x"), "alarm: Field required", "schema"),
-                (console.send(command="acknowledge", alarm=SP, operator="x", shift=3), "unknown field 'shift'", "schema"),
-                (console.send(command="acknowledge", alarm="limit/feedwater_flow", operator="x"), "unknown alarm", "unknown_alarm"),
-                (console.send(f"plant/{PLANT}/unit9/alarms/command", command="acknowledge", alarm=SP, operator="x"), "not watched", "wrong_unit"),
-                (console.send(command="acknowledge", alarm=SP, operator="x", unit="unit2"), "sent to unit", "wrong_unit"),
-                (console.send(command="shelve", alarm=SP, operator="x", duration_seconds=0), "duration_seconds", "schema"),
-                (console.send(command="shelve", alarm=SP, operator="x", duration_seconds=601), "exceeds the maximum", "bad_duration"),
-                (console.send(command="acknowledge", alarm=SP, operator="x"), "ack_active: nothing to acknowledge", "not_applicable"),
+            ack = {"command": "acknowledge", "operator": "x"}
+            unit9 = f"plant/{PLANT}/unit9/alarms/command"
+            cases: list[tuple[str, dict[str, Any], str, str]] = [
+                (COMMAND, {"raw": b"{nope"}, "not valid JSON", "bad_json"),
+                (COMMAND, ack, "alarm: Field required", "schema"),
+                (COMMAND, {**ack, "alarm": SP, "shift": 3}, "unknown field 'shift'", "schema"),
+                (COMMAND, {**ack, "alarm": "limit/feedwater_flow"}, "unknown alarm",
+                 "unknown_alarm"),
+                (unit9, {**ack, "alarm": SP}, "not watched", "wrong_unit"),
+                (COMMAND, {**ack, "alarm": SP, "unit": "unit2"}, "sent to unit", "wrong_unit"),
+                (COMMAND, {**ack, "command": "shelve", "alarm": SP, "duration_seconds": 0},
+                 "duration_seconds", "schema"),
+                (COMMAND, {**ack, "command": "shelve", "alarm": SP, "duration_seconds": 601},
+                 "exceeds the maximum", "bad_duration"),
+                (COMMAND, {**ack, "alarm": SP}, "ack_active: nothing to acknowledge",
+                 "not_applicable"),
             ]  # fmt: skip
+            bad = [
+                (console.send(topic, **fields), reason, code)
+                for topic, fields, reason, code in cases
+            ]
             for reply, reason, _ in bad:
                 assert reply["ok"] is False and reason in reply["reason"], (reason, reply)
             for code in {c for _, _, c in bad}:
@@ -299,7 +336,9 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
 
             import jsonschema
 
-            schema = json.loads((Path(__file__).parents[1] / "edge_agent/schemas/alert.schema.json").read_text())
+            schema = json.loads(
+                (Path(__file__).parents[1] / "edge_agent/schemas/alert.schema.json").read_text()
+            )
             for a in console.on(ALERTS):
                 jsonschema.validate(a, schema)
 
@@ -312,7 +351,149 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
             assert m[("edge_agent_alarms_shelved", u)] == 0
             assert m[("edge_agent_alarm_flood_periods", u)] == 0
             assert m[("edge_agent_alarms_out_of_service", (("scope", "unit"), ("unit", UNIT)))] == 0
-            accepted = m[("edge_agent_alarm_commands_total", (("command", "acknowledge"), ("result", "accepted")))]
+            accepted = m[
+                (
+                    "edge_agent_alarm_commands_total",
+                    (("command", "acknowledge"), ("result", "accepted")),
+                )
+            ]
             assert accepted == 4
         finally:
             console.close()
+
+
+def test_suppression_by_design_while_load_is_low(
+    tmp_path: Path, mosquitto: MosquittoBroker, small_models: Path
+) -> None:
+    config = lifecycle_config(
+        tmp_path, mosquitto.port, small_models,
+        suppression={"sensor": "load", "below": 100.0, "safety_sensors": ["bearing_temperature"]},
+    )  # fmt: skip
+    with AgentProcess(tmp_path / "agent", config) as agent:
+        agent.start()
+        console = Console(mosquitto.port)
+        try:
+            console.steps(WINDOW + 2)  # the window fills with normal data
+            agent.wait_for_metric("steps_scored", 3)
+            assert console.alerts("raised") == []
+            # The unit trips: load near zero. The models call that an anomaly, and both
+            # sensors cross their limits; only the safety sensor's limit alarm is annunciated.
+            console.steps(3, load=20.0, **BREACH)
+            console.wait_alert("raised", BT)
+            doc = console.wait_list(
+                lambda d: all(entry(d, a) for a in ("anomaly", SP, BT)), "three alarms listed"
+            )
+            assert doc["suppressed_by_design"] is True
+            flags = [entry(doc, a)["suppressed"] for a in ("anomaly", SP, BT)]  # type: ignore[index]
+            assert flags == [True, True, False]
+            assert entry(doc, "anomaly")["state"] == "unack_active"  # type: ignore[index]
+            time.sleep(0.5)
+            assert {a["alarm"] for a in console.alerts("raised")} == {BT}, "suppressed: held"
+            # Load back: the anomaly is still active (its window holds the trip), so its held
+            # raise is annunciated now, and later cleared under the same alert_id.
+            console.steps(1)
+            anomaly = console.wait_alert("raised", "anomaly")
+            console.wait_list(lambda d: d["suppressed_by_design"] is False, "suppression over")
+            console.steps(WINDOW + 2)
+            cleared = console.wait_alert("cleared", "anomaly")
+            assert cleared["alert_id"] == anomaly["alert_id"]
+            # The steam pressure alarm was released and cleared in the recovery step.
+            assert [a["state"] for a in console.alerts(alarm=SP)] == ["raised", "cleared"]
+        finally:
+            console.close()
+
+
+def test_state_survives_sigkill(tmp_path: Path, mosquitto: MosquittoBroker, models: Path) -> None:
+    config = lifecycle_config(tmp_path, mosquitto.port, models)
+    agent = AgentProcess(tmp_path / "agent", config)
+    console = Console(mosquitto.port)
+    try:
+        agent.start()
+        console.steps(1, steam_pressure=BREACH["steam_pressure"])
+        console.wait_list(has(SP, state="unack_active"), "raised")
+        assert console.send(command="acknowledge", alarm=SP, operator="alice")["ok"]
+        assert console.send(command="shelve", alarm=BT, operator="bob", duration_seconds=300)["ok"]
+        assert console.send(command="out_of_service", sensor="load", operator="cy")["ok"]
+        before = console.wait_list(
+            lambda d: d["out_of_service"]["sensors"] == ["load"] and has(SP, state="ack_active")(d)
+            and entry(d, BT) is not None,
+            "the state to keep",
+        )  # fmt: skip
+        agent.kill()  # SIGKILL: no shutdown code runs
+        assert agent.proc is not None and agent.proc.returncode == -signal.SIGKILL
+        # Forget the retained list, so what comes next is what the new process knows.
+        console.client.publish(ALARMS, b"", qos=1, retain=True).wait_for_publish(5)
+        n = len(console.on(ALARMS))
+
+        agent.start()
+        restored = agent.wait_for_event("alarm_state_restored")
+        assert (restored["alarms"], restored["out_of_service"]) == (2, 1)
+        after = console.wait(
+            "a list from the restarted agent",
+            lambda: next((d for d in console.on(ALARMS)[n:] if d.get("alarms")), None),
+        )
+        assert after["out_of_service"] == before["out_of_service"]
+        assert entry(after, SP) == entry(before, SP), "still acknowledged after the SIGKILL"
+        assert entry(after, BT)["shelved"] == entry(before, BT)["shelved"]  # type: ignore[index]
+        # The condition is still there: the engine raises it anew, it stays acknowledged.
+        console.steps(1, steam_pressure=BREACH["steam_pressure"])
+        e = entry(
+            console.wait_list(
+                lambda d: entry(d, SP)["alert_id"] != entry(before, SP)["alert_id"], "new episode"
+            ),
+            SP,
+        )  # type: ignore[index]
+        assert e is not None and e["state"] == "ack_active"
+        console.steps(1)
+        console.wait_list(gone(SP), "cleared after acknowledgement: normal")
+    finally:
+        console.close()
+        agent.kill()
+
+
+def test_shipped_acl_lets_only_the_console_user_command_alarms(
+    tmp_path: Path, models: Path
+) -> None:
+    """config/mosquitto.conf as shipped (users, ACL example): the agent runs under its user;
+    the console user can acknowledge; the agent's own credentials and anonymous clients cannot."""
+    from mosquitto import free_port
+    from test_mosquitto_conf import SAMPLE, USERS, adapt, broker
+
+    port = free_port()
+    conf = adapt(SAMPLE.read_text(encoding="utf-8"), tmp_path / "broker", port)
+    with broker(conf, tmp_path / "broker", [port]):
+        pw = tmp_path / "agent.pw"
+        pw.write_text(USERS["edge-agent"], encoding="utf-8")
+        config = lifecycle_config(
+            tmp_path, port, models, mqtt={"username": "edge-agent", "password_file": str(pw)}
+        )
+        with AgentProcess(tmp_path / "agent", config) as agent:
+            agent.start()
+            console = Console(port, "console", USERS["console"])
+            gateway = Console(port, "sensor-gateway", USERS["sensor-gateway"])
+            thief = Console(port, "edge-agent", USERS["edge-agent"])
+            try:
+                gateway.steps(1, steam_pressure=BREACH["steam_pressure"])
+                console.wait_list(has(SP, state="unack_active"), "raised, seen by the console")
+                ack = {"command": "acknowledge", "alarm": SP, "operator": "mallory"}
+                # With the agent's credentials: the broker drops the write, no reply comes.
+                with pytest.raises(AssertionError, match="timed out waiting for a reply"):
+                    thief.send(timeout=1.5, **ack)
+                # Anonymous: not even connected.
+                anonymous = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+                result: list[Any] = []
+                anonymous.on_connect = lambda *a: result.append(a[3])
+                anonymous.connect(HOST, port, keepalive=5)
+                anonymous.loop_start()
+                console.wait("the anonymous CONNACK", lambda: result)
+                anonymous.loop_stop()
+                assert result[0].is_failure and "authori" in str(result[0]).lower()
+                assert agent.metric("alarm_commands", command="acknowledge", result="accepted") == 0
+                console.wait_list(has(SP, state="unack_active"), "still unacknowledged")
+                # The console user may.
+                reply = console.send(**{**ack, "operator": "alice"})
+                assert reply["ok"] is True
+                console.wait_list(has(SP, state="ack_active"), "acknowledged by the console")
+            finally:
+                for c in (console, gateway, thief):
+                    c.close()
