@@ -1,9 +1,10 @@
 """Alarm lifecycle state on disk: alarm states, shelves and out-of-service marks.
 
-One SQLite file beside the outbox (``alarms.sqlite`` in ``state_dir``), WAL and
-``synchronous=FULL`` like the outbox: an acknowledgement the agent replied ``ok`` to survives
-a SIGKILL or a power cut. Writes happen only on lifecycle changes (operator commands, alarm
-transitions), so a synchronous write on the event loop is fine.
+One SQLite file beside the outbox (``alarms.sqlite`` in ``state_dir``), in WAL mode. Every
+change is committed before the agent replies ``ok`` or publishes, so it survives a crash or a
+SIGKILL. ``synchronous=NORMAL`` (unlike the outbox's FULL) spares the alert path an fsync per
+alarm transition; the price is that a power cut may lose the last few changes. Writes happen
+only on lifecycle changes (commands, alarm transitions): synchronous calls on the event loop.
 
 Storage trouble never stops the agent: the state is kept in memory, the error is logged once
 per kind and counted (``alarm_store_errors_total``), and later writes try the file again.
@@ -152,7 +153,7 @@ class AlarmStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
         except (sqlite3.Error, OSError) as exc:
