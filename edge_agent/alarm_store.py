@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .lifecycle import AlarmEntry, Shelve
+from .alarm_state import AlarmEntry, Shelve
 from .logging_setup import get_logger
 from .metrics import Metrics
 

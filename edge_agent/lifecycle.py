@@ -34,84 +34,20 @@ returns the alerts to publish; persistence goes through a :class:`StateStore`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .alarm import alert_id
 from .alarm_kpi import AlarmKpis
+from .alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
 from .alerts import Alert, AlertKind, AlertState, AuditDetail, Severity, rfc3339
 from .commands import Command, OutOfServiceCommand, ShelveCommand
 from .config import AgentSettings, ConfigError
 
-ListedState = Literal["unack_active", "ack_active", "unack_rtn", "normal"]
-#: Alarm kinds the lifecycle tracks (``flood`` summaries and audit events pass through).
+#: Kinds with one alarm per unit; any other kind is named ``kind/<sensor>``.
 UNIT_KINDS = ("anomaly", "sensor_stale")
-
-
-@dataclass(slots=True)
-class Shelve:
-    by: str
-    #: Unix seconds; None = one-shot without a time limit.
-    until: float | None
-    one_shot: bool
-    comment: str | None
-    at: float
-
-
-@dataclass(slots=True)
-class AlarmEntry:
-    unit: str
-    alarm: str
-    kind: str
-    active: bool
-    acknowledged: bool
-    alert_id: str
-    severity: Severity
-    raised_at: float
-    message: str
-    #: Sensors the alarm is about (its out-of-service test).
-    sensors: tuple[str, ...] = ()
-    shelved: Shelve | None = None
-    #: Its ``raised`` alert was published.
-    annunciated: bool = True
-    #: The ``raised`` alert held back while the alarm was hidden.
-    held: bytes | None = None
-    #: Loaded from storage and not yet confirmed by the engine after a restart.
-    restored: bool = False
-
-    @property
-    def subject(self) -> str | None:
-        return self.alarm.split("/", 1)[1] if "/" in self.alarm else None
-
-    @property
-    def state(self) -> ListedState:
-        if self.active:
-            return "ack_active" if self.acknowledged else "unack_active"
-        return "normal" if self.acknowledged else "unack_rtn"
-
-
-class StateStore(Protocol):
-    """Where alarm states and out-of-service marks survive a restart (see alarm_store)."""
-
-    def save_alarm(self, entry: AlarmEntry) -> None: ...
-    def delete_alarm(self, unit: str, alarm: str) -> None: ...
-    def save_out_of_service(self, unit: str, sensor: str | None, on: bool) -> None: ...
-
-
-class MemoryStore:
-    """A store that forgets (tests, replay)."""
-
-    def save_alarm(self, entry: AlarmEntry) -> None:
-        pass
-
-    def delete_alarm(self, unit: str, alarm: str) -> None:
-        pass
-
-    def save_out_of_service(self, unit: str, sensor: str | None, on: bool) -> None:
-        pass
 
 
 class CommandRefused(Exception):
@@ -128,24 +64,6 @@ class CommandResult:
     alarm: str | None
     #: The audit event first, then any held alerts the command released.
     alerts: list[Alert] = field(default_factory=list)
-
-
-def describe(alert: Alert) -> str:
-    """One line for an operator (the alert's own ``message`` once alerts carry one)."""
-    own = getattr(alert, "message", None)
-    if isinstance(own, str) and own:
-        return own
-    if alert.limit is not None:
-        lim = alert.limit
-        side = ">" if lim.level in ("HI", "HIHI") else "<"
-        return f"{lim.sensor} {lim.value:g} {side} {lim.level} limit {lim.limit:g}"
-    if alert.kind == "anomaly":
-        top = ", ".join(s.sensor for s in alert.top_sensors) or "no sensor named"
-        score = "n/a" if alert.score is None else f"{alert.score:.2f}"
-        return f"anomaly (ensemble score {score}); top sensors: {top}"
-    if alert.stale_sensors:
-        return f"{alert.kind}: {', '.join(alert.stale_sensors)}"
-    return str(alert.kind)
 
 
 def suppression_problems(settings: AgentSettings, sensors: Sequence[str]) -> list[str]:
@@ -436,31 +354,7 @@ class AlarmLifecycle:
         for (u, _), e in sorted(self._entries.items()):
             if u != unit:
                 continue
-            s = e.shelved
-            alarms.append(
-                {
-                    "alarm": e.alarm,
-                    "kind": e.kind,
-                    "subject": e.subject,
-                    "state": e.state,
-                    "active": e.active,
-                    "acknowledged": e.acknowledged,
-                    "alert_id": e.alert_id,
-                    "severity": e.severity,
-                    "raised_at": rfc3339(e.raised_at),
-                    "message": e.message,
-                    "shelved": None
-                    if s is None
-                    else {
-                        "by": s.by,
-                        "until": None if s.until is None else rfc3339(s.until),
-                        "one_shot": s.one_shot,
-                        "comment": s.comment,
-                    },
-                    "suppressed": self._suppressed_by_design(e),
-                    "out_of_service": self._out_of_service(e),
-                }
-            )
+            alarms.append(e.listed(self._suppressed_by_design(e), self._out_of_service(e)))
         return {
             "plant": self._plant,
             "unit": unit,
@@ -501,8 +395,8 @@ class AlarmLifecycle:
                 held = Alert.from_json(e.held)
                 e.annunciated, e.held = True, None
                 self._store.save_alarm(e)
-                if held is not None:
-                    out.append(held)
+                if held is not None:  # no arrival: its delay is the hold, not the agent's
+                    out.append(replace(held, arrival=None))
         return out
 
     def _end_shelve(
