@@ -118,3 +118,66 @@ def describe(alert: Alert) -> str:
     if alert.stale_sensors:
         return f"{alert.kind}: {', '.join(alert.stale_sensors)}"
     return str(alert.kind)
+
+
+_TS = {"type": "string", "format": "date-time"}
+
+
+def alarm_list_json_schema() -> dict[str, object]:
+    """JSON Schema of the retained alarm list (``topics.alarms``)."""
+    entry = {
+        "type": "object",
+        "required": [
+            "alarm", "kind", "subject", "state", "active", "acknowledged", "alert_id",
+            "severity", "raised_at", "message", "shelved", "suppressed", "out_of_service",
+        ],
+        "properties": {
+            "alarm": {"type": "string", "description": "kind or kind/sensor"},
+            "kind": {"type": "string"},
+            "subject": {"type": ["string", "null"]},
+            "state": {
+                "enum": ["unack_active", "ack_active", "unack_rtn", "normal"],
+                "description": "normal: listed only because it is shelved",
+            },
+            "active": {"type": "boolean"},
+            "acknowledged": {"type": "boolean"},
+            "alert_id": {"type": "string", "description": "the current episode"},
+            "severity": {"enum": ["low", "medium", "high"]},
+            "raised_at": _TS,
+            "message": {"type": "string"},
+            "shelved": {
+                "type": ["object", "null"],
+                "required": ["by", "until", "one_shot", "comment"],
+                "properties": {
+                    "by": {"type": "string"},
+                    "until": {"type": ["string", "null"], "format": "date-time"},
+                    "one_shot": {"type": "boolean"},
+                    "comment": {"type": ["string", "null"]},
+                },
+            },
+            "suppressed": {"type": "boolean", "description": "suppressed by design"},
+            "out_of_service": {"type": "boolean"},
+        },
+    }  # fmt: skip
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent retained alarm list",
+        "type": "object",
+        "required": ["plant", "unit", "agent_id", "ts", "out_of_service", "alarms"],
+        "properties": {
+            "plant": {"type": "string"},
+            "unit": {"type": "string"},
+            "agent_id": {"type": "string"},
+            "ts": _TS,
+            "out_of_service": {
+                "type": "object",
+                "required": ["unit", "sensors"],
+                "properties": {
+                    "unit": {"type": "boolean"},
+                    "sensors": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "suppressed_by_design": {"type": "boolean"},
+            "alarms": {"type": "array", "items": entry},
+        },
+    }

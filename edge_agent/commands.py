@@ -151,3 +151,23 @@ def command_json_schema() -> dict[str, Any]:
         "title": "edge-agent alarm command",
         **schema,
     }
+
+
+def reply_json_schema() -> dict[str, Any]:
+    """JSON Schema of the replies on the alarm reply topic."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent alarm command reply",
+        "type": "object",
+        "required": ["request_id", "command", "alarm", "ok", "ts"],
+        "properties": {
+            "request_id": {"type": ["string", "null"]},
+            "command": {"type": ["string", "null"]},
+            "alarm": {"type": ["string", "null"]},
+            "ok": {"type": "boolean"},
+            "reason": {"type": "string", "description": "only when ok is false"},
+            "ts": {"type": "string", "format": "date-time"},
+        },
+        "if": {"properties": {"ok": {"const": False}}},
+        "then": {"required": ["reason"]},
+    }

@@ -336,11 +336,17 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
 
             import jsonschema
 
-            schema = json.loads(
-                (Path(__file__).parents[1] / "edge_agent/schemas/alert.schema.json").read_text()
-            )
-            for a in console.on(ALERTS):
-                jsonschema.validate(a, schema)
+            schemas = Path(__file__).parents[1] / "edge_agent/schemas"
+            for file, topic in [
+                ("alert.schema.json", ALERTS),
+                ("alarm_list.schema.json", ALARMS),
+                ("alarm_reply.schema.json", REPLY),
+            ]:
+                schema = json.loads((schemas / file).read_text(encoding="utf-8"))
+                docs = console.on(topic)
+                assert docs, topic
+                for doc in docs:
+                    jsonschema.validate(doc, schema)
 
             # KPIs per unit
             m = agent.metrics()
