@@ -28,6 +28,8 @@ from .mqtt import _wildcard_topic
 
 #: A refused command is logged at most this often per reason (all are counted).
 REFUSAL_LOG_SECONDS = 10.0
+#: The KPI gauges are refreshed this often (and after every command).
+KPI_SECONDS = 2.0
 
 
 def command_subscriptions(settings: AgentSettings) -> list[str]:
@@ -73,6 +75,7 @@ class AlarmService:
         self._command_rx = _template_regex(settings.topics.alarm_command, settings.plant, ("unit",))
         self._refusals_logged: dict[str, float] = {}
         self._refusals_quiet: dict[str, int] = {}
+        self._kpis_due = 0.0
 
     # -- commands --------------------------------------------------------------------------
 
@@ -163,7 +166,9 @@ class AlarmService:
     def housekeeping(self, now: float) -> list[tuple[str, bytes]]:
         """Expire shelves and refresh the KPI gauges; returns audit events to publish."""
         out = [self._out(a) for a in self.lifecycle.expire(now)]
-        self._update_metrics(now)
+        if out or self.lifecycle.changed or now >= self._kpis_due:
+            self._update_metrics(now)
+            self._kpis_due = now + KPI_SECONDS
         return out
 
     def take_changed(self, now: float) -> list[tuple[str, str, bytes]]:
@@ -186,8 +191,9 @@ class AlarmService:
 
     def _update_metrics(self, now: float) -> None:
         m, lc = self.metrics, self.lifecycle
+        by_unit = lc.entries_by_unit()
         for unit in lc.units:
-            entries = lc.entries(unit)
+            entries = by_unit.get(unit, [])
             k = lc.kpis.values(unit, now, [e.raised_at for e in entries if e.active])
             m.alarm_rate_10min.labels(unit).set(k.rate_10min)
             m.alarms_chattering.labels(unit).set(k.chattering)

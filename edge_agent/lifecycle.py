@@ -115,6 +115,8 @@ class AlarmLifecycle:
         self._steps: dict[str, list[int]] = {}
         #: Units whose retained list must be republished.
         self.changed: set[str] = set()
+        #: Units with restored alarms still to confirm (keeps the per-step check O(1)).
+        self._unconfirmed: set[str] = set()
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -122,6 +124,8 @@ class AlarmLifecycle:
         """Adopt the states saved before a restart (alarms unconfirmed until the data says)."""
         for e in entries:
             e.restored = e.active
+            if e.restored:
+                self._unconfirmed.add(e.unit)
             self._entries[(e.unit, e.alarm)] = e
             self.changed.add(e.unit)
         for unit, sensor in oos:
@@ -203,8 +207,12 @@ class AlarmLifecycle:
     def confirm_restored(self, unit: str, engine_active: Callable[[], set[str]]) -> None:
         """After a restart: restored active alarms the engine has not raised again once it had
         the data to do so returned to normal while the agent was away."""
+        if unit not in self._unconfirmed:
+            return
         restored = [e for (u, _), e in self._entries.items() if u == unit and e.restored]
         counts = self._steps.get(unit)
+        if not restored:
+            self._unconfirmed.discard(unit)
         if not restored or counts is None:
             return
         active: set[str] | None = None
@@ -367,6 +375,12 @@ class AlarmLifecycle:
 
     def entries(self, unit: str) -> list[AlarmEntry]:
         return [e for (u, _), e in self._entries.items() if u == unit]
+
+    def entries_by_unit(self) -> dict[str, list[AlarmEntry]]:
+        out: dict[str, list[AlarmEntry]] = {}
+        for (unit, _), e in self._entries.items():
+            out.setdefault(unit, []).append(e)
+        return out
 
     def out_of_service_marks(self, unit: str) -> set[str]:
         return set(self._oos.get(unit, ()))
