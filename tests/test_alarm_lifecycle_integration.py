@@ -348,6 +348,17 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
                 for doc in docs:
                     jsonschema.validate(doc, schema)
 
+            # A console that connects now sees the present state at once: the retained list.
+            late = Console(mosquitto.port)
+            try:
+                got = late.wait("the retained list", lambda: late.messages)
+                topic, doc, retained = got[0]
+                assert (topic, retained) == (ALARMS, True)
+                assert doc["alarms"] == console.alarm_list()["alarms"]  # type: ignore[index]
+                assert entry(doc, SP)["state"] == "ack_active"  # type: ignore[index]
+            finally:
+                late.close()
+
             # KPIs per unit
             m = agent.metrics()
             u = (("unit", UNIT),)

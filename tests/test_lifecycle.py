@@ -371,3 +371,16 @@ def test_kpis_rate_chattering_standing_and_floods() -> None:
 def test_suppression_config_names_model_sensors() -> None:
     with pytest.raises(ConfigError, match=r"suppression\.sensor"):
         lifecycle(suppression={"sensor": "lod", "below": 1.0})
+
+
+def test_unusable_store_is_logged_counted_and_the_state_kept_in_memory(tmp_path: Path) -> None:
+    metrics = Metrics()
+    blocked = tmp_path / "alarms.sqlite"
+    blocked.mkdir()  # a directory where the file should be: SQLite cannot open it
+    store = AlarmStore(blocked, metrics)
+    lc = AlarmLifecycle(settings(), SENSORS, lambda: "v1", store=store)
+    assert store.load() == ([], [])
+    lc.on_alert(limit_alert("raised"), T0)
+    lc.command("u1", cmd(command="acknowledge", alarm="limit/steam_pressure"), T0)
+    assert listed(lc)["state"] == "ack_active"  # type: ignore[index]
+    assert metrics.alarm_store_errors._value.get() >= 3
