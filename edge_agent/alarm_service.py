@@ -24,17 +24,11 @@ from .ingest import _template_regex
 from .lifecycle import AlarmLifecycle, CommandRefused
 from .logging_setup import get_logger
 from .metrics import Metrics
-from .mqtt import _wildcard_topic
 
 #: A refused command is logged at most this often per reason (all are counted).
 REFUSAL_LOG_SECONDS = 10.0
 #: The KPI gauges are refreshed this often (and after every command).
 KPI_SECONDS = 2.0
-
-
-def command_subscriptions(settings: AgentSettings) -> list[str]:
-    """The wildcard subscription for alarm commands of this plant's units."""
-    return [_wildcard_topic(settings.topics.alarm_command, settings)]
 
 
 @dataclass(slots=True)

@@ -131,6 +131,11 @@ def subscription_topics(settings: AgentSettings) -> list[str]:
     return list(dict.fromkeys(topics))
 
 
+def command_subscriptions(settings: AgentSettings) -> list[str]:
+    """The wildcard subscription for alarm commands to this plant's units (alarm lifecycle)."""
+    return [_wildcard_topic(settings.topics.alarm_command, settings)]
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho is untyped here
 

@@ -24,14 +24,20 @@ from typing import Any
 import structlog
 
 from . import __version__
-from .alarm_service import AlarmService, CommandOutcome, command_subscriptions
+from .alarm_service import AlarmService, CommandOutcome
 from .alerts import Alert
 from .config import AgentSettings, ConfigError, load_settings
 from .engine import Engine, TickResult
 from .logging_setup import get_logger
 from .manifest import ManifestError
 from .metrics import Metrics
-from .mqtt import MqttLink, alert_properties, status_payload, subscription_topics
+from .mqtt import (
+    MqttLink,
+    alert_properties,
+    command_subscriptions,
+    status_payload,
+    subscription_topics,
+)
 from .outbox import Outbox, mark_resent
 from .scoring import ModelSet
 from .sdnotify import SystemdNotifier

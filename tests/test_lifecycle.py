@@ -384,3 +384,11 @@ def test_unusable_store_is_logged_counted_and_the_state_kept_in_memory(tmp_path:
     lc.command("u1", cmd(command="acknowledge", alarm="limit/steam_pressure"), T0)
     assert listed(lc)["state"] == "ack_active"  # type: ignore[index]
     assert metrics.alarm_store_errors._value.get() >= 3
+
+
+def test_command_subscription_is_the_plant_wildcard_of_the_template() -> None:
+    from edge_agent.mqtt import command_subscriptions
+
+    assert command_subscriptions(settings()) == ["plant/p1/+/alarms/command"]
+    custom = settings(topics={"alarm_command": "site/{plant}/ops/{unit}/cmd"})
+    assert command_subscriptions(custom) == ["site/p1/ops/+/cmd"]
