@@ -231,7 +231,7 @@ def test_every_transition_over_mqtt_with_audit_trail_and_retained_list(
             console.wait_list(gone(SP), "acknowledged after RTN: normal")
 
             # timed shelve: the raise is held, and released when the shelve expires
-            reply = console.send(command="shelve", alarm=BT, operator="carol", duration_seconds=1.5)
+            reply = console.send(command="shelve", alarm=BT, operator="carol", duration_seconds=3)
             assert reply["ok"], reply
             console.wait_list(has(BT, state="normal", active=False), "shelved while normal")
             console.steps(1, bearing_temperature=BREACH["bearing_temperature"])
