@@ -76,6 +76,15 @@ class AlarmService:
     def is_command(self, topic: str) -> bool:
         return self._command_rx.fullmatch(topic) is not None
 
+    def refuse_retained(self, topic: str) -> bool:
+        """A retained message on a command topic is dropped (counted, logged): an old command
+        must not run again at every reconnect. False for any other topic."""
+        m = self._command_rx.fullmatch(topic)
+        if m is None:
+            return False
+        self._refused("retained", "retained commands are ignored", m.group("unit"), None, None)
+        return True
+
     def handle_command(self, topic: str, payload: bytes, now: float) -> CommandOutcome | None:
         """Apply one command message; never raises. None if the topic is not a command topic."""
         m = self._command_rx.fullmatch(topic)

@@ -157,7 +157,7 @@ class Metrics:
         self.alarm_commands_refused = Counter(
             p + "alarm_commands_refused",
             "Alarm commands refused, by reason (bad_json, schema, wrong_unit, unknown_alarm, "
-            "bad_duration, not_applicable)",
+            "bad_duration, not_applicable, retained)",
             ["reason"],
             registry=r,
         )

@@ -379,6 +379,7 @@ class MqttLink:
         subscriptions: list[str],
         on_message: MessageCallback,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_retained: Callable[[str], bool] | None = None,
         model_set_version: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
@@ -389,6 +390,9 @@ class MqttLink:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.on_connect = on_connect
+        #: Sees the topic of every *retained* message first; True = drop it (e.g. a command
+        #: someone published retained, which would otherwise replay at every reconnect).
+        self.on_retained = on_retained
         #: Reported in the status messages; the agent updates it after a model reload.
         self.model_set_version = model_set_version
         self._rng = rng
@@ -557,6 +561,9 @@ class MqttLink:
         if not isinstance(payload, bytes):
             payload = bytes(payload) if isinstance(payload, bytearray) else b""
         try:
+            check = self.on_retained if message.retain else None
+            if check is not None and check(message.topic.value):
+                return
             self.on_message(message.topic.value, payload, arrival)
         except Exception:
             # A bug in one handler must not take the connection down with it.

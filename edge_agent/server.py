@@ -165,6 +165,7 @@ class Server:
             subscriptions=[*subscription_topics(s), *command_subscriptions(s)],
             on_message=self._on_message,
             on_connect=self._on_connect,
+            on_retained=self.alarms.refuse_retained,
             model_set_version=self.model_set.version,
         )
         self._state.accepting = True

@@ -135,11 +135,16 @@ class Console:
 
     # -- what the console does -------------------------------------------------------------
     def send(
-        self, topic: str = COMMAND, raw: bytes | None = None, timeout: float = 10.0, **fields: Any
+        self,
+        topic: str = COMMAND,
+        raw: bytes | None = None,
+        timeout: float = 10.0,
+        retain: bool = False,
+        **fields: Any,
     ) -> dict[str, Any]:
         request_id = uuid.uuid4().hex
         payload = raw if raw is not None else orjson.dumps({"request_id": request_id, **fields})
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
         reply_topic = topic.removesuffix("/command") + "/reply"
         if raw is not None:
             n = len(self.on(reply_topic))
@@ -430,7 +435,9 @@ def test_state_survives_sigkill(tmp_path: Path, mosquitto: MosquittoBroker, mode
         console.wait_list(has(SP, state="unack_active"), "raised")
         assert console.send(command="acknowledge", alarm=SP, operator="alice")["ok"]
         assert console.send(command="shelve", alarm=BT, operator="bob", duration_seconds=300)["ok"]
-        assert console.send(command="out_of_service", sensor="load", operator="cy")["ok"]
+        # Published retained (a mistake): runs once now, and must not run again at reconnects.
+        oos = {"command": "out_of_service", "sensor": "load", "operator": "cy"}
+        assert console.send(retain=True, **oos)["ok"]
         before = console.wait_list(
             lambda d: d["out_of_service"]["sensors"] == ["load"] and has(SP, state="ack_active")(d)
             and entry(d, BT) is not None,
@@ -452,6 +459,9 @@ def test_state_survives_sigkill(tmp_path: Path, mosquitto: MosquittoBroker, mode
         assert after["out_of_service"] == before["out_of_service"]
         assert entry(after, SP) == entry(before, SP), "still acknowledged after the SIGKILL"
         assert entry(after, BT)["shelved"] == entry(before, BT)["shelved"]  # type: ignore[index]
+        agent.wait_for_metric("alarm_commands_refused", 1, reason="retained")
+        assert agent.metric("alarm_commands_refused", reason="not_applicable") == 0
+        assert agent.metric("alarm_commands", command="out_of_service", result="accepted") == 0
         # The condition is still there: the engine raises it anew, it stays acknowledged.
         console.steps(1, steam_pressure=BREACH["steam_pressure"])
         e = entry(
