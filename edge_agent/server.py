@@ -52,6 +52,8 @@ TICK_COALESCE_SECONDS = 0.005
 MAINTENANCE_SECONDS = 10.0
 #: How often shelve expiry, KPI gauges and retained alarm lists are looked after.
 ALARM_HOUSEKEEPING_SECONDS = 0.5
+#: A retained alarm list the broker did not take is tried again after this long.
+ALARM_LIST_RETRY_SECONDS = 5.0
 #: Scores are best-effort (QoS 0): at most this many publishes in flight, the rest are dropped.
 MAX_SCORE_PUBLISHES_IN_FLIGHT = 2000
 
@@ -318,6 +320,7 @@ class Server:
     async def _alarm_loop(self) -> None:
         """Expire shelves, refresh the KPIs, publish changed retained alarm lists."""
         assert self.alarms is not None and self.link is not None
+        lists_retry_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._alarm_wakeup.wait(), ALARM_HOUSEKEEPING_SECONDS)
@@ -325,11 +328,15 @@ class Server:
             try:
                 now = self.clock()
                 self._put_alerts(self.alarms.housekeeping(now))
-                if not self.link.connected:
-                    continue  # the lists stay marked changed until we are connected
+                if not self.link.connected or now < lists_retry_at:
+                    continue  # the lists stay marked changed until they can go out
                 for unit, topic, payload in self.alarms.take_changed(now):
                     if not await self.link.publish(topic, payload, qos=1, retain=True):
+                        # e.g. the broker's ACL refuses the topic: retry, but not in a loop
                         self.alarms.lifecycle.changed.add(unit)
+                        if lists_retry_at == 0.0:
+                            self.log.warning("alarm list not published, retrying", topic=topic)
+                        lists_retry_at = now + ALARM_LIST_RETRY_SECONDS
             except Exception:  # the lifecycle must not take alert publishing down with it
                 self.log.exception("alarm housekeeping failed")
                 await asyncio.sleep(1.0)
