@@ -5,7 +5,7 @@ See :mod:`edge_agent.lifecycle` for the transitions; :mod:`edge_agent.alarm_stor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .alerts import Alert, Severity, rfc3339
@@ -43,6 +43,8 @@ class AlarmEntry:
     held: bytes | None = None
     #: Loaded from storage and not yet confirmed by the engine after a restart.
     restored: bool = False
+    #: alert_ids of the engine episodes active under this name (one, or one per limit level).
+    episodes: set[str] = field(default_factory=set)
 
     @property
     def subject(self) -> str | None:

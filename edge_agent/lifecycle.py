@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from .alarm import alert_id
 from .alarm_kpi import AlarmKpis
 from .alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
-from .alerts import Alert, AlertKind, AlertState, AuditDetail, Severity, rfc3339
+from .alerts import SEVERITIES, Alert, AlertKind, AlertState, AuditDetail, Severity, rfc3339
 from .commands import Command, OutOfServiceCommand, ShelveCommand
 from .config import AgentSettings, ConfigError
 
@@ -176,33 +176,56 @@ class AlarmLifecycle:
         self.changed.add(unit)
         if alert.state == "raised":
             self.kpis.transition(unit, key, alert.ts, raised=True)
-            if entry is not None and entry.restored and entry.active:
-                entry.restored = False  # the same condition, still there after a restart
-                entry.alert_id, entry.raised_at = alert.alert_id, alert.raised_at
-            else:
-                if entry is None:
-                    entry = self._entries[(unit, key)] = AlarmEntry(
-                        unit, key, alert.kind, True, False, "", alert.severity, 0.0, ""
-                    )
-                entry.active, entry.acknowledged = True, False
-                entry.alert_id, entry.raised_at = alert.alert_id, alert.raised_at
-            entry.severity, entry.message = alert.severity, describe(alert)
-            entry.sensors = self._sensors_of(alert, entry)
-            entry.annunciated = not self._hidden(entry)
-            entry.held = None if entry.annunciated else alert.to_json()
-            self._store.save_alarm(entry)
-            return [alert] if entry.annunciated else []
-        if entry is None or entry.alert_id != alert.alert_id or not entry.active:
+            return self._raised(unit, key, entry, alert)
+        if entry is None or alert.alert_id not in entry.episodes:
             return [alert]  # an episode the lifecycle never saw raised (e.g. lost state)
         self.kpis.transition(unit, key, alert.ts, raised=False)
-        entry.active = False
+        entry.episodes.discard(alert.alert_id)
         out = [alert] if entry.annunciated else []
+        if entry.episodes:  # another episode of the alarm (another limit level) is still on
+            return out
+        entry.active = False
         if not entry.annunciated:
             entry.acknowledged, entry.held = True, None  # nobody was told: nothing to ack
         if entry.shelved is not None and entry.shelved.one_shot:
             out.append(self._end_shelve(entry, now, "shelve_expired", "one-shot: alarm cleared"))
         self._save_or_drop(entry)
         return out
+
+    def _raised(self, unit: str, key: str, entry: AlarmEntry | None, alert: Alert) -> list[Alert]:
+        if entry is not None and entry.active and (entry.restored or entry.episodes):
+            # The same condition: still there after a restart, or one more engine episode
+            # under the same name (a limit's next level while per-level subjects exist).
+            # It stays acknowledged unless it got worse.
+            worse = SEVERITIES.index(alert.severity) > SEVERITIES.index(entry.severity)
+            if worse:
+                entry.acknowledged = False
+            if entry.restored:
+                entry.restored, entry.raised_at = False, alert.raised_at
+                entry.episodes.clear()
+            entry.episodes.add(alert.alert_id)
+            entry.alert_id = alert.alert_id
+            entry.severity = max(entry.severity, alert.severity, key=SEVERITIES.index)
+            entry.message = describe(alert)
+            self._store.save_alarm(entry)
+            if entry.annunciated:
+                return [alert]
+            if worse or entry.held is None:
+                entry.held = alert.to_json()
+            return []
+        if entry is None:
+            entry = self._entries[(unit, key)] = AlarmEntry(
+                unit, key, alert.kind, True, False, "", alert.severity, 0.0, ""
+            )
+        entry.active, entry.acknowledged = True, False
+        entry.alert_id, entry.raised_at = alert.alert_id, alert.raised_at
+        entry.episodes = {alert.alert_id}
+        entry.severity, entry.message = alert.severity, describe(alert)
+        entry.sensors = self._sensors_of(alert, entry)
+        entry.annunciated = not self._hidden(entry)
+        entry.held = None if entry.annunciated else alert.to_json()
+        self._store.save_alarm(entry)
+        return [alert] if entry.annunciated else []
 
     def confirm_restored(self, unit: str, engine_active: Callable[[], set[str]]) -> None:
         """After a restart: restored active alarms the engine has not raised again once it had

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -392,3 +393,23 @@ def test_command_subscription_is_the_plant_wildcard_of_the_template() -> None:
     assert command_subscriptions(settings()) == ["plant/p1/+/alarms/command"]
     custom = settings(topics={"alarm_command": "site/{plant}/ops/{unit}/cmd"})
     assert command_subscriptions(custom) == ["site/p1/ops/+/cmd"]
+
+
+def test_two_limit_levels_of_one_sensor_are_one_alarm_until_both_clear() -> None:
+    """While limits are alarmed per level (subjects "sensor:HI", "sensor:HIHI"), both levels
+    are the one operator alarm limit/<sensor>: a higher level re-alarms it, and it is not
+    back to normal before the last level clears."""
+    lc = lifecycle()
+    hi = limit_alert("raised", aid="1" * 32)
+    hihi = replace(limit_alert("raised", aid="2" * 32), severity="high")
+    lc.on_alert(hi, T0)
+    lc.command("u1", cmd(command="acknowledge", alarm="limit/steam_pressure"), T0)
+    assert lc.on_alert(hihi, T0 + 1) == [hihi]
+    e = listed(lc)
+    assert e is not None and (e["state"], e["severity"], e["alert_id"]) == (
+        "unack_active", "high", "2" * 32,
+    )  # fmt: skip
+    lc.on_alert(replace(hihi, state="cleared"), T0 + 2)
+    assert listed(lc)["active"] is True, "HI is still breached"  # type: ignore[index]
+    lc.on_alert(replace(hi, state="cleared"), T0 + 3)
+    assert listed(lc)["state"] == "unack_rtn"  # type: ignore[index]
