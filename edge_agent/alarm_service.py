@@ -15,13 +15,14 @@ from typing import Any
 import orjson
 
 from .alarm_kpi import AlarmKpis
+from .alarm_rules import CommandRefused
 from .alarm_store import AlarmStore
 from .alerts import Alert
 from .commands import COMMANDS, CommandError, parse_command, peek, reply_payload
 from .config import AgentSettings
 from .engine import Engine, TickResult
 from .ingest import _template_regex
-from .lifecycle import AlarmLifecycle, CommandRefused
+from .lifecycle import AlarmLifecycle
 from .logging_setup import get_logger
 from .metrics import Metrics
 

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
-    from .lifecycle import suppression_problems
+    from .alarm_rules import suppression_problems
     from .server import load_model_set
 
     try:

@@ -34,47 +34,24 @@ returns the alerts to publish; persistence goes through a :class:`StateStore`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .alarm import alert_id
 from .alarm_kpi import AlarmKpis
+from .alarm_rules import (
+    AuditEvents,
+    CommandRefused,
+    CommandResult,
+    check_alarm_name,
+    suppression_problems,
+)
 from .alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
-from .alerts import SEVERITIES, Alert, AlertKind, AlertState, AuditDetail, Severity, rfc3339
+from .alerts import SEVERITIES, Alert, AlertKind, AlertState, AuditDetail, rfc3339
 from .commands import Command, OutOfServiceCommand, ShelveCommand
 from .config import AgentSettings, ConfigError
-
-#: Kinds with one alarm per unit; any other kind is named ``kind/<sensor>``.
-UNIT_KINDS = ("anomaly", "sensor_stale")
-
-
-class CommandRefused(Exception):
-    """A well-formed command that does not apply; ``code`` is the metric's reason label."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class CommandResult:
-    alarm: str | None
-    #: The audit event first, then any held alerts the command released.
-    alerts: list[Alert] = field(default_factory=list)
-
-
-def suppression_problems(settings: AgentSettings, sensors: Sequence[str]) -> list[str]:
-    """Suppression keys that name a sensor the model set does not have (one line each)."""
-    sup = settings.suppression
-    named = [("sensor", sup.sensor), *(("safety_sensors", s) for s in sup.safety_sensors)]
-    return [
-        f"config key suppression.{key}: no such sensor in the model set ({name})"
-        for key, name in named
-        if name is not None and name not in sensors
-    ]
 
 
 class AlarmLifecycle:
@@ -104,7 +81,7 @@ class AlarmLifecycle:
         self._sup_below = sup.below
         self._sup_kinds = set(sup.kinds)
         self._safety = set(sup.safety_sensors)
-        self._model_set_version = model_set_version
+        self._audit_event = AuditEvents(settings.plant, settings.agent_id, model_set_version)
         self._store: StateStore = store if store is not None else MemoryStore()
         self.kpis = kpis if kpis is not None else AlarmKpis()
         self._entries: dict[tuple[str, str], AlarmEntry] = {}
@@ -265,7 +242,7 @@ class AlarmLifecycle:
         if isinstance(cmd, OutOfServiceCommand):
             return self._service(unit, cmd.sensor, cmd.command == "out_of_service", audit, now)
         alarm = cmd.alarm
-        self._check_alarm_name(unit, alarm)
+        check_alarm_name(unit, alarm, self._sensors, self._limit_sensors, self._entries)
         entry = self._entries.get((unit, alarm))
         self.changed.add(unit)
         if cmd.command == "acknowledge":
@@ -342,27 +319,11 @@ class AlarmLifecycle:
         self.changed.add(unit)
         state: AlertState = "out_of_service" if out else "in_service"
         detail = AuditDetail(audit.operator, audit.comment, sensor)
-        event = self._event(
+        event = self._audit_event(
             unit, "maintenance", state, alert_id(self._agent_id, unit, "maintenance", mark, now),
             "low", now, now, None, detail,
         )  # fmt: skip
         return CommandResult(None, [event] if out else [event, *self._release(unit)])
-
-    def _check_alarm_name(self, unit: str, alarm: str) -> None:
-        kind, _, sensor = alarm.partition("/")
-        if kind in UNIT_KINDS and not sensor:
-            return
-        if kind == "limit" and sensor in self._limit_sensors.get(unit, ()):
-            return
-        if kind not in UNIT_KINDS and kind != "limit" and sensor in self._sensors:
-            return  # per-sensor kinds (bad_quality/<sensor>, ...)
-        if (unit, alarm) in self._entries:
-            return
-        raise CommandRefused(
-            "unknown_alarm",
-            f"unknown alarm {alarm!r} for unit {unit}: expected anomaly, sensor_stale, "
-            f"limit/<sensor with a configured limit> or <kind>/<sensor>",
-        )
 
     # -- time ------------------------------------------------------------------------------
 
@@ -465,33 +426,6 @@ class AlarmLifecycle:
 
     def _audit(self, e: AlarmEntry, state: AlertState, detail: AuditDetail, now: float) -> Alert:
         kind: AlertKind = e.kind  # type: ignore[assignment]
-        return self._event(
+        return self._audit_event(
             e.unit, kind, state, e.alert_id, e.severity, now, e.raised_at, e.alarm, detail
-        )
-
-    def _event(
-        self,
-        unit: str,
-        kind: AlertKind,
-        state: AlertState,
-        event_id: str,
-        severity: Severity,
-        now: float,
-        raised_at: float,
-        alarm: str | None,
-        detail: AuditDetail,
-    ) -> Alert:
-        return Alert(
-            alert_id=event_id,
-            plant=self._plant,
-            unit=unit,
-            kind=kind,
-            state=state,
-            severity=severity,
-            ts=now,
-            raised_at=raised_at,
-            model_set_version=self._model_set_version(),
-            agent_id=self._agent_id,
-            alarm=alarm,
-            audit=detail,
         )

@@ -11,11 +11,12 @@ import pytest
 
 from edge_agent.alarm import alarm_key
 from edge_agent.alarm_kpi import AlarmKpis
+from edge_agent.alarm_rules import CommandRefused
 from edge_agent.alarm_store import AlarmStore
 from edge_agent.alerts import Alert, LimitBreach
 from edge_agent.commands import CommandError, parse_command
 from edge_agent.config import AgentSettings, ConfigError
-from edge_agent.lifecycle import AlarmLifecycle, CommandRefused
+from edge_agent.lifecycle import AlarmLifecycle
 from edge_agent.metrics import Metrics
 from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
 
