@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
+    from .alarm_rules import suppression_problems
     from .server import load_model_set
 
     try:
@@ -77,6 +78,7 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
                     f"config key units.{i}.limits.{sensor}: no such sensor in the model set "
                     f"(sensors: {', '.join(names)})"
                 )
+    problems += suppression_problems(settings, names)
     tls = settings.mqtt.tls
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)

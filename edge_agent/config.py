@@ -107,6 +107,9 @@ _TOPIC_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "alerts": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
     "scores": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
     "status": (frozenset({"plant", "agent_id"}), frozenset()),
+    "alarm_command": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
+    "alarm_reply": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
+    "alarms": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
 }
 
 
@@ -116,9 +119,22 @@ class TopicSettings(_Section):
     alerts: str = "plant/{plant}/{unit}/alerts"
     scores: str = "plant/{plant}/{unit}/scores"
     status: str = "plant/{plant}/edge/{agent_id}/status"
+    #: Alarm lifecycle (see edge_agent.lifecycle): commands in, replies and the retained list out.
+    alarm_command: str = "plant/{plant}/{unit}/alarms/command"
+    alarm_reply: str = "plant/{plant}/{unit}/alarms/reply"
+    alarms: str = "plant/{plant}/{unit}/alarms"
     publish_scores: bool = False
 
-    @field_validator("sensor", "telemetry", "alerts", "scores", "status")
+    @field_validator(
+        "sensor",
+        "telemetry",
+        "alerts",
+        "scores",
+        "status",
+        "alarm_command",
+        "alarm_reply",
+        "alarms",
+    )
     @classmethod
     def _template(cls, v: str, info: ValidationInfo) -> str:
         """Checked here, not when first used: a typo in the alerts topic would otherwise
@@ -199,6 +215,36 @@ class AlarmSettings(_Section):
     flood_max: int = Field(default=10, ge=1)
     flood_window_seconds: float = Field(default=600.0, gt=0)
     top_sensors: int = Field(default=3, ge=1)
+    #: A shelve command without ``duration_seconds`` lasts this long; none may exceed the max.
+    shelve_default_seconds: float = Field(default=3600.0, gt=0)
+    shelve_max_seconds: float = Field(default=8 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _shelve_bounds(self) -> AlarmSettings:
+        if self.shelve_default_seconds > self.shelve_max_seconds:
+            raise ValueError("shelve_default_seconds must be <= shelve_max_seconds")
+        return self
+
+
+SuppressibleKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality"]
+_SUPPRESSED_KINDS: tuple[SuppressibleKind, ...] = ("anomaly", "limit")
+
+
+class SuppressionSettings(_Section):
+    """Suppression by design: while ``sensor`` is below ``below`` (a unit offline or starting
+    up), alarms of ``kinds`` are not annunciated; limit alarms of ``safety_sensors`` always are."""
+
+    #: The unit's own reading that tells its operating state; null = no suppression.
+    sensor: str | None = None
+    below: float | None = None
+    kinds: list[SuppressibleKind] = Field(default_factory=lambda: list(_SUPPRESSED_KINDS))
+    safety_sensors: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _both(self) -> SuppressionSettings:
+        if (self.sensor is None) != (self.below is None):
+            raise ValueError("give suppression.sensor and suppression.below together")
+        return self
 
 
 class OutboxSettings(_Section):
@@ -267,6 +313,7 @@ class AgentSettings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     align: AlignSettings = Field(default_factory=AlignSettings)
     alarm: AlarmSettings = Field(default_factory=AlarmSettings)
+    suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -289,6 +336,11 @@ class AgentSettings(BaseSettings):
     def outbox_path(self) -> Path:
         p = self.outbox.path
         return p if p.is_absolute() else self.state_dir / p
+
+    @property
+    def alarm_store_path(self) -> Path:
+        """Alarm states, shelves and out-of-service marks: beside the outbox."""
+        return self.outbox_path.with_name("alarms.sqlite")
 
     @classmethod
     def settings_customise_sources(

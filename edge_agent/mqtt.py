@@ -132,6 +132,11 @@ def subscription_topics(settings: AgentSettings) -> list[str]:
     return list(dict.fromkeys(topics))
 
 
+def command_subscriptions(settings: AgentSettings) -> list[str]:
+    """The wildcard subscription for alarm commands to this plant's units (alarm lifecycle)."""
+    return [_wildcard_topic(settings.topics.alarm_command, settings)]
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho is untyped here
 
@@ -389,6 +394,7 @@ class MqttLink:
         subscriptions: list[str],
         on_message: MessageCallback,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_retained: Callable[[str], bool] | None = None,
         model_set_version: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
@@ -399,6 +405,9 @@ class MqttLink:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.on_connect = on_connect
+        #: Sees the topic of every *retained* message first; True = drop it (e.g. a command
+        #: someone published retained, which would otherwise replay at every reconnect).
+        self.on_retained = on_retained
         #: Reported in the status messages; the agent updates it after a model reload.
         self.model_set_version = model_set_version
         self._rng = rng
@@ -571,6 +580,9 @@ class MqttLink:
         if not isinstance(payload, bytes):
             payload = bytes(payload) if isinstance(payload, bytearray) else b""
         try:
+            check = self.on_retained if message.retain else None
+            if check is not None and check(message.topic.value):
+                return
             self.on_message(message.topic.value, payload, arrival)
         except Exception:
             # A bug in one handler must not take the connection down with it.
