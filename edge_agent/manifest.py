@@ -94,6 +94,18 @@ class VotingEntry(_Strict):
     threshold: float = Field(default=0.5, gt=0, le=1)
 
 
+class TrackingEntry(_Strict):
+    """Where the set came from: the tracked training run and its registry version.
+
+    Optional (older manifests have none); lets an alert be traced to the run behind it.
+    """
+
+    run_id: str = Field(min_length=1)
+    experiment: str | None = None
+    registered_model: str | None = None
+    registered_version: int | None = Field(default=None, ge=1)
+
+
 class Manifest(_Strict):
     format_version: int
     model_set_version: str
@@ -108,6 +120,7 @@ class Manifest(_Strict):
     voting: VotingEntry
     metrics: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    tracking: TrackingEntry | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -18,6 +18,7 @@ from edge_agent.manifest import ManifestError
 
 from .data import DataError
 from .pipeline import TrainConfigError, load_config
+from .tracking import TrackingError
 
 EXIT_USAGE = 2
 PROG = "edge-train"
@@ -122,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed of both models")
     g.add_argument("--threads", type=int, help="CPU threads for training")
     g.add_argument("--no-report", action="store_true", help="skip report/ (figures, report.md)")
+    t = tr.add_argument_group("tracking (override the config's tracking section)")
+    t.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: sqlite:///<out>/../mlruns.db)",
+    )
+    t.add_argument("--experiment", help="MLflow experiment name")
+    t.add_argument("--registered-model", help="registered model name (one per sensor set)")
+    t.add_argument("--no-tracking", action="store_true", help="do not record this run")
 
     ev = sub.add_parser(
         "evaluate",
@@ -143,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the agent validates with (the committed copy must equal it; a test checks).",
     )
     sc.add_argument("--out", type=Path, default=SCHEMA_PATH, help=f"default: {SCHEMA_PATH}")
+
+    from .registry import add_models_parser
+
+    add_models_parser(sub, _add_config)
     return parser
 
 
@@ -166,6 +179,15 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             o[key] = str(value) if isinstance(value, Path) else value
     if args.no_report:
         o["report"] = False
+    for attr, key in (
+        ("tracking_uri", "tracking.uri"),
+        ("experiment", "tracking.experiment"),
+        ("registered_model", "tracking.registered_model"),
+    ):
+        if getattr(args, attr) is not None:
+            o[key] = getattr(args, attr)
+    if args.no_tracking:
+        o["tracking.enabled"] = False
     return o
 
 
@@ -285,6 +307,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "schema": cmd_schema,
+    "models": lambda args: args.models_func(args),
 }
 
 
@@ -292,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DataError, TrainConfigError, ManifestError) as exc:
+    except (DataError, TrainConfigError, ManifestError, TrackingError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # unwritable output directory, disk full, ...

@@ -53,6 +53,7 @@ from edge_agent.windows import sliding_windows
 from .data import DataError, Dataset, DataSpec, Split, chronological_split, load_csv
 from .metrics import detection_metrics
 from .thresholds import quantile_threshold, score_scale
+from .tracking import TrackingSection, record_run
 
 Progress = Callable[[str], None]
 MODEL_KEYS = ("iforest", "lstm_ae")
@@ -153,6 +154,7 @@ class TrainConfig(_Section):
     lstm_ae: LstmSection = Field(default_factory=LstmSection)
     voting: VotingEntry = Field(default_factory=_default_voting)
     simulator: SimulatorSection = Field(default_factory=SimulatorSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -381,7 +383,7 @@ def model_set_version(manifest_dict: dict[str, Any], created_at: datetime) -> st
     keep = {
         k: v
         for k, v in manifest_dict.items()
-        if k not in ("model_set_version", "created_at", "metrics", "versions")
+        if k not in ("model_set_version", "created_at", "metrics", "versions", "tracking")
     }
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
     return f"{created_at:%Y%m%d}-{digest[:8]}"
@@ -790,6 +792,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         with clock.phase("report", "writing the report"):
             result.report_path = write_report(result)
         clock.say(f"report: {result.report_path}")
+    record_run(cfg, result, clock.say)  # MLflow run + registry version (unless turned off)
     clock.say(f"total {time.perf_counter() - clock.started:.1f}s")
     return result
 
