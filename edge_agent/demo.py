@@ -23,6 +23,7 @@ import orjson
 from .config import AgentSettings, load_settings
 from .logging_setup import configure_logging
 from .metrics import Metrics
+from .plants import Plant, find_plant, unit_design
 from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
 from .server import Server
 
@@ -34,6 +35,9 @@ DEMO_FAULTS = (
     "unit1/noise_burst@150+60:turbine_vibration*2",
     "unit3/fouling@200+120*2",
 )
+
+#: A real plant whose 600 MW coal units have the design the shipped models were trained on.
+DEMO_PLANT = "IND0000164"  # K_GUDEM NEW, Telangana: 1,800 MW coal
 
 DEMO_LIMITS: dict[str, dict[str, float]] = {
     "steam_temperature": {"hi": 565.0, "hihi": 580.0},
@@ -56,11 +60,21 @@ def demo_settings(
     models: Path,
     state_dir: Path,
     metrics_port: int,
+    plant: Plant | None = None,
 ) -> AgentSettings:
+    real = plant or find_plant(DEMO_PLANT)
     return load_settings(
         None,
         agent_id="demo",
-        plant="demo",
+        plant=real.slug,
+        plant_info={
+            "name": real.name,
+            "gppd_id": real.gppd_id,
+            "fuel": real.fuel,
+            "capacity_mw": real.capacity_mw,
+            "latitude": real.latitude,
+            "longitude": real.longitude,
+        },
         state_dir=state_dir,
         mqtt={"host": host, "port": port, "protocol": protocol, "keepalive": 10},
         topics={"publish_scores": True},
@@ -173,8 +187,20 @@ async def _demo(args: argparse.Namespace) -> int:
             unit, event = parse_fault(spec)
             if unit in units:
                 faults.setdefault(unit, []).append(event)
-        plan = SimulationPlan(plant=settings.plant, units=units, faults=faults, backfill=60)
-        print(f"simulating {len(units)} unit(s); faults: {', '.join(DEMO_FAULTS)}", flush=True)
+        real = find_plant(DEMO_PLANT)
+        plan = SimulationPlan(
+            plant=settings.plant,
+            units=units,
+            faults=faults,
+            backfill=60,
+            design=unit_design(real),
+        )
+        print(
+            f"simulating {len(units)} unit(s) of {real.name} ({real.gppd_id}, {real.fuel}, "
+            f"{real.capacity_mw:g} MW, {real.unit_mw:.0f} MW units; data: Global Power Plant "
+            f"Database, WRI, CC BY 4.0); faults: {', '.join(DEMO_FAULTS)}",
+            flush=True,
+        )
 
         async def simulate() -> None:
             async with aiomqtt.Client(host, port, identifier="edge-demo-plant") as client:

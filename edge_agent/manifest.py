@@ -135,6 +135,16 @@ class Manifest(_Strict):
         return self
 
     @property
+    def trace(self) -> dict[str, str | int | None]:
+        """The tracked run and registry version behind this set (None where untracked)."""
+        t = self.tracking
+        return {
+            "run_id": None if t is None else t.run_id,
+            "registered_model": None if t is None else t.registered_model,
+            "registered_version": None if t is None else t.registered_version,
+        }
+
+    @property
     def sensor_names(self) -> list[str]:
         return [s.name for s in self.sensors]
 

@@ -19,6 +19,7 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from .plants import REFERENCE_DESIGN, UnitDesign
 from .sensors import THERMAL_UNIT_SENSORS, sensor_names
 from .simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
 
@@ -70,6 +71,8 @@ class SimulationPlan:
     qos: int = 1
     sensor_topic: str = "plant/{plant}/{unit}/sensors/{sensor}"
     telemetry_topic: str = "plant/{plant}/{unit}/telemetry"
+    #: Every unit's design (a real plant's: :func:`edge_agent.plants.unit_design`).
+    design: UnitDesign = REFERENCE_DESIGN
 
 
 def _unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[float, Any, int]]]:
@@ -87,6 +90,7 @@ def _unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[flo
             step_seconds=plan.step_seconds,
             day_seconds=plan.day_seconds,
             start_time=start,
+            design=plan.design,
         )
         streams.append(sim.stream(sorted(shifted, key=lambda e: e.start)))
     return streams

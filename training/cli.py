@@ -98,7 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--events", type=int, help="number of injected faults")
     gen.add_argument("--seed", type=int, help="random seed")
     gen.add_argument("--day-seconds", type=float, help="length of a simulated day in seconds")
-    gen.add_argument("--units", type=int, help="units of the same design, one after another")
+    gen.add_argument("--units", type=int, help="units simulated one after another")
+    real = gen.add_mutually_exclusive_group()
+    real.add_argument(
+        "--plant",
+        help="a real plant (GPPD name or id, e.g. 'VINDH_CHAL STPS' or IND0000503): --units "
+        "units of that plant's design (default: the 600 MW reference coal unit)",
+    )
+    real.add_argument(
+        "--fuel",
+        choices=("coal", "gas", "oil"),
+        help="--units different real plants of this fuel (seeded choice), one unit each",
+    )
 
     tr = sub.add_parser(
         "train",
@@ -202,12 +213,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     units = args.units if args.units is not None else sim.units
     t0 = time.perf_counter()
     try:
+        designs, described = _designs(args, units, seed)
         if units > 1:
-            result = generate_fleet(units, steps, events, seed=seed, day_seconds=day)
+            result = generate_fleet(
+                units, steps, events, seed=seed, day_seconds=day, designs=designs
+            )
         else:
-            result = generate_dataset(steps, events, seed=seed, day_seconds=day)
-    except ValueError as exc:  # e.g. more events than fit in the steps
+            result = generate_dataset(steps, events, seed=seed, day_seconds=day, design=designs[0])
+    except ValueError as exc:  # e.g. more events than fit in the steps, an unknown plant
         raise DataError(f"cannot simulate: {exc}") from None
+    print(described)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(args.out)
     print(
@@ -216,6 +231,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"{units} unit(s), {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def _designs(args: argparse.Namespace, units: int, seed: int) -> tuple[list[Any], str]:
+    """Unit designs for ``generate`` and a line saying which plants they are."""
+    from edge_agent.plants import REFERENCE_DESIGN, find_plant, pick_plants, unit_design
+
+    if args.plant is not None:
+        plant = find_plant(args.plant)
+        return [unit_design(plant)], (
+            f"plant {plant.name} ({plant.gppd_id}, {plant.fuel}, {plant.capacity_mw:g} MW = "
+            f"{plant.units} x {plant.unit_mw:.0f} MW units): simulating {units} unit(s)"
+        )
+    if args.fuel is not None:
+        plants = pick_plants(args.fuel, units, seed)
+        names = ", ".join(f"{p.name} ({p.unit_mw:.0f} MW unit)" for p in plants)
+        return [unit_design(p) for p in plants], f"{args.fuel} plants: {names}"
+    return [REFERENCE_DESIGN], "reference unit: 600 MW coal"
 
 
 def run_train(args: argparse.Namespace) -> Any:
