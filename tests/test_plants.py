@@ -135,3 +135,26 @@ def test_fleet_of_different_plants() -> None:
     per_unit = [r.values[i * 3000 : (i + 1) * 3000, 4].mean() for i in range(3)]
     for mean, p in zip(per_unit, plants, strict=True):
         assert 0.4 * p.unit_mw < mean <= p.unit_mw
+
+
+def test_edge_train_generate_for_a_plant_and_for_a_fuel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    out = tmp_path / "gas.csv"
+    assert main(["generate", "--out", str(out), "--steps", "4000", "--events", "2",
+                 "--plant", "IND0000494", "--units", "1"]) == 0  # fmt: skip
+    assert "VALANTHARVI GT" in capsys.readouterr().out
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    load = np.array([float(r["load"]) for r in rows])
+    assert 0.4 * 52.8 < load.mean() < 52.8 + 2
+    assert main(["generate", "--out", str(tmp_path / "f.csv"), "--steps", "4000",
+                 "--events", "2", "--fuel", "oil", "--units", "2"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.startswith("oil plants: ")
+    named = [p.name for p in load_plants() if p.fuel == "oil" and p.name in printed]
+    assert len(named) >= 2
+    assert main(["generate", "--out", str(tmp_path / "x.csv"), "--plant", "no such"]) == 2
+    assert "no plant 'no such'" in capsys.readouterr().err
