@@ -219,3 +219,16 @@ def test_cv_folds_are_time_ordered_purged_and_cover_every_normal_row() -> None:
         gap = np.abs(train[:, None] - held[None, :]).min()
         assert gap > 20  # no training row within the purge distance of a held-out one
         assert np.all(np.diff(held) > 0) and held.max() - held.min() < 200  # one block
+
+
+def test_unusable_store_is_one_clear_error(run: SimpleNamespace, tmp_path: Path) -> None:
+    from training.tracking import TrackingError
+
+    bad = run.cfg.model_copy(
+        update={"tracking": run.cfg.tracking.model_copy(update={"uri": "sqlite:////proc/x/m.db"})}
+    )
+    copy = tmp_path / "models"
+    shutil.copytree(run.out, copy)
+    with pytest.raises(TrackingError, match=r"cannot start a run.*is complete"):
+        record_run(bad, dataclasses.replace(run.result, out_dir=copy), lambda _: None)
+    assert load_manifest(copy) == load_manifest(run.out)  # the published set is untouched

@@ -276,10 +276,13 @@ def record_run(cfg: TrainConfig, result: TrainResult, progress: Any = print) -> 
             tags["git_commit"] = commit
         run = c.create_run(experiment_id, tags=tags)
         run_id = run.info.run_id
-    except TrackingError:
-        raise
+    except TrackingError as exc:
+        raise TrackingError(f"{exc} (the model set in {result.out_dir} is complete)") from exc
     except Exception as exc:  # the store is unreachable, locked, of another schema, ...
-        raise TrackingError(f"tracking store {uri}: cannot start a run: {exc}") from exc
+        raise TrackingError(
+            f"tracking store {uri}: cannot start a run: {exc} (the model set in "
+            f"{result.out_dir} is complete; --no-tracking skips tracking)"
+        ) from exc
     try:
         params = flat_params(cfg.model_dump(mode="json"))
         params["data.sha256"] = result.data.sha256
@@ -324,7 +327,10 @@ def record_run(cfg: TrainConfig, result: TrainResult, progress: Any = print) -> 
         c.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         if isinstance(exc, TrackingError):
             raise
-        raise TrackingError(f"tracking store {uri}: run {run_id}: {exc}") from exc
+        raise TrackingError(
+            f"tracking store {uri}: run {run_id}: {exc} (the model set in {result.out_dir} "
+            "is complete)"
+        ) from exc
     where = f", registered as {name} version {version}" if version is not None else ""
     progress(f"tracked as run {run_id} in {uri}{where}")
     return RecordedRun(uri, run_id, experiment_id, run.info.artifact_uri, name, version)
