@@ -89,3 +89,19 @@ def test_status_and_metric_carry_run_id_version_and_plant(tmp_path: Path) -> Non
         finally:
             rc, _ = agent.terminate()
     assert rc == 0
+
+
+def test_agent_modules_never_import_training_or_mlflow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edge_agent.server, edge_agent.cli, edge_agent.demo, edge_agent.plants, "
+        "edge_agent.publisher, edge_agent.replay\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'mlflow', 'training', 'tensorflow', 'keras', 'sklearn', 'skl2onnx', 'tf2onnx', "
+        "'sqlalchemy', 'alembic'})\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -156,6 +156,8 @@ def test_models_cli_lists_versions(
     assert main(["models", "list", "--tracking-uri", run.uri, "--name", "thermal-test"]) == 0
     out = capsys.readouterr().out
     assert "thermal-test" in out and run.result.manifest.model_set_version in out
+    assert main(["models", "list", "--tracking-uri", run.uri]) == 0  # the only one: no --name
+    assert "thermal-test" in capsys.readouterr().out
     assert main(["models", "promote", "99", "--to", str(run.root / "x"),
                  "--tracking-uri", run.uri, "--name", "thermal-test"]) == 2  # fmt: skip
     assert "has no version 99" in capsys.readouterr().err
