@@ -89,6 +89,11 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
         f"model set {model_set.version}: {len(names)} sensors, window {model_set.window}, "
         f"models {', '.join(model_set.manifest.models)}; {len(settings.units)} unit(s)"
     )
+    tracking = model_set.manifest.tracking
+    if tracking is not None:
+        summary += f"; trained in run {tracking.run_id}"
+        if tracking.registered_version is not None:
+            summary += f" ({tracking.registered_model} version {tracking.registered_version})"
     return problems, summary
 
 

@@ -105,3 +105,21 @@ def test_agent_modules_never_import_training_or_mlflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_check_names_the_training_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    models = tracked(build_model_set(tmp_path / "v1", window=20, version="hm-v1"), 4)
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump(agent_config(tmp_path, 1883, models)))
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"trained in run {RUN_ID} (thermal-8 version 4)" in out.stdout
