@@ -294,6 +294,23 @@ class IngestSettings(_Section):
     instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
 
+class PlantInfo(_Section):
+    """What the plant is, for people reading the status message; every key optional.
+
+    ``edge-agent demo`` fills it from the shipped GPPD extract (:mod:`edge_agent.plants`).
+    """
+
+    name: str | None = Field(default=None, min_length=1)
+    gppd_id: str | None = None
+    fuel: str | None = None
+    capacity_mw: float | None = Field(default=None, gt=0)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+    def status_fields(self) -> dict[str, str | float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class AgentSettings(BaseSettings):
     """The whole agent configuration; see config/agent.yaml for every key, documented."""
 
@@ -306,6 +323,7 @@ class AgentSettings(BaseSettings):
 
     agent_id: str = Field(default_factory=lambda: socket.gethostname() or "edge-agent")
     plant: str = Field(default="plant1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    plant_info: PlantInfo = Field(default_factory=PlantInfo)
     state_dir: Path = Path("state")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)

@@ -572,5 +572,6 @@ class Engine:
                 "window": str(m.window),
                 "step_seconds": str(self.step_seconds),
                 "sensors": str(len(m.sensors)),
+                **{k: "" if v is None else str(v) for k, v in m.trace.items()},
             }
         )

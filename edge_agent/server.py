@@ -175,6 +175,7 @@ class Server:
             on_connect=self._on_connect,
             on_retained=self.alarms.refuse_retained,
             model_set_version=self.model_set.version,
+            model_trace=self.model_set.manifest.trace,
         )
         self._state.accepting = True
         self._spawn(self.link.run(), "mqtt")
@@ -421,16 +422,19 @@ class Server:
             self.model_set = model_set
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
-            await self._announce_model_set(model_set.version)
+            await self._announce_model_set(model_set.version, model_set.manifest.trace)
             return True
 
-    async def _announce_model_set(self, version: str) -> None:
+    async def _announce_model_set(
+        self, version: str, trace: dict[str, str | int | None] | None = None
+    ) -> None:
         """Re-publish the retained ``online`` status so it names the model set now running."""
         if self.link is None:
             return
         self.link.model_set_version = version  # also used by the next (re)connect
+        self.link.model_trace = trace
         if self.link.connected:
-            payload = status_payload("online", self.link.settings, version)
+            payload = status_payload("online", self.link.settings, version, trace)
             await self.link.publish(self.link.status_topic, payload, qos=1, retain=True)
 
     # ------------------------------------------------------------------ health
