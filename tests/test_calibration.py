@@ -89,3 +89,22 @@ def test_constant_scores_get_a_positive_scale() -> None:
         0.995,
     )
     assert cal.scales["iforest"] > 0
+
+
+def test_alarm_threshold_is_quiet_on_the_out_of_sample_data_plus_a_tail_margin() -> None:
+    from training.calibration import alarm_threshold
+
+    rng = np.random.default_rng(5)
+    fused = rng.exponential(0.2, 20_000)
+    fused[5000:5003] = [3.0, 3.1, 2.9]  # one sustained excursion: the quiet level is 2.9
+    point = float(np.quantile(fused, 0.995))
+    th, info = alarm_threshold(fused, point, on_delay=3, covered_days=0.25, alarms_per_day=0.1)
+    assert info["quiet_level"] == pytest.approx(2.9)
+    assert info["tail_scale"] == pytest.approx(0.2, rel=0.2)  # exponential: mean excess = scale
+    assert th == pytest.approx(2.9 + info["tail_scale"] * np.log(10 / 0.25))
+    # the held level is where the data stop raising alarms: 3 steps in a row above it
+    held = np.lib.stride_tricks.sliding_window_view(fused, 3).min(axis=1)
+    assert (held >= th).sum() == 0 and (held >= 2.9 - 1e-9).sum() >= 1
+    # never lower than the point threshold, and no margin once the data cover the horizon
+    th2, info2 = alarm_threshold(fused, 99.0, 3, covered_days=30.0, alarms_per_day=0.1)
+    assert th2 == 99.0 and info2["margin"] == 0.0

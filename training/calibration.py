@@ -18,6 +18,14 @@ quantile (its own decision), a median and a scale (the normalisation the calibra
 ensemble fuses, see :mod:`edge_agent.ensemble`), and the fused score's quantile — the one
 ensemble threshold. ``quantile`` is the stated point false-alarm rate on normal data:
 0.995 means 0.5 % of normal steps score above it.
+
+An operator does not see points, though, but alarms (``on_delay`` anomalous steps in a
+row). For a plant, a stated *alarm* rate (``alarms_per_day`` per unit on normal operation)
+is what matters, and it may need a higher ensemble threshold than the point rate:
+:func:`alarm_threshold` raises it (never lowers it) to the level at which the out-of-sample
+data would have raised no alarm at all, plus the margin the score's exponential tail says is
+needed to stay quiet for ``1 / alarms_per_day`` days rather than for the hours the
+out-of-sample data cover (a peaks-over-threshold extrapolation).
 """
 
 from __future__ import annotations
@@ -162,3 +170,41 @@ def calibrate(
     fused = fused_score(clean, normalised, weights, fusion)
     fused_threshold = float(np.quantile(fused[np.isfinite(fused)], quantile))
     return Calibration(quantile, thresholds, centers, scales, fused_threshold, steps, clean, fused)
+
+
+def alarm_threshold(
+    fused: NDArray[np.float64],
+    point_threshold: float,
+    on_delay: int,
+    covered_days: float,
+    alarms_per_day: float,
+) -> tuple[float, dict[str, float]]:
+    """The fused threshold at which normal operation raises about ``alarms_per_day`` alarms.
+
+    * ``quiet``: the highest level the out-of-sample fused score held for ``on_delay``
+      consecutive steps — just above it, those data raise no alarm;
+    * ``beta``: the mean excess of the fused score over its 99th percentile (the scale of an
+      exponential tail: each ``beta`` higher, exceedances are e times rarer);
+    * threshold = max(point threshold, quiet + beta * ln(target days / covered days)).
+    """
+    f = np.asarray(fused, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    if len(f) < on_delay or covered_days <= 0 or alarms_per_day <= 0:
+        raise ValueError("alarm calibration needs out-of-sample scores and positive rates")
+    held = np.lib.stride_tricks.sliding_window_view(f, on_delay).min(axis=1)
+    quiet = float(held.max())
+    u = float(np.quantile(f, 0.99))
+    excess = f[f > u] - u
+    beta = float(excess.mean()) if excess.size else 0.0
+    horizon = 1.0 / alarms_per_day
+    margin = beta * np.log(max(1.0, horizon / covered_days))
+    threshold = max(point_threshold, quiet + margin)
+    return threshold, {
+        "alarms_per_day": alarms_per_day,
+        "covered_days": covered_days,
+        "quiet_level": quiet,
+        "tail_scale": beta,
+        "margin": float(margin),
+        "point_threshold": point_threshold,
+        "threshold": threshold,
+    }

@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--folds", type=int, help="time-ordered folds for out-of-fold calibration")
     g.add_argument(
+        "--alarms-per-day",
+        type=float,
+        help="stated false-alarm rate of alarms per unit per day on normal operation; raises "
+        "the ensemble threshold where needed (default: point rate only)",
+    )
+    g.add_argument(
         "--test-fraction",
         type=float,
         help="share of the data at its end held out for evaluation (default: 0.2 with labels)",
@@ -214,6 +220,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "threads": "threads",
         "quantile": "calibration.quantile",
         "folds": "calibration.folds",
+        "alarms_per_day": "calibration.alarms_per_day",
         "test_fraction": "split.test",
         "eval_data": "eval_data",
     }

@@ -129,6 +129,10 @@ class CalibrationSection(_Section):
     holdout: float = Field(default=0.2, gt=0, lt=1)
     #: Last share of each model's training windows that stops the LSTM early.
     early_stopping_tail: float = Field(default=0.1, gt=0, lt=0.5)
+    #: Stated false-alarm rate of the *alarms* (per unit per day of normal operation, with
+    #: the agent's on_delay): raises the ensemble threshold where the point rate alone would
+    #: alarm more often. null = the point rate only (see training.calibration).
+    alarms_per_day: float | None = Field(default=None, gt=0)
 
 
 class IForestSection(_Section):
@@ -774,8 +778,24 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
             cfg.voting.fusion,
         )
         entries = cal.apply(entries)
+        fused_threshold = cal.fused_threshold
+        alarm_cal: dict[str, float] | None = None
+        if cfg.calibration.alarms_per_day is not None:
+            days = len(cal.steps) * data.step_seconds / 86400
+            fused_threshold, alarm_cal = calibration.alarm_threshold(
+                cal.fused,
+                cal.fused_threshold,
+                AlarmSettings().on_delay,
+                days,
+                cfg.calibration.alarms_per_day,
+            )
+            clock.say(
+                f"alarm calibration: {cfg.calibration.alarms_per_day:g} alarms/day stated; "
+                f"quiet level {alarm_cal['quiet_level']:.4g} + margin "
+                f"{alarm_cal['margin']:.4g} -> ensemble threshold {fused_threshold:.4g}"
+            )
         voting = cfg.voting.model_copy(
-            update={"fused_threshold": cal.fused_threshold, "quantile": cal.quantile}
+            update={"fused_threshold": fused_threshold, "quantile": cal.quantile}
         )
         clock.say(
             f"calibrated on {len(cal.steps)} out-of-sample steps ({fitted.plan.mode}): "
@@ -808,7 +828,12 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "calibration_mode": fitted.plan.mode,
                 "folds": len(fitted.plan.folds) if fitted.plan.mode == "kfold" else 0,
             },
-            "thresholds": cal.summary(),
+            "thresholds": {
+                **cal.summary(),
+                "point_fused_threshold": cal.fused_threshold,
+                "fused_threshold": fused_threshold,
+            },
+            "alarm_calibration": alarm_cal,
             "train_seconds": {
                 k: v for k, v in clock.timings.items() if k == "fit" or k.startswith("fold_")
             },

@@ -248,6 +248,17 @@ def _settling(labels: NDArray[np.int8], window: int) -> NDArray[np.bool_]:
     return ((c[idx + 1] - c[lo]) > 0) & (labels == 0)
 
 
+def _alarm_calibration_text(a: dict[str, float] | None) -> str:
+    if not a:
+        return ""
+    return (
+        f"; raised to {a['threshold']:.4g} for a stated {a['alarms_per_day']:g} alarms per unit "
+        f"per day: the out-of-sample data ({a['covered_days']:.2g} days) stay below "
+        f"{a['quiet_level']:.4g} for the alarm's on-delay, plus {a['margin']:.3g} for the "
+        f"longer horizon (exponential tail, scale {a['tail_scale']:.3g})"
+    )
+
+
 def model_value_lines(test: dict[str, dict[str, Any]]) -> list[str]:
     """Does each model earn its place? The ensemble's F1 against each model's alone."""
     ens = test.get("ensemble", {}).get("f1")
@@ -357,10 +368,13 @@ def write_report(result: TrainResult) -> Path:
             markdown=True,
         ),
         "",
-        f"Ensemble: {manifest.voting.strategy}, weights {manifest.voting.weights}; "
-        f"fused threshold {th['fused_threshold']:.4g} = quantile {th['quantile']} of the "
-        f"out-of-sample fused scores (stated point false-alarm rate "
-        f"{100 * (1 - th['quantile']):.2g} % on normal data). Out of sample the ensemble "
+        f"Ensemble: {manifest.voting.strategy} ({manifest.voting.fusion}), weights "
+        f"{manifest.voting.weights}; point threshold "
+        f"{th.get('point_fused_threshold', th['fused_threshold']):.4g} = quantile "
+        f"{th['quantile']} of the out-of-sample fused scores (stated point false-alarm rate "
+        f"{100 * (1 - th['quantile']):.2g} % on normal data)"
+        + _alarm_calibration_text(metrics.get("alarm_calibration"))
+        + ". Out of sample the ensemble "
         f"flagged {oos['flagged_percent']['ensemble']:.2f} % of steps and raised "
         f"{oos['alarm_episodes']} alarm episodes"
         + (
