@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class ConfigError(Exception):
@@ -294,7 +296,7 @@ def _error_lines(exc: ValidationError) -> list[str]:
         value = err.get("input")
         shown = (
             ""
-            if isinstance(value, dict | list) or key.endswith("password")
+            if isinstance(value, dict | list) or key.endswith(("password", "_hash", "secret"))
             else f" (got {value!r})"
         )
         lines.append(f"config key {key}: {msg}{shown}")
@@ -303,6 +305,15 @@ def _error_lines(exc: ValidationError) -> list[str]:
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSettings:
     """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem."""
+    return load_settings_class(AgentSettings, path, **overrides)
+
+
+def load_settings_class(settings_base: type[_S], path: Path | str | None, **overrides: Any) -> _S:
+    """``settings_base`` from YAML (if given) + environment, one line per problem.
+
+    Shared by the agent and the console (``edge_console``) so both read and report their
+    configuration the same way.
+    """
     yaml_file: Path | None = None
     if path is not None:
         yaml_file = Path(path)
@@ -326,10 +337,10 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
         if data is not None and not isinstance(data, dict):
             raise ConfigError([f"config file {yaml_file}: top level must be a mapping"])
     # A subclass per file keeps the file path out of global state.
-    settings_cls: type[AgentSettings] = type(
-        "FileAgentSettings",
-        (AgentSettings,),
-        {"model_config": {**AgentSettings.model_config, "yaml_file": yaml_file}},
+    settings_cls: type[_S] = type(
+        "File" + settings_base.__name__,
+        (settings_base,),
+        {"model_config": {**settings_base.model_config, "yaml_file": yaml_file}},
     )
     try:
         return settings_cls(**overrides)
