@@ -173,3 +173,53 @@ def test_alarm_name_follows_the_contract() -> None:
     )
     with pytest.raises(ValueError):
         event_row({"alert_id": "a", "state": "raised", "ts": "yesterday"}, 0)
+
+
+def test_writer_buffers_and_retries_through_a_database_restart(
+    postgres_server: PostgresServer,
+) -> None:
+    engine = make_engine(postgres_server.url)
+    metadata.drop_all(engine)
+    arch = Archive(engine)
+    arch.create()
+    settings = DatabaseSettings(
+        buffer_max_rows=50, flush_interval_seconds=0.05, retry_max_seconds=0.2
+    )
+
+    async def scenario() -> ArchiveWriter:
+        writer = ArchiveWriter(arch, settings)
+        task = asyncio.create_task(writer.run())
+        writer.add_event({"plant": "p1", "unit": "unit1", **alert("0" * 32, "raised")})
+        for _ in range(100):
+            if writer.counters.events_written:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(postgres_server.stop, "immediate")
+        try:
+            for i in range(1, 60):  # 59 while the database is down: 9 more than the buffer
+                writer.add_event({"plant": "p1", "unit": "unit1", **alert(f"{i:032x}", "raised")})
+            for _ in range(100):
+                if writer.counters.write_failures >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert not writer.counters.database_ok
+            assert writer.pending == 50
+        finally:
+            await asyncio.to_thread(postgres_server.start)
+        for _ in range(200):
+            if writer.pending == 0 and writer.counters.database_ok:
+                break
+            await asyncio.sleep(0.05)
+        writer.stop()
+        await task
+        return writer
+
+    writer = asyncio.run(scenario())
+    c = writer.counters
+    assert c.write_failures >= 2 and c.database_ok
+    assert c.dropped_events == 9  # counted, and the oldest went first
+    assert c.events_written == 51
+    stored = {r["alert_id"] for r in arch.events(limit=1000)}
+    assert len(stored) == 51
+    assert f"{1:032x}" not in stored and f"{59:032x}" in stored and "0" * 32 in stored
+    engine.dispose()
