@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from string import Formatter
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -135,9 +135,10 @@ class ConsoleSettings(BaseSettings):
     users: list[UserSettings] = Field(default_factory=list)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    #: Folders holding model sets (manifest.json + report/) the Models page can show by version.
+    model_dirs: list[Path] = Field(default_factory=list)
     #: Alarm-history defaults for the KPIs (ISA-18.2 uses 24 h for "standing").
     standing_after_seconds: float = Field(default=24 * 3600.0, gt=0)
-    time_zone: Literal["UTC"] = "UTC"
 
     @field_validator("plants")
     @classmethod
