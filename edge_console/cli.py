@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import sys
 from pathlib import Path
@@ -39,10 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console.create(settings)
     print(f"edge-console on http://{settings.web.host}:{settings.web.port}/", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(console))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
