@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--models", type=Path, default=Path("models"))
     demo.add_argument("--metrics-port", type=int, default=9108)
     demo.add_argument("--status-every", type=float, default=5.0)
+    demo.add_argument(
+        "--console-port", type=int, default=8080, help="web port of the console (if installed)"
+    )
+    demo.add_argument(
+        "--no-console", dest="console", action="store_false", help="do not start the console"
+    )
     demo.set_defaults(fn=cmd_demo)
     return p
 

@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import secrets
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from edge_agent.config import ConfigError
@@ -77,6 +80,43 @@ def _hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_or_free(port: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The console as ``edge-agent demo`` starts it: demo broker, a one-off operator."""
+    from .web.auth import hash_password
+
+    password = secrets.token_urlsafe(9)
+    port = _port_or_free(args.port)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="edge-console-demo-"))
+    settings = load_console_settings(
+        None,
+        console_id="demo",
+        plants=[args.plant],
+        state_dir=state_dir,
+        mqtt={"host": args.mqtt_host, "port": args.mqtt_port, "protocol": args.protocol},
+        web={"port": port, "session_secret": secrets.token_urlsafe(32)},
+        users=[{"name": "operator", "password_hash": hash_password(password)}],
+        model_dirs=[args.models.resolve()],
+        logging={"level": "WARNING", "format": "console"},
+    )
+    configure_logging("WARNING", "console")
+    from .runtime import Console
+    from .web.app import serve
+
+    print(f"console on http://127.0.0.1:{port}/ (sign in as operator / {password})", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(Console.create(settings)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-console", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,5 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     hashp = sub.add_parser("hash-password", help="print an argon2 hash for `users`")
     hashp.add_argument("--password-stdin", action="store_true")
     hashp.set_defaults(func=_hash)
+    demo = sub.add_parser("demo", help="the console for `edge-agent demo` (throw-away user)")
+    demo.add_argument("--mqtt-host", default="127.0.0.1")
+    demo.add_argument("--mqtt-port", type=int, required=True)
+    demo.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
+    demo.add_argument("--plant", default="demo")
+    demo.add_argument("--port", type=int, default=8080, help="web port (a free one if taken)")
+    demo.add_argument("--models", type=Path, default=Path("models"))
+    demo.add_argument("--state-dir", type=Path, default=None)
+    demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -223,7 +223,8 @@ class LiveState:
         return [self.units[k] for k in sorted(self.units)]
 
     def reply_for(self, request_id: str) -> dict[str, Any] | None:
-        for r in reversed(self.replies):
-            if r.get("request_id") == request_id:
-                return r
+        for reply in reversed(self.replies):
+            if reply.get("request_id") == request_id:
+                found: dict[str, Any] = reply
+                return found
         return None

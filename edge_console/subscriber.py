@@ -19,10 +19,9 @@ from typing import Any, Protocol
 import aiomqtt
 import orjson
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_agent.logging_setup import get_logger
-from edge_agent.mqtt import _tls_context, backoff_delays
+from edge_agent.mqtt import _properties, _tls_context, backoff_delays
 
 from .config import ConsoleSettings
 from .state import LiveState
@@ -79,7 +78,7 @@ class Subscriber:
         v5 = m.protocol == "5"
         session: dict[str, Any]
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = _properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = m.session_expiry_seconds
             session = {"clean_start": False, "properties": props}
         else:

@@ -66,7 +66,9 @@ def register(console: Console) -> None:
                     one_shot = ui.checkbox("Until the alarm next clears (one-shot)")
                 if command_name in ("out_of_service", "in_service"):
                     view = state.unit(plant, unit)
-                    sensors = sorted({t.get("sensor") for t in view.top_sensors} - {None})
+                    sensors = sorted(
+                        {str(t["sensor"]) for t in view.top_sensors if t.get("sensor")}
+                    )
                     sensor = ui.input("Sensor (empty = the whole unit)").classes("w-full")
                     if sensors:
                         sensor.props(f"hint='e.g. {sensors[0]}'")

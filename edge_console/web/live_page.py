@@ -31,7 +31,11 @@ def _chart_options() -> dict[str, Any]:
     return {
         "animation": False,
         "grid": {"left": 40, "right": 10, "top": 10, "bottom": 24},
-        "xAxis": {"type": "time", "axisLabel": {"fontSize": 10}},
+        "xAxis": {
+            "type": "time",
+            "splitNumber": 3,
+            "axisLabel": {"fontSize": 10, "hideOverlap": True, "formatter": "{HH}:{mm}:{ss}"},
+        },
         "yAxis": {"type": "value", "axisLabel": {"fontSize": 10}},
         "tooltip": {"trigger": "axis"},
         "series": [
@@ -44,7 +48,7 @@ def _chart_options() -> dict[str, Any]:
                 "markLine": {
                     "symbol": "none",
                     "silent": True,
-                    "label": {"formatter": "threshold", "fontSize": 10},
+                    "label": {"formatter": "threshold", "fontSize": 10, "position": "insideEndTop"},
                     "lineStyle": {"color": "#d32f2f", "type": "dashed"},
                     "data": [{"yAxis": 0}],
                 },
