@@ -110,7 +110,7 @@ class WebSettings(_Section):
 class TrainingSettings(_Section):
     #: Uploaded files and training outputs go here (relative: under state_dir).
     work_dir: Path = Path("training")
-    #: The trainer command; None: ``<this python> -m training.cli``.
+    #: The trainer command; None: ``<this python> -m training`` (the same as edge-train).
     command: list[str] | None = None
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
