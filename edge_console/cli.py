@@ -91,6 +91,8 @@ def _port_or_free(port: int) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The console as ``edge-agent demo`` starts it: demo broker, a one-off operator."""
+    from edge_agent.demo import DEMO_LIMITS
+
     from .web.auth import hash_password
 
     password = secrets.token_urlsafe(9)
@@ -105,6 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
         web={"port": port, "session_secret": secrets.token_urlsafe(32)},
         users=[{"name": "operator", "password_hash": hash_password(password)}],
         model_dirs=[args.models.resolve()],
+        limits={"*": DEMO_LIMITS},
         logging={"level": "WARNING", "format": "console"},
     )
     configure_logging("WARNING", "console")

@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from edge_agent.config import LoggingSettings, MqttSettings, load_settings_class
+from edge_agent.config import LoggingSettings, MqttSettings, SensorLimits, load_settings_class
 
 
 class _Section(BaseModel):
@@ -35,6 +35,8 @@ _REQUIRED: dict[str, frozenset[str]] = {
     "alarm_reply": frozenset({"plant", "unit"}),
     "scores": frozenset({"plant", "unit"}),
     "status": frozenset({"plant", "agent_id"}),
+    "telemetry": frozenset({"plant", "unit"}),
+    "sensor": frozenset({"plant", "unit", "sensor"}),
 }
 
 
@@ -47,6 +49,9 @@ class ConsoleTopics(_Section):
     alarm_reply: str = "plant/{plant}/{unit}/alarms/reply"
     scores: str = "plant/{plant}/{unit}/scores"
     status: str = "plant/{plant}/edge/{agent_id}/status"
+    #: The plant's own readings, for the sensor trends (see ``web.sensor_trends``).
+    telemetry: str = "plant/{plant}/{unit}/telemetry"
+    sensor: str = "plant/{plant}/{unit}/sensors/{sensor}"
 
     @field_validator("*")
     @classmethod
@@ -105,6 +110,9 @@ class WebSettings(_Section):
     live_window_seconds: float = Field(default=300.0, gt=0)
     #: Browser refresh of changed units (the server pushes over the page's websocket).
     refresh_seconds: float = Field(default=0.5, gt=0)
+    #: Also subscribe to the plants' readings (telemetry and per-sensor topics) for the sensor
+    #: trends on the Live page (kept at most one point per second per sensor).
+    sensor_trends: bool = True
 
 
 class TrainingSettings(_Section):
@@ -135,6 +143,9 @@ class ConsoleSettings(BaseSettings):
     users: list[UserSettings] = Field(default_factory=list)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    #: Operating limits drawn on the sensor trends: unit name (or "*" for every unit) ->
+    #: sensor -> lolo/lo/hi/hihi, the same keys as the agent's ``units[].limits``.
+    limits: dict[str, dict[str, SensorLimits]] = Field(default_factory=dict)
     #: Folders holding model sets (manifest.json + report/) the Models page can show by version.
     model_dirs: list[Path] = Field(default_factory=list)
     #: Alarm-history defaults for the KPIs (ISA-18.2 uses 24 h for "standing").
@@ -171,6 +182,9 @@ class ConsoleSettings(BaseSettings):
             if rel != ":memory:":
                 return prefix + str((self.state_dir / rel).resolve())
         return url
+
+    def limits_for(self, unit: str) -> dict[str, SensorLimits]:
+        return {**self.limits.get("*", {}), **self.limits.get(unit, {})}
 
     @property
     def training_dir(self) -> Path:

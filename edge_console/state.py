@@ -79,6 +79,10 @@ class UnitView:
     open_episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_alert: dict[str, Any] | None = None
     version: int = 0
+    #: Sensor readings of the last ``window`` seconds, at most one point per second.
+    trends: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    #: Bumped by new readings only (cheaper than a redraw of the whole card).
+    trend_version: int = 0
 
     @property
     def alarms(self) -> list[dict[str, Any]]:
@@ -173,6 +177,22 @@ class LiveState:
         while view.history and view.history[0][0] < horizon:
             view.history.popleft()
         self._touch(view)
+
+    def on_readings(self, plant: str, unit: str, ts: float, values: dict[str, float]) -> None:
+        """Readings of one step (telemetry) or one sensor, for the trends."""
+        view = self.unit(plant, unit)
+        horizon = ts - self.window_seconds
+        for sensor, value in values.items():
+            points = view.trends.get(sensor)
+            if points is None:
+                points = view.trends[sensor] = deque(maxlen=4000)
+            if points and ts - points[-1][0] < 1.0:
+                continue  # at most one point per second per sensor
+            points.append((ts, value))
+            while points and points[0][0] < horizon:
+                points.popleft()
+        view.trend_version += 1
+        self.last_message_at = self.clock()
 
     def on_alert(self, plant: str, unit: str, doc: dict[str, Any]) -> None:
         view = self.unit(plant, unit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from edge_agent.logging_setup import get_logger
 from edge_agent.mqtt import _properties, _tls_context, backoff_delays
 
 from .config import ConsoleSettings
-from .state import LiveState
+from .state import LiveState, parse_ts
 from .topics import TopicMap, TopicRef
 
 _LOG_EVERY_S = 60.0
@@ -167,6 +168,8 @@ class Subscriber:
         except orjson.JSONDecodeError:
             self._reject("bad_json", topic)
             return
+        if ref.stream == "sensor" and isinstance(doc, int | float) and not isinstance(doc, bool):
+            doc = {"value": doc}  # a bare number means "now", as for the agent
         if not isinstance(doc, dict):
             self._reject("not_an_object", topic)
             return
@@ -176,7 +179,9 @@ class Subscriber:
             self._reject(f"bad_{ref.stream}", topic)
 
     def _dispatch(self, ref: TopicRef, doc: dict[str, Any]) -> None:
-        if ref.stream == "scores":
+        if ref.stream in ("telemetry", "sensor"):
+            self._readings(ref, doc)
+        elif ref.stream == "scores":
             self.state.on_scores(ref.plant, ref.name, doc)
             if self.sink is not None:
                 self.sink.add_score(ref.plant, ref.name, doc)
@@ -194,6 +199,18 @@ class Subscriber:
             self.state.on_status(ref.plant, ref.name, doc)
         else:
             self.state.on_reply(ref.plant, ref.name, doc)
+
+    def _readings(self, ref: TopicRef, doc: dict[str, Any]) -> None:
+        ts = parse_ts(doc["ts"]) if "ts" in doc else self.clock()
+        if ts is None:
+            raise ValueError("bad ts")
+        raw = doc["values"] if ref.stream == "telemetry" else {ref.sensor: doc["value"]}
+        values = {
+            str(k): float(v)
+            for k, v in raw.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        self.state.on_readings(ref.plant, ref.name, ts, values)
 
     # -- publishing -----------------------------------------------------------------------
 

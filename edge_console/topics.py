@@ -13,8 +13,11 @@ from typing import Literal
 
 from .config import ConsoleSettings
 
-Stream = Literal["alerts", "alarms", "scores", "status", "alarm_reply"]
-STREAMS: tuple[Stream, ...] = ("alerts", "alarms", "scores", "status", "alarm_reply")
+Stream = Literal["alerts", "alarms", "scores", "status", "alarm_reply", "telemetry", "sensor"]
+#: Most specific first: "alarms/reply" must not be taken for an "alarms" topic.
+_ORDER: tuple[Stream, ...] = (
+    "alarm_reply", "alarms", "alerts", "scores", "status", "telemetry", "sensor",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,8 @@ class TopicRef:
     plant: str
     #: The unit for unit topics, the agent id for status topics.
     name: str
+    #: The sensor of a per-sensor reading topic.
+    sensor: str | None = None
 
 
 def _filter(template: str, plant: str) -> str:
@@ -60,6 +65,9 @@ class TopicMap:
             "status": t.status,
             "alarm_reply": t.alarm_reply,
         }
+        if settings.web.sensor_trends:
+            self._templates["telemetry"] = t.telemetry
+            self._templates["sensor"] = t.sensor
         self._regexes = {s: _regex(tpl) for s, tpl in self._templates.items()}
         self._plants = frozenset(settings.plants)
 
@@ -72,16 +80,16 @@ class TopicMap:
 
     def parse(self, topic: str) -> TopicRef | None:
         """Which stream, plant and unit (or agent) a topic belongs to; None if none of ours."""
-        # Most specific first: "alarms/reply" must not be taken for an "alarms" topic.
-        for stream in ("alarm_reply", "alarms", "alerts", "scores", "status"):
-            m = self._regexes[stream].match(topic)
+        for stream in _ORDER:
+            rx = self._regexes.get(stream)
+            m = rx.match(topic) if rx is not None else None
             if m is None:
                 continue
             plant = m.group("plant")
             if plant not in self._plants:
                 return None
             name = m.group("agent_id") if stream == "status" else m.group("unit")
-            return TopicRef(stream, plant, name)
+            return TopicRef(stream, plant, name, m.group("sensor") if stream == "sensor" else None)
         return None
 
     def command_topic(self, plant: str, unit: str) -> str:

@@ -124,7 +124,12 @@ def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object
     stand_in = None if lifecycle_in_agent() else LifecycleStandIn(mosquitto.port).start()
     console = ConsoleProcess(
         tmp_path / "console",
-        console_config(tmp_path, mosquitto.port, model_dirs=[str(tmp_path / "models")]),
+        console_config(
+            tmp_path,
+            mosquitto.port,
+            model_dirs=[str(tmp_path / "models")],
+            limits={"*": {"steam_temperature": {"hi": 545.0, "hihi": 560.0}}},
+        ),
     )
     driver: WebDriver | None = None
     plant: Plant | None = None
@@ -185,6 +190,16 @@ def test_live_alarm_sign_in_acknowledge(rig: dict[str, object]) -> None:
         assert delay < 3.0, f"the card turned to alarm {delay:.2f} s after the alert"
         assert attr(driver, "unit-p1-unit1-state", "data-state") == "normal"
         driver.save_screenshot(str(ARTIFACTS / "live-alarm.png"))
+        # The sensor trends open on the unit's top sensor (the faulted steam temperature).
+        trends = '[data-testid="unit-p1-unit2-trends"]'
+        driver.find_element(By.CSS_SELECTOR, trends + " .q-item").click()
+        wait_until(
+            "unit2's steam temperature trend",
+            lambda: "steam_temperature" in driver.find_element(By.CSS_SELECTOR, trends).text,
+            timeout=10,
+        )
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "live-trends.png"))
 
         # Sign in, then acknowledge on the Alarms page.
         driver.get(console.url + "/login?next=/alarms")

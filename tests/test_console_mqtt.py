@@ -247,3 +247,26 @@ def test_subscriber_follows_streams_and_survives_broker_restart(
     finally:
         plant.close()
     assert [e["state"] for e in sink.events if e["alert_id"] == "d" * 32] == ["raised", "cleared"]
+
+
+def test_readings_feed_the_sensor_trends_one_point_per_second() -> None:
+    state = LiveState(window_seconds=60)
+    sub = Subscriber(settings(1883), state)
+    for i in range(10):  # 10 telemetry messages in 2.5 s of plant time
+        ts = 1000.0 + i * 0.25
+        sub.handle(
+            "plant/p1/unit1/telemetry",
+            orjson.dumps({"ts": ts, "values": {"a": float(i), "b": True, "c": "x"}}),
+        )
+    recent = orjson.dumps({"ts": time.time() - 5, "value": 161.5})
+    sub.handle("plant/p1/unit1/sensors/steam_pressure", recent)
+    sub.handle("plant/p1/unit1/sensors/steam_pressure", b"162.0")  # bare number: now
+    sub.handle("plant/p1/unit1/telemetry", b'{"ts": "yesterday", "values": {}}')
+    trends = state.unit("p1", "unit1").trends
+    assert [v for _, v in trends["a"]] == [0.0, 4.0, 8.0]  # t = 1000, 1001, 1002
+    assert "b" not in trends and "c" not in trends  # not numbers: not plotted
+    assert [v for _, v in trends["steam_pressure"]] == [161.5, 162.0]
+    assert sub.rejected["bad_telemetry"] == 1
+    off = Subscriber(settings(1883, web={"sensor_trends": False}), LiveState())
+    assert not any("telemetry" in f or "sensors" in f for f in off.topics.filters())
+    assert "plant/p1/+/sensors/+" in sub.topics.filters()

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import Request
 from nicegui import ui
 
+from edge_agent.config import SensorLimits
+
 from ..runtime import Console
 from ..state import STATE_COLOURS, AgentView, UnitView
 from .layout import frame
@@ -57,11 +59,28 @@ def _chart_options() -> dict[str, Any]:
     }
 
 
+def _trend_options() -> dict[str, Any]:
+    options = _chart_options()
+    options["yAxis"]["scale"] = True
+    series = options["series"][0]
+    series["name"] = "value"
+    series["markLine"] = {
+        "symbol": "none",
+        "silent": True,
+        "label": {"formatter": "{b}", "fontSize": 10, "position": "insideEndTop"},
+        "lineStyle": {"color": "#f57c00", "type": "dashed"},
+        "data": [],
+    }
+    return options
+
+
 class UnitCard:
     """One unit's card; :meth:`update` redraws it from the live view."""
 
-    def __init__(self, view: UnitView) -> None:
+    def __init__(self, view: UnitView, limits: dict[str, SensorLimits]) -> None:
         self.version = -1
+        self.trend_version = -1
+        self.limits = limits
         self.agent_text = ""
         testid = f"unit-{view.plant}-{view.unit}"
         with ui.card().classes("w-full").props(f"data-testid={testid}") as self.card:
@@ -75,9 +94,19 @@ class UnitCard:
             self.top = ui.label().classes("text-sm text-grey-8")
             self.alarms = ui.label().classes("text-sm")
             self.chart = ui.echart(_chart_options()).classes("w-full h-36")
+            with (
+                ui.expansion("Sensor trends")
+                .classes("w-full")
+                .props(f"dense data-testid={testid}-trends") as self.trend_box
+            ):
+                self.sensor = ui.select([], label="Sensor").classes("w-full").props("dense")
+                self.trend = ui.echart(_trend_options()).classes("w-full h-36")
+            self.sensor.on_value_change(lambda: self._redraw_trend(view))
+            self.trend_box.on_value_change(lambda: self._redraw_trend(view))
 
     def update(self, view: UnitView, agent: AgentView | None) -> None:
         self.update_agent(view, agent)
+        self.update_trend(view)
         if view.version == self.version:
             return
         self.version = view.version
@@ -103,6 +132,36 @@ class UnitCard:
         series["data"] = [[ts * 1000.0, s] for ts, s in view.history]
         self.chart.update()
 
+    def _redraw_trend(self, view: UnitView) -> None:
+        self.trend_version = -1
+        self.update_trend(view)
+
+    def update_trend(self, view: UnitView) -> None:
+        """The selected sensor's recent values and limits; only while the trends are open."""
+        if not self.trend_box.value or view.trend_version == self.trend_version:
+            return
+        self.trend_version = view.trend_version
+        sensors = sorted(view.trends)
+        if list(self.sensor.options) != sensors:
+            top = next((str(t.get("sensor")) for t in view.top_sensors), None)
+            current = self.sensor.value if self.sensor.value in sensors else None
+            chosen = current or (top if top in sensors else (sensors[0] if sensors else None))
+            self.sensor.set_options(sensors, value=chosen)
+        name = self.sensor.value
+        series = self.trend.options["series"][0]
+        series["data"] = [[ts * 1000.0, v] for ts, v in view.trends.get(name or "", ())]
+        limits = self.limits.get(name or "")
+        series["markLine"]["data"] = (
+            []
+            if limits is None
+            else [
+                {"yAxis": value, "name": level.upper()}
+                for level, value in limits.model_dump().items()
+                if value is not None
+            ]
+        )
+        self.trend.update()
+
     def update_agent(self, view: UnitView, agent: AgentView | None) -> None:
         if agent is None:
             text = f"agent {view.agent_id}: no status" if view.agent_id else "agent: unknown"
@@ -118,6 +177,7 @@ class UnitCard:
 
 def register(console: Console) -> None:
     state = console.state
+    settings = console.settings
 
     @ui.page("/")
     def live(request: Request) -> None:
@@ -132,6 +192,10 @@ def register(console: Console) -> None:
 
         def refresh() -> None:
             if state.version == seen["version"]:
+                for view in state.sorted_units():  # readings alone: only open trends redraw
+                    card = cards.get((view.plant, view.unit))
+                    if card is not None:
+                        card.update_trend(view)
                 return
             seen["version"] = state.version
             for view in state.sorted_units():
@@ -139,7 +203,7 @@ def register(console: Console) -> None:
                 card = cards.get(key)
                 if card is None:
                     with grid:
-                        card = cards[key] = UnitCard(view)
+                        card = cards[key] = UnitCard(view, settings.limits_for(view.unit))
                 card.update(view, state.agent_of(view))
             empty.set_visibility(not cards)
 
