@@ -270,3 +270,19 @@ def test_readings_feed_the_sensor_trends_one_point_per_second() -> None:
     off = Subscriber(settings(1883, web={"sensor_trends": False}), LiveState())
     assert not any("telemetry" in f or "sensors" in f for f in off.topics.filters())
     assert "plant/p1/+/sensors/+" in sub.topics.filters()
+
+
+def test_shipped_console_config_is_valid_and_documents_every_key() -> None:
+    from agent_process import REPO
+
+    path = REPO / "config" / "console.yaml"
+    s = load_console_settings(path)
+    assert s.web.host == "127.0.0.1"
+    text = path.read_text(encoding="utf-8")
+    for name, field in ConsoleSettings.model_fields.items():
+        assert f"\n{name}:" in text, name
+        sub = getattr(field.annotation, "model_fields", {})
+        for key in sub:
+            if name == "mqtt" and key not in {"host", "port", "protocol", "client_id"}:
+                continue  # the agent's section, documented in config/agent.yaml
+            assert f"  {key}:" in text, f"{name}.{key}"
