@@ -110,6 +110,8 @@ class WebSettings(_Section):
     live_window_seconds: float = Field(default=300.0, gt=0)
     #: Browser refresh of changed units (the server pushes over the page's websocket).
     refresh_seconds: float = Field(default=0.5, gt=0)
+    #: Score and trend curves redraw at most this often (text and colours every refresh).
+    chart_refresh_seconds: float = Field(default=2.0, gt=0)
     #: Also subscribe to the plants' readings (telemetry and per-sensor topics) for the sensor
     #: trends on the Live page (kept at most one point per second per sensor).
     sensor_trends: bool = True

@@ -63,7 +63,10 @@ def chrome() -> WebDriver:
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--disable-dev-shm-usage"):  # fmt: skip
+                "--disable-dev-shm-usage",
+                # A control-room screen is visible: no throttling of a "hidden" headless page.
+                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows"):  # fmt: skip
         opts.add_argument(arg)
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(driver_bin))
 

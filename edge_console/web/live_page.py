@@ -7,6 +7,7 @@ period (0.5 s by default) and 100 idle units cost nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import Request
@@ -47,6 +48,7 @@ def _chart_options() -> dict[str, Any]:
                 "showSymbol": False,
                 "data": [],
                 "lineStyle": {"width": 1.5},
+                "sampling": "lttb",
                 "markLine": {
                     "symbol": "none",
                     "silent": True,
@@ -77,8 +79,13 @@ def _trend_options() -> dict[str, Any]:
 class UnitCard:
     """One unit's card; :meth:`update` redraws it from the live view."""
 
-    def __init__(self, view: UnitView, limits: dict[str, SensorLimits]) -> None:
+    def __init__(
+        self, view: UnitView, limits: dict[str, SensorLimits], chart_every: float = 2.0
+    ) -> None:
         self.version = -1
+        self.chart_every = chart_every
+        self.chart_due = False
+        self.chart_drawn = -1e18
         self.trend_version = -1
         self.limits = limits
         self.agent_text = ""
@@ -90,7 +97,7 @@ class UnitCard:
                 self.badge.props(f"data-testid={testid}-state")
             with ui.row().classes("items-center gap-4 text-sm"):
                 self.agent = ui.label().props(f"data-testid={testid}-agent")
-                self.score = ui.label()
+                self.score = ui.label().props(f"data-testid={testid}-score")
             self.top = ui.label().classes("text-sm text-grey-8")
             self.alarms = ui.label().classes("text-sm")
             self.chart = ui.echart(_chart_options()).classes("w-full h-36")
@@ -107,6 +114,7 @@ class UnitCard:
     def update(self, view: UnitView, agent: AgentView | None) -> None:
         self.update_agent(view, agent)
         self.update_trend(view)
+        self.update_chart(view)
         if view.version == self.version:
             return
         self.version = view.version
@@ -128,6 +136,16 @@ class UnitCard:
         self.top.text = f"top sensors: {top}" if top else ""
         alarms = [f"{a.get('alarm')} [{a.get('state')}]" for a in view.alarms]
         self.alarms.text = "alarms: " + ", ".join(alarms) if alarms else ""
+        self.chart_due = True
+        self.update_chart(view)
+
+    def update_chart(self, view: UnitView) -> None:
+        """Redraw the score chart at most every ``chart_every`` seconds: the text and colour
+        follow each message, the curve (hundreds of points per card) need not."""
+        now = time.monotonic()
+        if not self.chart_due or now - self.chart_drawn < self.chart_every:
+            return
+        self.chart_due, self.chart_drawn = False, now
         series = self.chart.options["series"][0]
         series["data"] = [[ts * 1000.0, s] for ts, s in view.history]
         self.chart.update()
@@ -196,6 +214,7 @@ def register(console: Console) -> None:
                     card = cards.get((view.plant, view.unit))
                     if card is not None:
                         card.update_trend(view)
+                        card.update_chart(view)
                 return
             seen["version"] = state.version
             for view in state.sorted_units():
@@ -203,7 +222,9 @@ def register(console: Console) -> None:
                 card = cards.get(key)
                 if card is None:
                     with grid:
-                        card = cards[key] = UnitCard(view, settings.limits_for(view.unit))
+                        card = cards[key] = UnitCard(
+                            view, settings.limits_for(view.unit), settings.web.chart_refresh_seconds
+                        )
                 card.update(view, state.agent_of(view))
             empty.set_visibility(not cards)
 
