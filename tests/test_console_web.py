@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,78 @@ def test_sign_in_csrf_and_commands(console: ConsoleProcess, mosquitto: Mosquitto
         assert agent.collect(timeout=0.5) == []
     finally:
         agent.close()
+
+
+def _alert(i: int) -> bytes:
+    return json.dumps(
+        {
+            "alert_id": f"{i:032x}",
+            "plant": "p1",
+            "unit": "unit1",
+            "kind": "anomaly",
+            "state": "raised",
+            "severity": "high",
+            "ts": "2026-11-29T05:08:51.000Z",
+            "raised_at": "2026-11-29T05:08:51.000Z",
+            "score": 4.2,
+            "models": {},
+            "top_sensors": [],
+            "limit": None,
+            "stale_sensors": [],
+            "flood": None,
+            "model_set_version": "v1",
+            "agent_id": "edge-01",
+            "resent": False,
+            "received_at": None,
+        }
+    ).encode()
+
+
+def _wait_events(console: ConsoleProcess, n: int, timeout: float = 20.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    health = console.health()
+    while time.monotonic() < deadline:
+        health = console.health()
+        if health["events_written"] >= n:  # type: ignore[operator]
+            return health
+        time.sleep(0.1)
+    raise AssertionError(f"wanted {n} events archived: {health}")
+
+
+def test_nothing_lost_in_the_archive_across_broker_and_console_restarts(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    console = ConsoleProcess(tmp_path / "console", console_config(tmp_path, mosquitto.port))
+    console.start()
+    try:
+        plant = MqttClient(mosquitto.port, "agent-side")
+        for i in range(10):
+            plant.publish("plant/p1/unit1/alerts", _alert(i))
+        _wait_events(console, 10)
+        plant.close()
+        # Broker restart: the console reconnects; what is published meanwhile reaches it.
+        mosquitto.restart()
+        plant = MqttClient(mosquitto.port, "agent-side-2")
+        for i in range(10, 20):
+            plant.publish("plant/p1/unit1/alerts", _alert(i))
+        _wait_events(console, 20)
+        # Console down: its persistent session queues the alerts in the broker.
+        console.stop()
+        for i in range(20, 30):
+            plant.publish("plant/p1/unit1/alerts", _alert(i))
+        plant.publish("plant/p1/unit1/alerts", _alert(5))  # a resend: harmless
+        plant.close()
+        console.start()
+        health = _wait_events(console, 10)  # counters restart with the process
+        time.sleep(1.0)
+        health = console.health()
+        assert health["events_written"] == 10 and health["events_duplicate"] == 1, health
+        assert health["dropped_events"] == 0 and health["write_failures"] == 0
+    finally:
+        console.stop()
+    from edge_console.archive import Archive, make_engine
+
+    db = tmp_path / "state" / "console.sqlite"
+    archive = Archive(make_engine(f"sqlite:///{db}"))
+    assert {int(r["alert_id"], 16) for r in archive.events(limit=100)} == set(range(30))
+    archive.engine.dispose()
