@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import urllib.parse
 from typing import Any
 
 from fastapi import Request
@@ -45,7 +46,7 @@ def frame(console: Console, request: Request, title: str) -> tuple[str | None, s
         show_health()
         ui.timer(1.0, show_health)
         if user is None:
-            next_path = html.escape(request.url.path)
+            next_path = urllib.parse.quote(request.url.path, safe="/")
             ui.link("Sign in", f"/login?next={next_path}").classes("text-white").props(
                 "data-testid=sign-in-link"
             )

@@ -21,6 +21,10 @@ from .layout import frame
 _METRICS = ("precision", "recall", "f1", "far_percent", "event_recall", "false_alarms_per_day")
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "–"
+
+
 def find_manifests(dirs: list[Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
     """model_set_version -> (folder, manifest) for every readable manifest under ``dirs``."""
     found: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -47,9 +51,13 @@ def _manifest_view(version: str, folder: Path, doc: dict[str, Any]) -> None:
     ui.label("sensors: " + ", ".join(sensors)).classes("text-sm text-grey-8")
     voting = doc.get("voting") or {}
     models = doc.get("models") or {}
+    thresholds = [
+        f"{n}: threshold {m['threshold']:.4g}"
+        for n, m in models.items()
+        if isinstance(m, dict) and isinstance(m.get("threshold"), int | float)
+    ]
     ui.label(
-        f"voting: {voting.get('strategy')} {voting.get('weights')} · "
-        + " · ".join(f"{n}: threshold {m.get('threshold'):.4g}" for n, m in models.items())
+        f"voting: {voting.get('strategy')} {voting.get('weights')} · " + " · ".join(thresholds)
     ).classes("text-sm")
     test = ((doc.get("metrics") or {}).get("test")) or {}
     if test:
@@ -57,7 +65,7 @@ def _manifest_view(version: str, folder: Path, doc: dict[str, Any]) -> None:
             {"name": m, "label": m, "field": m} for m in _METRICS
         ]
         rows = [
-            {"model": name, **{m: f"{v.get(m, float('nan')):.3g}" for m in _METRICS}}
+            {"model": name, **{m: _fmt(v.get(m)) for m in _METRICS}}
             for name, v in test.items()
             if isinstance(v, dict)
         ]
