@@ -140,8 +140,11 @@ def register(console: Console) -> None:
                 if user is not None and view.alarm_list is not None:
                     with ui.row().classes("items-center gap-2 text-sm text-grey-8"):
                         ui.label(f"{view.plant}/{view.unit}:")
-                        if oos.get("unit") or oos.get("sensors"):
-                            ui.label(f"out of service {oos}")
+                        if oos.get("unit"):
+                            ui.label("whole unit out of service").classes("text-negative")
+                        elif oos.get("sensors"):
+                            sensors = ", ".join(str(x) for x in oos["sensors"])
+                            ui.label(f"out of service: {sensors}").classes("text-negative")
                         ui.button(
                             "Out of service…",
                             on_click=lambda p=view.plant, u=view.unit: ask(p, u, "out_of_service"),

@@ -167,6 +167,7 @@ def register(console: Console, app: FastAPI) -> None:
                 return
             chosen["job"] = body["job"]
             chosen["shown"] = 0
+            chosen["reported"] = False
             bar.set_visibility(True)
             log.set_visibility(True)
             log.clear()
@@ -185,6 +186,7 @@ def register(console: Console, app: FastAPI) -> None:
             bar.value = job.progress
             status.text = f"job {job.id}: {job.state} ({100 * job.progress:.0f} %)"
             status.props(f"data-state={job.state}")
+            run.set_enabled(job.state in ("done", "failed"))
             if job.state in ("done", "failed") and not chosen.get("reported"):
                 chosen["reported"] = True
                 _show_result(result, job)
