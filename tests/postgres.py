@@ -1,7 +1,7 @@
 """A real PostgreSQL server for the tests, on a free port in its own temporary data directory.
 
 ``initdb`` refuses to run as root, so as root the cluster is created and run by the
-``postgres`` system user (Debian's package creates it) through ``runuser``; the data
+``postgres`` system user (Debian's package creates it; ``nobody`` otherwise) through ``runuser``; the data
 directory lives in its own ``mkdtemp`` folder under /tmp, owned by that user (pytest's
 tmp_path is private to root). Trust authentication on 127.0.0.1 only; the server is killed
 and its directory removed afterwards.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +40,15 @@ def _bin(name: str) -> str:
     )
 
 
+def _service_user() -> str:
+    """Debian's ``postgres`` user, or ``nobody`` where the binaries came without it."""
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
 class PostgresServer:
     def __init__(self) -> None:
         self.initdb = _bin("initdb")
@@ -48,13 +58,14 @@ class PostgresServer:
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self._as_root = os.geteuid() == 0
+        self._user = _service_user()
         if self._as_root:
-            shutil.chown(self.root, user="postgres", group="postgres")
+            shutil.chown(self.root, user=self._user)
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self._as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.strip()} {self.log_tail()}")
