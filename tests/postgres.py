@@ -1,10 +1,10 @@
 """A real PostgreSQL server for the tests, on a free port in its own temporary data directory.
 
 ``initdb`` refuses to run as root, so as root the cluster is created and run by the
-``postgres`` system user (Debian's package creates it; ``nobody`` otherwise) through ``runuser``; the data
-directory lives in its own ``mkdtemp`` folder under /tmp, owned by that user (pytest's
-tmp_path is private to root). Trust authentication on 127.0.0.1 only; the server is killed
-and its directory removed afterwards.
+``postgres`` system user (Debian's package creates it; ``nobody`` otherwise) through
+``runuser``; the data directory lives in its own ``mkdtemp`` folder under /tmp, owned by
+that user (pytest's tmp_path is private to root). Trust authentication on 127.0.0.1 only;
+the server is killed and its directory removed afterwards.
 """
 
 from __future__ import annotations
