@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FULL := $(VENV)/.installed-full
 DEMO := $(VENV)/.installed-demo
 
-.PHONY: demo test models bench soak skab bench-all lint mosquitto postgresql chromium install clean help
+.PHONY: demo test models bench soak skab bench-all lint mosquitto prometheus postgresql chromium install clean help
 
 help:
 	@echo "make demo    - run the agent with the shipped models against an embedded broker"
@@ -63,16 +63,26 @@ chromium:
 		echo "Chromium is missing: run 'sudo apt-get install chromium chromium-driver' and retry." >&2; exit 1; \
 	fi
 
+# tests/test_prometheus.py runs promtool on config/prometheus/ and a real Prometheus.
+prometheus:
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Prometheus (apt-get)…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	else \
+		echo "Prometheus is missing: run 'sudo apt-get install prometheus' and retry." >&2; exit 1; \
+	fi
+
 demo: $(DEMO)
 	$(BIN)/edge-agent demo $(DEMO_ARGS)
 
-test: $(FULL) mosquitto postgresql chromium
+test: $(FULL) mosquitto prometheus postgresql chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 models: $(FULL)
 	mkdir -p runs
 	$(BIN)/edge-train generate --config config/training.yaml --out runs/simulated.csv
-	$(BIN)/edge-train train --config config/training.yaml --data runs/simulated.csv --out models
+	$(BIN)/edge-train train --config config/training.yaml --data runs/simulated.csv --out models --force
 
 # The six benchmarks of the Performance section (~11 min on 2 cores).
 bench: $(FULL) mosquitto

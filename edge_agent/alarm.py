@@ -8,15 +8,26 @@ off is worse than none, so every alarm (one per unit, kind and subject) is debou
 * and is never raised again while active.
 
 Kinds and subjects: ``anomaly`` (the ensemble decision; one per unit), ``limit`` (one per
-configured limit: subject ``"<sensor>:<LEVEL>"``, like separate HI and HIHI alarms in a
-control system) and ``sensor_stale`` (the step could not be scored for lack of fresh data).
+sensor with configured limits: subject ``"<sensor>"``), ``sensor_stale`` (the step could
+not be scored for lack of fresh data) and ``bad_quality`` (one per sensor: its latest
+reading was impossible — outside the instrument range or not a number — and no valid one
+has come since).
 
-Severity (fixed when the episode is raised; the cleared message repeats it):
+Levels (``limit``): an alarm with levels is one alarm at its most severe breached level
+(ISA-18.2 precedence, see :mod:`edge_agent.limits`). While it is active, a new level that
+holds for ``on_delay`` consecutive steps (an escalation, e.g. HI → HIHI) or ``off_delay``
+steps (a step down, HIHI → HI) moves the alarm to it: the event is ``raised`` again with the
+*same* ``alert_id`` and ``raised_ts``, the step's ``ts``, the new level and its severity.
+Subscribers tell such an update from the first raise by ``ts != raised_at``.
+
+Severity (fixed when the episode is raised or changes level; the cleared message repeats it):
 
 * ``limit``: HIHI or LOLO → ``high``; HI or LO → ``medium``;
-* ``anomaly``: from the ensemble score (mean margin over the thresholds in units of each
-  model's score_scale) of the raising step: ≥ 3 → ``high``, ≥ 1 → ``medium``, else ``low``;
-* ``sensor_stale`` → ``low``;
+* ``anomaly``: from the raising step's strength (the calibrated ensemble score: the fused
+  margin over its threshold in units of the models' normal tails; for votes the mean
+  margin over each model's threshold in units of its scale): ≥ 3 → ``high``, ≥ 1 →
+  ``medium``, else ``low``;
+* ``sensor_stale`` → ``low``; ``bad_quality`` → ``medium``;
 * ``flood`` summary → the highest severity among the alerts it held back.
 
 Flood guard: at most ``flood_max`` raised alerts per unit per window of
@@ -46,10 +57,10 @@ LIMIT_SEVERITY: dict[str, Severity] = {
 }
 
 
-def anomaly_severity(ensemble_score: float) -> Severity:
-    if ensemble_score >= 3.0:
+def anomaly_severity(strength: float) -> Severity:
+    if strength >= 3.0:
         return "high"
-    if ensemble_score >= 1.0:
+    if strength >= 1.0:
         return "medium"
     return "low"
 
@@ -73,6 +84,13 @@ class AlarmEvent:
     raised_ts: float
     severity: Severity
     publish: bool
+    #: The alarm's level after this event (alarms with levels only, e.g. ``"HIHI"``).
+    level: str | None = None
+
+    @property
+    def level_change(self) -> bool:
+        """A ``raised`` event of an alarm that was already active (a new level)."""
+        return self.state == "raised" and self.ts != self.raised_ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +105,18 @@ class FloodSummary:
 
 
 class _Alarm:
-    __slots__ = ("active", "alert_id", "published", "raised_ts", "run", "severity")
+    __slots__ = (
+        "active",
+        "alert_id",
+        "level",
+        "level_run",
+        "pending_level",
+        "published",
+        "raised_ts",
+        "rank",
+        "run",
+        "severity",
+    )
 
     def __init__(self) -> None:
         self.active = False
@@ -96,6 +125,11 @@ class _Alarm:
         self.raised_ts = 0.0
         self.severity: Severity = "low"
         self.published = False
+        self.level: str | None = None
+        #: A level other than ``level`` seen on the last ``level_run`` consecutive steps.
+        self.pending_level: str | None = None
+        self.level_run = 0
+        self.rank = 0
 
 
 @dataclass(slots=True)
@@ -134,10 +168,16 @@ class AlarmBook:
         anomalous: bool,
         ts: float,
         severity: Severity = "low",
+        level: str | None = None,
+        level_rank: int = 0,
     ) -> AlarmEvent | None:
-        """Feed one step's decision; returns the event when the alarm raises or clears.
+        """Feed one step's decision; returns the event when the alarm raises, changes level
+        or clears.
 
-        ``severity`` is used only if this decision raises the alarm.
+        ``severity`` is used only if this decision raises the alarm or moves it to
+        ``level`` (the step's level, for alarms with levels; ``level_rank`` orders levels:
+        a move to a higher rank is an escalation and debounced by ``on_delay``, a move down
+        by ``off_delay``).
         """
         key = (unit, kind, subject)
         alarm = self._alarms.get(key)
@@ -154,18 +194,32 @@ class AlarmBook:
                 return None
             alarm.active, alarm.run = True, 0
             alarm.alert_id = alert_id(self._agent_id, unit, kind, subject, ts)
-            alarm.raised_ts, alarm.severity = ts, severity
+            alarm.raised_ts, alarm.severity, alarm.level = ts, severity, level
+            alarm.rank = level_rank
             alarm.published = self._admit(unit, kind, ts, severity)
             counts = self._active.setdefault(unit, {})
             counts[kind] = counts.get(kind, 0) + 1
             if alarm.published:
                 self._metrics.alerts_raised.labels(kind).inc()
             return AlarmEvent(
-                unit, kind, subject, "raised", alarm.alert_id, ts, ts, severity, alarm.published
+                unit,
+                kind,
+                subject,
+                "raised",
+                alarm.alert_id,
+                ts,
+                ts,
+                severity,
+                alarm.published,
+                level,
             )
         if anomalous:
             alarm.run = 0
-            return None
+            if level is None or level == alarm.level:
+                alarm.pending_level, alarm.level_run = None, 0
+                return None
+            return self._change_level(alarm, unit, kind, subject, ts, severity, level, level_rank)
+        alarm.pending_level, alarm.level_run = None, 0
         alarm.run += 1
         if alarm.run < self._off:
             return None
@@ -183,9 +237,43 @@ class AlarmBook:
             alarm.raised_ts,
             alarm.severity,
             alarm.published,
+            alarm.level,
         )
         del self._alarms[key]
         return event
+
+    def _change_level(
+        self,
+        alarm: _Alarm,
+        unit: str,
+        kind: str,
+        subject: str,
+        ts: float,
+        severity: Severity,
+        level: str,
+        rank: int,
+    ) -> AlarmEvent | None:
+        if alarm.pending_level == level:
+            alarm.level_run += 1
+        else:
+            alarm.pending_level, alarm.level_run = level, 1
+        needed = self._on if rank >= alarm.rank else self._off
+        if alarm.level_run < needed:
+            return None
+        alarm.level, alarm.severity, alarm.rank = level, severity, rank
+        alarm.pending_level, alarm.level_run = None, 0
+        return AlarmEvent(
+            unit,
+            kind,
+            subject,
+            "raised",
+            alarm.alert_id,
+            ts,
+            alarm.raised_ts,
+            severity,
+            alarm.published,
+            level,
+        )
 
     def is_active(self, unit: str, kind: str) -> bool:
         """Whether any alarm of this kind (any subject) is active for the unit."""

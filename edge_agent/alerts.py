@@ -19,13 +19,13 @@ import orjson
 
 from .config import AgentSettings
 
-AlertKind = Literal["anomaly", "limit", "sensor_stale", "flood"]
+AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
 AlertState = Literal["raised", "cleared", "summary"]
 Severity = Literal["low", "medium", "high"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "flood")
+ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality", "flood")
 
 
 def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
@@ -70,6 +70,20 @@ class LimitBreach:
     level: Literal["HIHI", "HI", "LO", "LOLO"]
     limit: float
     value: float
+    #: The sensor's engineering unit from the model manifest (e.g. ``degC``), "" if unknown.
+    engineering_unit: str = ""
+
+
+class EnvelopeExcursion(NamedTuple):
+    """A sensor value outside what the models saw in training (unusual, and scored)."""
+
+    sensor: str
+    value: float
+    lo: float | None
+    hi: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "value": self.value, "lo": self.lo, "hi": self.hi}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +117,16 @@ class Alert:
     limit: LimitBreach | None = None
     stale_sensors: Sequence[str] = ()
     flood: FloodDetail | None = None
+    #: The sensor a per-sensor alarm (``limit``, ``bad_quality``) is about.
+    sensor: str | None = None
+    #: Sensors outside their training envelope at this step (any kind of alert).
+    outside_envelope: Sequence[EnvelopeExcursion] = ()
     resent: bool = False
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
     arrival: float | None = None
+    #: One line of plain text for people (see :mod:`edge_agent.messages`).
+    message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +136,7 @@ class Alert:
             "kind": self.kind,
             "state": self.state,
             "severity": self.severity,
+            "message": self.message,
             "ts": rfc3339(self.ts),
             "raised_at": rfc3339(self.raised_at),
             "score": self.score,
@@ -129,6 +150,7 @@ class Alert:
                     "level": self.limit.level,
                     "limit": self.limit.limit,
                     "value": self.limit.value,
+                    "engineering_unit": self.limit.engineering_unit,
                 }
             ),
             "stale_sensors": list(self.stale_sensors),
@@ -142,6 +164,8 @@ class Alert:
                     "window_end": rfc3339(self.flood.window_end),
                 }
             ),
+            "sensor": self.sensor,
+            "outside_envelope": [e.to_dict() for e in self.outside_envelope],
             "model_set_version": self.model_set_version,
             "agent_id": self.agent_id,
             "resent": self.resent,
@@ -184,6 +208,7 @@ class Alert:
                     limit["level"],
                     float(limit["limit"]),
                     float(limit["value"]),
+                    str(limit.get("engineering_unit", "")),
                 ),
                 stale_sensors=tuple(str(x) for x in doc["stale_sensors"]),
                 flood=None
@@ -194,10 +219,16 @@ class Alert:
                     _parse_rfc3339(flood["window_start"]),
                     _parse_rfc3339(flood["window_end"]),
                 ),
+                sensor=None if doc.get("sensor") is None else str(doc["sensor"]),
+                outside_envelope=tuple(
+                    EnvelopeExcursion(str(e["sensor"]), float(e["value"]), e["lo"], e["hi"])
+                    for e in doc.get("outside_envelope", ())
+                ),
                 resent=bool(doc["resent"]),
                 arrival=None
                 if doc.get("received_at") is None
                 else _parse_rfc3339(doc["received_at"]),
+                message=str(doc.get("message", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -271,6 +302,24 @@ _TOP_SENSORS = {
 }
 
 
+_ENVELOPE = {
+    "type": "array",
+    "description": "Sensors outside the range the models saw in training at this step: "
+    "unusual readings are scored, never dropped; lo/hi is the training envelope.",
+    "items": {
+        "type": "object",
+        "required": ["sensor", "value", "lo", "hi"],
+        "additionalProperties": False,
+        "properties": {
+            "sensor": {"type": "string"},
+            "value": {"type": "number"},
+            "lo": {"type": ["number", "null"]},
+            "hi": {"type": ["number", "null"]},
+        },
+    },
+}
+
+
 def alert_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the alerts topic."""
     return {
@@ -285,6 +334,7 @@ def alert_json_schema() -> dict[str, Any]:
             "kind",
             "state",
             "severity",
+            "message",
             "ts",
             "raised_at",
             "score",
@@ -293,6 +343,8 @@ def alert_json_schema() -> dict[str, Any]:
             "limit",
             "stale_sensors",
             "flood",
+            "sensor",
+            "outside_envelope",
             "model_set_version",
             "agent_id",
             "resent",
@@ -309,27 +361,40 @@ def alert_json_schema() -> dict[str, Any]:
             "kind": {"enum": list(ALERT_KINDS)},
             "state": {
                 "enum": ["raised", "cleared", "summary"],
-                "description": "summary: only for kind flood, once per flood window.",
+                "description": "summary: only for kind flood, once per flood window. A limit "
+                "alarm that moves to another level (HI -> HIHI -> HI) is raised again with the "
+                "same alert_id and raised_at, a later ts, the new level and severity.",
             },
             "severity": {"enum": list(SEVERITIES)},
+            "message": {
+                "type": "string",
+                "description": "one line of plain text for people, e.g. "
+                "'Steam temperature 590.0 °C above HIHI 580 °C'",
+            },
             "ts": {**_TS, "description": "start of the step this message is about (UTC)"},
             "raised_at": {**_TS, "description": "start of the step that raised the episode"},
             "score": {
                 "type": ["number", "null"],
-                "description": "ensemble score of the step: weighted mean of "
-                "(score - threshold) / score_scale; null if the step was not scored",
+                "description": "calibrated ensemble score of the step: >= 0 exactly when the "
+                "ensemble decision is anomalous; null if the step was not scored",
             },
             "models": _MODELS,
             "top_sensors": _TOP_SENSORS,
             "limit": {
                 "type": ["object", "null"],
-                "required": ["sensor", "level", "limit", "value"],
+                "required": ["sensor", "level", "limit", "value", "engineering_unit"],
                 "additionalProperties": False,
+                "description": "the sensor's most severe breached level (one limit alarm per "
+                "sensor); value: the step's value (on clear: the value that cleared it)",
                 "properties": {
                     "sensor": {"type": "string"},
                     "level": {"enum": ["HIHI", "HI", "LO", "LOLO"]},
                     "limit": {"type": "number"},
                     "value": {"type": "number"},
+                    "engineering_unit": {
+                        "type": "string",
+                        "description": "from the model manifest, e.g. degC; empty if unknown",
+                    },
                 },
             },
             "stale_sensors": {"type": "array", "items": {"type": "string"}},
@@ -344,6 +409,11 @@ def alert_json_schema() -> dict[str, Any]:
                     "window_end": _TS,
                 },
             },
+            "sensor": {
+                "type": ["string", "null"],
+                "description": "the sensor of a per-sensor alarm (limit, bad_quality)",
+            },
+            "outside_envelope": _ENVELOPE,
             "model_set_version": {"type": "string"},
             "agent_id": {"type": "string"},
             "resent": {"type": "boolean", "description": "true when sent again by the outbox"},

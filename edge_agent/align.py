@@ -34,6 +34,7 @@ times are handled in integer microseconds so that a grid like 0.1 s has no round
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +66,9 @@ class ClosedStep:
     stale: tuple[int, ...] = ()
     #: Arrival (agent clock) of the step's last reading; None for a step without readings.
     last_received: float | None = None
+    #: Columns whose latest reading (at or before this step) was impossible, with no valid
+    #: reading since: the ``bad_quality`` alarm's input.
+    bad: tuple[int, ...] = ()
 
     @property
     def is_stale(self) -> bool:
@@ -72,12 +76,14 @@ class ClosedStep:
 
 
 class _OpenStep:
-    __slots__ = ("count", "last_received", "values")
+    __slots__ = ("bad", "count", "last_received", "values")
 
     def __init__(self, n: int) -> None:
         self.values: list[float | None] = [None] * n
         self.count = 0
         self.last_received = -math.inf
+        #: Bit mask of sensors that sent an impossible reading for this step.
+        self.bad = 0
 
 
 @dataclass(slots=True)
@@ -98,6 +104,8 @@ class _Timeline:
     #: Newest reading timestamp and newest arrival time, in µs: the unit's event clock.
     watermark_us: int | None = None
     last_arrival_us: int = 0
+    #: Bit mask of sensors whose latest reading was impossible (until a valid one closes).
+    bad: int = 0
 
     def __post_init__(self) -> None:
         self.last_value = [math.nan] * self.n
@@ -120,6 +128,7 @@ class Aligner:
         metrics: Metrics,
         *,
         max_empty_stale_run: int = 16,
+        on_lost: Callable[[str, str, int], None] | None = None,
     ) -> None:
         if step_seconds <= 0:
             raise ValueError("step_seconds must be positive")
@@ -132,6 +141,9 @@ class Aligner:
         self.max_open_steps = max(4, math.ceil(settings.lateness_seconds / step_seconds) + 3)
         self._max_empty_stale_run = max(1, max_empty_stale_run)
         self._metrics = metrics
+        #: Told (what, unit, n) about every late/duplicate reading and dropped backlog step,
+        #: so the engine can log them (see edge_agent.lost_data).
+        self._on_lost = on_lost
         self._closed = {
             how: metrics.steps_closed.labels(how)
             for how in ("complete", "deadline", "overflow", "skipped")
@@ -186,11 +198,17 @@ class Aligner:
             upto = max(tl.open) - self.max_open_steps  # before the first close: same bound
         if upto is not None and k <= upto:
             mask = tl.recent.get(k, 0)
-            for c in readings.columns:
-                if (mask >> c) & 1:
-                    self._metrics.readings_duplicate.inc()
-                else:
-                    self._metrics.readings_late.inc()
+            duplicates = sum((mask >> c) & 1 for c in readings.columns)
+            late = len(readings.columns) - duplicates
+            if duplicates:
+                self._metrics.readings_duplicate.inc(duplicates)
+            if late:
+                self._metrics.readings_late.inc(late)
+            if self._on_lost is not None:
+                if late:
+                    self._on_lost("late", unit, late)
+                if duplicates:
+                    self._on_lost("duplicate", unit, duplicates)
             return
         slot = tl.open.get(k)
         filled = False
@@ -210,6 +228,8 @@ class Aligner:
             for c, v in zip(readings.columns, readings.values, strict=True):
                 if slot_values[c] is not None:
                     self._metrics.readings_duplicate.inc()
+                    if self._on_lost is not None:
+                        self._on_lost("duplicate", unit, 1)
                     continue
                 slot_values[c] = v
                 slot.count += 1
@@ -221,6 +241,31 @@ class Aligner:
             drop = len(tl.pending) - MAX_PENDING_PER_UNIT
             del tl.pending[:drop]
             self._metrics.steps_dropped.labels("backlog").inc(drop)
+            if self._on_lost is not None:
+                self._on_lost("backlog", unit, drop)
+
+    def add_bad(self, unit: str, ts: float, column: int) -> None:
+        """Note an impossible reading (rejected by ingest) of ``column`` at ``ts``.
+
+        It fills nothing: at close the sensor is carried forward or stale as if silent,
+        and the step reports it in ``bad`` until a valid reading of it closes.
+        """
+        tl = self._units.get(unit)
+        if tl is None:
+            tl = self._units[unit] = _Timeline(self._n)
+        k = round(ts * 1e6) // self._step_us
+        upto = tl.closed_upto
+        if upto is not None and k <= upto:
+            return  # late: the step is gone; the next impossible reading will count
+        slot = tl.open.get(k)
+        if slot is None:
+            first = tl.first_unclosed()
+            if first is not None:
+                while k - first >= self.max_open_steps:
+                    self._close(tl, unit, first, "overflow")
+                    first += 1
+            slot = tl.open[k] = _OpenStep(self._n)
+        slot.bad |= 1 << column
 
     def close_due(self, now: float) -> list[ClosedStep]:
         """Close every step whose deadline has passed; return all steps closed since last call.
@@ -295,6 +340,7 @@ class Aligner:
             tl.last_index = [k] * n
             tl.newest_value_index = k
             tl.empty_stale_run = 0
+            tl.bad = 0
             tl.closed_upto = k
             tl.recent[k] = self._all_columns
             tl.recent.pop(k - self.max_open_steps, None)
@@ -335,6 +381,10 @@ class Aligner:
             tl.empty_stale_run = 0
         elif stale:
             tl.empty_stale_run += 1
+        if slot is not None and slot.bad:
+            tl.bad |= slot.bad & ~mask
+        if tl.bad:
+            tl.bad &= ~mask  # a valid reading ends a sensor's bad quality
         tl.closed_upto = k
         tl.recent[k] = mask
         tl.recent.pop(k - self.max_open_steps, None)
@@ -350,5 +400,6 @@ class Aligner:
                 carried=tuple(carried),
                 stale=tuple(stale),
                 last_received=slot.last_received if slot is not None else None,
+                bad=tuple(i for i in range(n) if (tl.bad >> i) & 1) if tl.bad else (),
             )
         )

@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         password = settings.mqtt.resolved_password()
     except OSError as exc:  # the same line as `check` gives
         problem = (
-            f"file {exc.filename} not found"
+            f"file {Path(exc.filename).absolute()} not found"
             if isinstance(exc, FileNotFoundError)
             else f"cannot read {exc.filename}: {exc.strerror}"
         )
@@ -81,10 +81,10 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)
         if path is not None and not Path(path).is_file():
-            problems.append(f"config key mqtt.tls.{key}: file {path} not found")
+            problems.append(f"config key mqtt.tls.{key}: file {Path(path).absolute()} not found")
     pw = settings.mqtt.password_file
     if pw is not None and not Path(pw).is_file():
-        problems.append(f"config key mqtt.password_file: file {pw} not found")
+        problems.append(f"config key mqtt.password_file: file {Path(pw).absolute()} not found")
     summary = (
         f"model set {model_set.version}: {len(names)} sensors, window {model_set.window}, "
         f"models {', '.join(model_set.manifest.models)}; {len(settings.units)} unit(s)"
@@ -150,7 +150,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         async with aiomqtt.Client(host, port, identifier=f"edge-sim-{args.plant}") as client:
 
             def show(step: int, labels: list[int]) -> None:
-                if step % 10 == 0:
+                if step == -1:
+                    print(f"sent {plan.backfill} steps of history (backfill)", flush=True)
+                elif step >= 0 and step % 10 == 0:
                     print(f"step {step}: units in fault {sum(labels)}/{len(labels)}", flush=True)
 
             return await publish_simulation(client, plan, duration=args.duration, on_step=show)
@@ -188,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(SIGTERM/SIGINT stop it, SIGHUP reloads config and model set).",
     )
     run.add_argument("--config", type=Path, required=True, help="YAML configuration file")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="override logging.level of the config",
+    )
     run.set_defaults(fn=cmd_run)
 
     check = sub.add_parser(
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration and the model set (checksums, "
         "sensor lists, ONNX input shapes); one line per problem, exit 2 if any.",
     )
-    check.add_argument("--config", type=Path, required=True)
+    check.add_argument("--config", type=Path, required=True, help="YAML configuration file")
     check.set_defaults(fn=cmd_check)
 
     rp = sub.add_parser(
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score → vote → alarm code as the daemon, with a simulated clock; write "
         "one JSON line per input step.",
     )
-    rp.add_argument("--config", type=Path, required=True)
+    rp.add_argument("--config", type=Path, required=True, help="YAML configuration file")
     rp.add_argument(
         "--input",
         type=Path,
@@ -216,8 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--output", type=Path, required=True, help="JSON-lines output file")
     rp.add_argument("--unit", help="unit name to replay as (default: the first configured unit)")
-    rp.add_argument("--timestamp-column", default="timestamp")
-    rp.add_argument("--separator", default=",")
+    rp.add_argument(
+        "--timestamp-column",
+        default="timestamp",
+        help="column with ISO 8601 times or Unix seconds (default: timestamp)",
+    )
+    rp.add_argument("--separator", default=",", help="CSV field separator (default: ,)")
     rp.set_defaults(fn=cmd_replay)
 
     sim = sub.add_parser(
@@ -225,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish simulated plant data to a broker",
         description="Publish simulated thermal-unit readings in real time.",
     )
-    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    sim.add_argument("--plant", default="plant1")
+    sim.add_argument(
+        "--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port (default: %(default)s)"
+    )
+    sim.add_argument("--plant", default="plant1", help="plant name in the topics (default: plant1)")
     sim.add_argument("--units", type=int, default=1, help="number of units (unit1..unitN)")
     sim.add_argument(
         "--mode",
@@ -234,17 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="telemetry",
         help="one telemetry message per step, or one message per sensor",
     )
-    sim.add_argument("--backfill", type=int, default=60, help="steps of history sent at once")
+    sim.add_argument(
+        "--backfill",
+        type=int,
+        default=60,
+        help="steps of history sent at once before the live data (default: 60); fault "
+        "starts do not count them",
+    )
     sim.add_argument(
         "--fault",
         action="append",
         metavar="[UNIT/]KIND@START+LEN[:SENSOR][*MAG]",
         help="inject a fault, e.g. unit1/bearing_degradation@20+120 or "
-        "spike@30+5:steam_pressure*2 (repeatable)",
+        "spike@30+5:steam_pressure*2 (repeatable); START counts live steps after the backfill",
     )
     sim.add_argument("--duration", type=float, help="seconds of live data (default: forever)")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    sim.add_argument("--seed", type=int, default=0, help="simulator random seed (default: 0)")
+    sim.add_argument(
+        "--qos", type=int, choices=[0, 1], default=1, help="MQTT QoS of the readings (default: 1)"
+    )
     sim.set_defaults(fn=cmd_simulate)
 
     demo = sub.add_parser(
@@ -257,11 +277,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--broker", help="use this broker instead of the embedded one (mqtt://host:port)"
     )
+    demo.add_argument(
+        "--port",
+        type=int,
+        help="port of the embedded broker on 127.0.0.1 (default: 1883, or any free port if "
+        "1883 is taken)",
+    )
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
-    demo.add_argument("--units", type=int, default=3)
-    demo.add_argument("--models", type=Path, default=Path("models"))
-    demo.add_argument("--metrics-port", type=int, default=9108)
-    demo.add_argument("--status-every", type=float, default=5.0)
+    demo.add_argument(
+        "--units", type=int, default=3, help="simulated units unit1..unitN (default: 3)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="simulator random seed: same seed, same run"
+    )
+    demo.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="model set directory (default: ./models if it holds one, else the checkout's models/)",
+    )
+    demo.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9108,
+        help="Prometheus metrics port on 127.0.0.1 (default: 9108; 0 = any free port)",
+    )
+    demo.add_argument(
+        "--status-every",
+        type=float,
+        default=5.0,
+        help="seconds between status lines (default: 5)",
+    )
     demo.add_argument(
         "--console-port", type=int, default=8080, help="web port of the console (if installed)"
     )

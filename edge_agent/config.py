@@ -2,10 +2,15 @@
 
 ``EDGE_AGENT_MQTT__HOST=broker`` overrides ``mqtt.host``. Every key is validated, and
 :func:`load_settings` turns pydantic's errors into one line per problem naming the key.
+
+Relative paths in the file (and the defaults ``models`` and ``state``) mean "next to the
+config file", wherever the agent is started from; a relative path given in an environment
+variable is relative to the working directory, like any path typed in a shell.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from string import Formatter
@@ -222,11 +227,27 @@ class LoggingSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+class InstrumentRange(_Section):
+    """What a transmitter can physically report; a reading outside it is impossible."""
+
+    lo: float | None = None
+    hi: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InstrumentRange:
+        if self.lo is not None and self.hi is not None and not self.lo < self.hi:
+            raise ValueError("lo must be below hi")
+        return self
+
+
 class IngestSettings(_Section):
     max_payload_bytes: int = Field(default=65536, ge=64)
     #: Accept readings for units not listed under ``units`` (up to max_units).
     auto_discover_units: bool = False
     max_units: int = Field(default=1000, ge=1)
+    #: Instrument ranges per sensor, overriding the model set's (a bound given here
+    #: replaces the manifest's; one left out keeps it).
+    instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
 
 class AgentSettings(BaseSettings):
@@ -303,9 +324,49 @@ def _error_lines(exc: ValidationError) -> list[str]:
     return lines
 
 
+#: Config keys holding paths (``outbox.path`` is relative to ``state_dir`` instead).
+PATH_KEYS: tuple[str, ...] = (
+    "state_dir",
+    "models.dir",
+    "mqtt.password_file",
+    "mqtt.tls.ca_file",
+    "mqtt.tls.cert_file",
+    "mqtt.tls.key_file",
+)
+
+
+def _env_sets(key: str, prefix: str = "EDGE_AGENT_") -> bool:
+    name = prefix + key.replace(".", "__").upper()
+    return any(k.upper() == name for k in os.environ)
+
+
+def _resolve_paths(
+    settings: _S, base: Path, keys: tuple[str, ...] = PATH_KEYS, env_prefix: str = "EDGE_AGENT_"
+) -> _S:
+    """Relative paths from the file (or defaults) resolved against the file's directory.
+
+    ``keys`` and ``env_prefix`` let the console (``edge_console``) resolve its own paths the
+    same way."""
+    for key in keys:
+        *parents, leaf = key.split(".")
+        owner: Any = settings
+        for part in parents:
+            owner = getattr(owner, part)
+        value = getattr(owner, leaf)
+        if value is not None and not value.is_absolute() and not _env_sets(key, env_prefix):
+            setattr(owner, leaf, base / value)  # (validate_assignment is off)
+    return settings
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSettings:
-    """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem."""
-    return load_settings_class(AgentSettings, path, **overrides)
+    """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem.
+
+    With a file, relative paths resolve against its directory (see the module docstring).
+    """
+    settings = load_settings_class(AgentSettings, path, **overrides)
+    if path is not None:
+        settings = _resolve_paths(settings, Path(path).resolve().parent)
+    return settings
 
 
 def load_settings_class(settings_base: type[_S], path: Path | str | None, **overrides: Any) -> _S:
@@ -318,7 +379,7 @@ def load_settings_class(settings_base: type[_S], path: Path | str | None, **over
     if path is not None:
         yaml_file = Path(path)
         if not yaml_file.is_file():
-            raise ConfigError([f"config file {yaml_file} not found"])
+            raise ConfigError([f"config file {yaml_file.absolute()} not found"])
         try:
             import yaml
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from .config import AgentSettings, load_settings
+from .config import AgentSettings, ConfigError, load_settings
 from .logging_setup import configure_logging
 from .metrics import Metrics
 from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
@@ -45,19 +45,57 @@ DEMO_LIMITS: dict[str, dict[str, float]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def demo_plan(plant: str, units: list[str], seed: int = 0) -> SimulationPlan:
+    """The demo's simulated plant: ``DEMO_FAULTS`` on the units that exist, 60 steps of
+    backfill so the windows fill at once."""
+    faults: dict[str | None, list[Any]] = {}
+    for spec in DEMO_FAULTS:
+        unit, event = parse_fault(spec)
+        if unit in units:
+            faults.setdefault(unit, []).append(event)
+    return SimulationPlan(plant=plant, units=units, faults=faults, backfill=60, seed=seed)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+#: The embedded broker's port unless --port says otherwise (the MQTT default, so
+#: ``mosquitto_sub -t 'plant/demo/+/alerts'`` works), or any free port if it is taken.
+DEFAULT_BROKER_PORT = 1883
+#: The checkout this package runs from (an editable install), whose models/ the demo uses.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _free_port(preferred: int = 0) -> int:
+    """``preferred`` if it can be bound on loopback now, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def default_models_dir() -> Path:
+    """``models`` in the working directory if it holds a set, else the checkout's."""
+    here = Path("models")
+    if (here / "manifest.json").is_file():
+        return here
+    return CHECKOUT / "models"
+
+
+def missing_models_message(models: Path) -> str:
+    """What to do when there is no model set, from wherever the demo was started."""
+    where = models.absolute()
+    fix = (
+        "pass --models DIR with a model set (a directory holding manifest.json and the "
+        "ONNX files: the checkout's models/, or one written by `edge-train train --out DIR`)"
+    )
+    if (CHECKOUT / "pyproject.toml").is_file() and where == (CHECKOUT / "models").absolute():
+        fix = (
+            f"restore the shipped set (`git -C {CHECKOUT} checkout models`), retrain it "
+            f"(`make -C {CHECKOUT} models`), or {fix}"
+        )
+    return f"no model set in {where} ({where / 'manifest.json'} not found): {fix}"
 
 
 def demo_settings(
@@ -84,27 +122,62 @@ def demo_settings(
     )
 
 
+def _clock_time(text: Any) -> str:
+    """``2026-11-29T05:08:51.000Z`` → ``05:08:51`` (UTC, as in the alert)."""
+    return str(text)[11:19] if isinstance(text, str) and len(text) >= 19 else "--:--:--"
+
+
 def format_alert(payload: bytes) -> str:
+    """One line per alert: time, unit, state, severity, message (and the episode id)."""
     a: dict[str, Any] = orjson.loads(payload)
-    top = ",".join(t.get("sensor", "?") for t in a.get("top_sensors") or [])
-    score = a.get("score")
-    score_s = f"{score:+.2f}" if isinstance(score, int | float) else "-"
-    extra = f" top={top}" if top else ""
-    if a.get("kind") == "limit" and a.get("limit"):
-        extra = f" limit={a['limit']}"
+    state = a.get("state", "?")
+    if state == "raised" and a.get("ts") != a.get("raised_at"):
+        state = "changed"  # a limit alarm moved to another level (same episode)
+    message = a.get("message") or a.get("kind", "?")
     return (
-        f"ALERT {a.get('state', '?'):7s} {a.get('unit')} {a.get('kind'):12s} "
-        f"severity={a.get('severity')} score={score_s}{extra}"
-        f"{' (resent)' if a.get('resent') else ''} id={str(a.get('alert_id'))[:12]}"
+        f"ALERT {_clock_time(a.get('ts'))} {a.get('unit')} {state:8s} {a.get('severity', '?'):6s} "
+        f"{message}{' (resent)' if a.get('resent') else ''} "
+        f"[{a.get('kind')} {str(a.get('alert_id'))[:8]}]"
     )
 
 
-async def _print_alerts(host: str, port: int, plant: str, ready: asyncio.Event) -> None:
+class AlarmBoard:
+    """Which alarms stand, as a subscriber of the alert topic sees them (for the status line)."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, tuple[str, str]] = {}  # alert_id -> (unit, kind)
+
+    def update(self, payload: bytes) -> None:
+        try:
+            a = orjson.loads(payload)
+            alert_id, unit, kind, state = a["alert_id"], a["unit"], a["kind"], a["state"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if state == "raised":
+            self._active[alert_id] = (unit, kind)
+        elif state == "cleared":
+            self._active.pop(alert_id, None)
+
+    def units_in_alarm(self) -> str:
+        """``unit1 (limit), unit2 (anomaly, limit)`` or ``none``."""
+        kinds: dict[str, set[str]] = {}
+        for unit, kind in self._active.values():
+            kinds.setdefault(unit, set()).add(kind)
+        if not kinds:
+            return "none"
+        return ", ".join(f"{u} ({', '.join(sorted(k))})" for u, k in sorted(kinds.items()))
+
+
+async def _print_alerts(
+    host: str, port: int, plant: str, ready: asyncio.Event, board: AlarmBoard
+) -> None:
     async with aiomqtt.Client(host, port, identifier="edge-demo-console") as client:
         await client.subscribe(f"plant/{plant}/+/alerts", qos=1)
         ready.set()
         async for message in client.messages:
-            print(format_alert(bytes(message.payload)), flush=True)
+            payload = bytes(message.payload)
+            board.update(payload)
+            print(format_alert(payload), flush=True)
 
 
 def _sample(metrics: Metrics, name: str) -> float:
@@ -116,7 +189,7 @@ def _sample(metrics: Metrics, name: str) -> float:
     return total
 
 
-async def _print_status(metrics: Metrics, every: float, started: float) -> None:
+async def _print_status(metrics: Metrics, every: float, started: float, board: AlarmBoard) -> None:
     while True:
         await asyncio.sleep(every)
         p = "edge_agent_"
@@ -128,7 +201,8 @@ async def _print_status(metrics: Metrics, every: float, started: float) -> None:
             f"alerts raised={_sample(metrics, p + 'alerts_raised_total'):.0f} "
             f"published={_sample(metrics, p + 'alerts_published_total'):.0f} "
             f"outbox={_sample(metrics, p + 'outbox_depth'):.0f} "
-            f"connected={_sample(metrics, p + 'broker_connected'):.0f}",
+            f"connected={_sample(metrics, p + 'broker_connected'):.0f} "
+            f"in alarm: {board.units_in_alarm()}",
             flush=True,
         )
 
@@ -192,7 +266,8 @@ async def _demo(args: argparse.Namespace) -> int:
     else:
         from amqtt.broker import Broker
 
-        host, port, protocol = "127.0.0.1", _free_port(), "3.1.1"
+        host, protocol = "127.0.0.1", "3.1.1"
+        port = args.port if args.port is not None else _free_port(DEFAULT_BROKER_PORT)
         broker = Broker(
             {
                 "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -229,20 +304,24 @@ async def _demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         printer_ready = asyncio.Event()
-        tasks.append(asyncio.create_task(_print_alerts(host, port, settings.plant, printer_ready)))
+        board = AlarmBoard()
+        tasks.append(
+            asyncio.create_task(_print_alerts(host, port, settings.plant, printer_ready, board))
+        )
         await asyncio.wait_for(printer_ready.wait(), 10)
         if args.console:
-            web_port = _free_port() if not _port_free(args.console_port) else args.console_port
+            web_port = _free_port(args.console_port)
             console = _start_console(host, port, protocol, settings.plant, args.models, web_port)
             if console is not None and not await _console_ready(console, web_port, 30.0):
                 print("warning: the console did not come up; the demo goes on", flush=True)
-        tasks.append(asyncio.create_task(_print_status(metrics, args.status_every, started)))
-        faults: dict[str | None, list[Any]] = {}
-        for spec in DEMO_FAULTS:
-            unit, event = parse_fault(spec)
-            if unit in units:
-                faults.setdefault(unit, []).append(event)
-        plan = SimulationPlan(plant=settings.plant, units=units, faults=faults, backfill=60)
+        topic = f"plant/{settings.plant}/+/alerts"
+        print(
+            "alerts: time (UTC) unit state severity message [kind id]; subscribe yourself: "
+            f"mosquitto_sub -h {host} -p {port} -t '{topic}'",
+            flush=True,
+        )
+        tasks.append(asyncio.create_task(_print_status(metrics, args.status_every, started, board)))
+        plan = demo_plan(settings.plant, units, seed=args.seed)
         print(f"simulating {len(units)} unit(s); faults: {', '.join(DEMO_FAULTS)}", flush=True)
 
         async def simulate() -> None:
@@ -276,10 +355,18 @@ async def _demo(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     configure_logging("WARNING", "console")
+    if args.models is None:
+        args.models = default_models_dir()
     if not (args.models / "manifest.json").is_file():
-        print(f"error: no model set in {args.models} (run `make models`)", file=sys.stderr)
+        print(f"error: {missing_models_message(args.models)}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_demo(args))
     except KeyboardInterrupt:
         return 0
+    except ConfigError as exc:
+        for line in exc.problems:
+            if line.startswith("config key metrics.port:"):
+                line += " (the demo's option: --metrics-port N)"
+            print(f"error: {line}", file=sys.stderr)
+        return 2

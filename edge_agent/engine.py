@@ -26,22 +26,30 @@ from .alarm import LIMIT_SEVERITY, AlarmBook, AlarmEvent, FloodSummary, anomaly_
 from .alerts import (
     Alert,
     AlertKind,
+    EnvelopeExcursion,
     FloodDetail,
     LimitBreach,
     ModelVerdict,
     SensorError,
+    Severity,
     scores_document,
 )
 from .align import Aligner, ClosedStep
-from .config import AgentSettings, ConfigError
+from .config import AgentSettings
 from .ingest import EventLogger, Ingestor
+from .limits import LEVEL_RANK, compile_limits
+from .lost_data import LostDataWarnings
 from .manifest import ManifestError
+from .messages import with_message
 from .metrics import Metrics
 from .scoring import BatchScores, ModelSet
 from .windows import RingBuffer
 
 #: Alarm kinds reported per step (``flood`` is per window, not per step).
-STEP_ALARM_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale")
+STEP_ALARM_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality")
+#: Severity of a bad-quality alarm: the sensor's readings are impossible, so neither its
+#: limit alarms nor the models' view of it can be trusted until it is fixed.
+BAD_QUALITY_SEVERITY: Severity = "medium"
 #: The alarm states of a unit without any active alarm (shared, read-only: the common case).
 _ALL_CLEAR: Mapping[str, bool] = MappingProxyType(dict.fromkeys(STEP_ALARM_KINDS, False))
 
@@ -65,9 +73,15 @@ class StepOutcome:
     not_scored: Literal["warmup", "stride", "stale"] | None
     stale_sensors: tuple[str, ...] = ()
     carried: tuple[str, ...] = ()
+    #: Sensors whose latest reading was impossible (rejected at ingest).
+    bad_sensors: tuple[str, ...] = ()
+    #: Sensors outside their training envelope at this step (scored all the same).
+    outside_envelope: tuple[EnvelopeExcursion, ...] = ()
     models: dict[str, ModelVerdict] = field(default_factory=dict)
     score: float | None = None
     decision: bool | None = None
+    #: How far past the threshold (see ``ensemble.Votes.strength``): the alert's severity.
+    strength: float | None = None
     #: Per-sensor reconstruction error (None when not scored or no model reports one).
     sensor_error: NDArray[np.float32] | None = None
     #: Alarm kind -> active after this step.
@@ -104,57 +118,12 @@ class TickResult:
     alerts: list[Alert] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Limit:
-    column: int
-    sensor: str
-    level: Literal["HIHI", "HI", "LO", "LOLO"]
-    bound: float
-    subject: str
-
-    def breached(self, value: float) -> bool:
-        return value > self.bound if self.level in ("HI", "HIHI") else value < self.bound
-
-
 class _UnitState:
     __slots__ = ("buffer", "since_full")
 
     def __init__(self, window: int, n_sensors: int) -> None:
         self.buffer = RingBuffer(window, n_sensors)
         self.since_full = 0
-
-
-def _compile_limits(settings: AgentSettings, sensors: Sequence[str]) -> dict[str, list[_Limit]]:
-    """Configured limits per unit; a limit on a sensor the models do not know is an error
-    (a typo there would silently disable a safety alarm)."""
-    column = {name: i for i, name in enumerate(sensors)}
-    limits: dict[str, list[_Limit]] = {}
-    problems: list[str] = []
-    for unit in settings.units:
-        compiled: list[_Limit] = []
-        for sensor, lim in unit.limits.items():
-            if sensor not in column:
-                problems.append(
-                    f"config key units.{unit.name}.limits.{sensor}: no such sensor in the "
-                    f"model set (has {', '.join(sensors)})"
-                )
-                continue
-            levels: tuple[tuple[Literal["HIHI", "HI", "LO", "LOLO"], float | None], ...] = (
-                ("HIHI", lim.hihi),
-                ("HI", lim.hi),
-                ("LO", lim.lo),
-                ("LOLO", lim.lolo),
-            )
-            for level, bound in levels:
-                if bound is not None:
-                    compiled.append(
-                        _Limit(column[sensor], sensor, level, bound, f"{sensor}:{level}")
-                    )
-        if compiled:
-            limits[unit.name] = compiled
-    if problems:
-        raise ConfigError(problems)
-    return limits
 
 
 class Engine:
@@ -175,14 +144,16 @@ class Engine:
         self.sensors: list[str] = manifest.sensor_names
         self.step_seconds: float = settings.align.step_seconds or manifest.step_seconds
         self.window: int = manifest.window
-        self._limits = _compile_limits(settings, self.sensors)
+        self._limits = compile_limits(settings, self.sensors)
         self._stride = settings.models.stride
         self._top_k = min(settings.alarm.top_sensors, len(self.sensors))
         self._plant = settings.plant
         self._agent_id = settings.agent_id
         self._lateness = settings.align.lateness_seconds
+        self.lost = LostDataWarnings(self.log)
+        self._topic = ""  # of the message being filed: the example in lost-data warnings
         self._ingest = Ingestor(
-            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log
+            settings, [s.to_spec() for s in manifest.sensors], metrics, self.log, self.lost
         )
         self._aligner = Aligner(
             self.sensors,
@@ -191,6 +162,7 @@ class Engine:
             metrics,
             # enough empty stale steps for the sensor_stale alarm to raise before skipping
             max_empty_stale_run=settings.alarm.on_delay + 1,
+            on_lost=lambda what, unit, n: self.lost.readings_lost(what, unit, self._topic, n),
         )
         self._alarms = AlarmBook(settings.alarm, settings.agent_id, metrics)
         self._units: dict[str, _UnitState] = {}
@@ -198,6 +170,7 @@ class Engine:
         self._n_messages_accepted = 0
         self._n_accepted = 0
         self._dropped = {r: metrics.steps_dropped.labels(r) for r in ("warmup", "stride")}
+        self._set_envelope(manifest.sensors)
         self._publish_model_info()
 
     # -- public API ------------------------------------------------------------------------
@@ -218,11 +191,17 @@ class Engine:
     def handle_message(self, topic: str, payload: bytes, received: float) -> None:
         """Validate one MQTT message and file its readings; never raises on bad input."""
         self._n_received += 1
-        readings = self._ingest.parse(topic, payload, received)
+        ingest = self._ingest
+        readings = ingest.parse(topic, payload, received)
         if readings is not None:
             self._n_messages_accepted += 1
             self._n_accepted += len(readings.columns)
+            self._topic = topic
             self._aligner.add_readings(readings)
+        if ingest.bad_readings:
+            for unit, ts, column in ingest.bad_readings:
+                self._aligner.add_bad(unit, ts, column)
+            ingest.bad_readings.clear()
 
     @property
     def steps_ready(self) -> bool:
@@ -232,6 +211,7 @@ class Engine:
     def tick(self, now: float) -> TickResult:
         """Close due steps, score them in one batch, run the alarms."""
         self._flush_counters()
+        self.lost.flush()
         closed = self._aligner.close_due(now)
         result = TickResult()
         if closed:
@@ -247,7 +227,7 @@ class Engine:
         for unit in self._alarms.flood_units():
             summary = self._alarms.end_flood_window(unit, horizon)
             if summary is not None:
-                result.alerts.append(self._flood_alert(summary))
+                result.alerts.append(self._readable(self._flood_alert(summary)))
         self.metrics.units_tracked.set(len(self._aligner.units))
         return result
 
@@ -271,6 +251,7 @@ class Engine:
         old = self._model_set.version
         self._model_set = model_set
         self._ingest.set_sensors([s.to_spec() for s in m.sensors])
+        self._set_envelope(m.sensors)
         self._publish_model_info()
         self.log.info("model_set_swapped", old=old, new=model_set.version)
 
@@ -298,6 +279,29 @@ class Engine:
         self._aligner.flush_metrics()
 
     # -- tick stages -----------------------------------------------------------------------
+
+    def _set_envelope(self, sensors: Sequence[Any]) -> None:
+        specs = [s.to_spec() for s in sensors]
+        self._env_lo = np.array([s.envelope_lo for s in specs], dtype=np.float32)
+        self._env_hi = np.array([s.envelope_hi for s in specs], dtype=np.float32)
+        self._env_bounds = [
+            (
+                None if not np.isfinite(s.envelope_lo) else s.envelope_lo,
+                None if not np.isfinite(s.envelope_hi) else s.envelope_hi,
+            )
+            for s in specs
+        ]
+
+    def _excursions(self, row: NDArray[np.float32]) -> tuple[EnvelopeExcursion, ...]:
+        """Sensors of one step outside the training envelope (NaN: stale, not outside)."""
+        outside = (row < self._env_lo) | (row > self._env_hi)
+        if not outside.any():
+            return ()
+        names = self.sensors
+        return tuple(
+            EnvelopeExcursion(names[c], float(row[c]), *self._env_bounds[c])
+            for c in np.flatnonzero(outside)
+        )
 
     def _flush_counters(self) -> None:
         # Counter.inc takes a lock (~1 µs): per-message counts are batched here instead.
@@ -352,6 +356,8 @@ class Engine:
                     not_scored=not_scored,
                     stale_sensors=tuple([names[i] for i in step.stale]) if step.stale else (),
                     carried=tuple([names[i] for i in step.carried]) if step.carried else (),
+                    bad_sensors=tuple([names[i] for i in step.bad]) if step.bad else (),
+                    outside_envelope=self._excursions(step.row),
                     last_received=step.last_received,
                     sensor_names=names,
                     top_k=self._top_k,
@@ -395,6 +401,7 @@ class Engine:
             for name, decisions in scores.votes.decisions.items()
         ]
         ens_score = scores.votes.ensemble_score.tolist()
+        ens_strength = scores.votes.strength.tolist()
         ens_decision = scores.votes.ensemble_decision.tolist()
         errors = scores.per_sensor
         latency = m.reading_to_score_seconds
@@ -404,6 +411,7 @@ class Engine:
                 name: ModelVerdict(s[j], threshold, d[j]) for name, s, threshold, d in per_model
             }
             o.score = ens_score[j]
+            o.strength = ens_strength[j]
             o.decision = ens_decision[j]
             if errors is not None:
                 o.sensor_error = errors[j]
@@ -415,36 +423,62 @@ class Engine:
         summary = book.end_flood_window(o.unit, o.ts)
         if summary is not None:
             o.alerts.append(self._flood_alert(summary))
-        if o.decision is not None and o.score is not None:
-            event = book.update(o.unit, "anomaly", "", o.decision, o.ts, anomaly_severity(o.score))
+        if o.decision is not None and o.strength is not None:
+            severity = anomaly_severity(o.strength)
+            event = book.update(o.unit, "anomaly", "", o.decision, o.ts, severity)
             if event is not None:
                 self._emit(event, o, None)
         for limit in self._limits.get(o.unit, ()):
             value = float(step.row[limit.column])
             if value != value:  # NaN: stale sensor, no decision
                 continue
+            level = limit.level(value)
             event = book.update(
                 o.unit,
                 "limit",
-                limit.subject,
-                limit.breached(value),
+                limit.sensor,
+                level is not None,
                 o.ts,
-                LIMIT_SEVERITY[limit.level],
+                LIMIT_SEVERITY[level] if level is not None else "low",
+                level,
+                LEVEL_RANK[level] if level is not None else 0,
             )
-            if event is not None:
-                breach = LimitBreach(limit.sensor, limit.level, limit.bound, value)
-                self._emit(event, o, breach)
+            if event is not None and event.level is not None:
+                bound = limit.bound(event.level)
+                self._emit(event, o, LimitBreach(limit.sensor, event.level, bound, value))  # type: ignore[arg-type]
         event = book.update(o.unit, "sensor_stale", "", o.stale, o.ts, "low")
         if event is not None:
             self._emit(event, o, None)
+        if o.bad_sensors or book.is_active(o.unit, "bad_quality"):
+            self._bad_quality_alarms(o)
         active = book.active_kinds(o.unit)
         o.alarms = (
             {kind: active.get(kind, 0) > 0 for kind in STEP_ALARM_KINDS} if active else _ALL_CLEAR
         )
         if o.alerts:
+            o.alerts[:] = [self._readable(a) for a in o.alerts]
             alerts.extend(o.alerts)
 
-    def _emit(self, event: AlarmEvent, o: StepOutcome, breach: LimitBreach | None) -> None:
+    def _bad_quality_alarms(self, o: StepOutcome) -> None:
+        """One alarm per sensor that sends impossible readings, fed every step while the
+        sensor is bad or its alarm is active (so it clears after ``off_delay`` good steps)."""
+        book = self._alarms
+        subjects = dict.fromkeys((*o.bad_sensors, *book.active_subjects(o.unit, "bad_quality")))
+        bad = set(o.bad_sensors)
+        for sensor in subjects:
+            event = book.update(
+                o.unit, "bad_quality", sensor, sensor in bad, o.ts, BAD_QUALITY_SEVERITY
+            )
+            if event is not None:
+                self._emit(event, o, None, sensor=sensor)
+
+    def _emit(
+        self,
+        event: AlarmEvent,
+        o: StepOutcome,
+        breach: LimitBreach | None,
+        sensor: str | None = None,
+    ) -> None:
         log_fields: dict[str, Any] = {
             "unit": event.unit,
             "kind": event.kind,
@@ -453,10 +487,13 @@ class Engine:
             "ts": o.ts,
         }
         if not event.publish:
-            if event.state == "raised":
+            if event.state == "raised" and not event.level_change:
                 self.log.info("alert_suppressed", **log_fields)
             return
-        self.log.info(f"alert_{event.state}", severity=event.severity, **log_fields)
+        if event.level is not None:
+            log_fields["level"] = event.level
+        name = "alert_level_changed" if event.level_change else f"alert_{event.state}"
+        self.log.info(name, severity=event.severity, **log_fields)
         kind: AlertKind = event.kind  # type: ignore[assignment]
         o.alerts.append(
             Alert(
@@ -475,6 +512,8 @@ class Engine:
                 top_sensors=o.top_sensors,
                 limit=breach,
                 stale_sensors=o.stale_sensors,
+                sensor=breach.sensor if breach is not None else sensor,
+                outside_envelope=o.outside_envelope,
                 arrival=o.last_received,
             )
         )
@@ -500,6 +539,11 @@ class Engine:
             agent_id=self._agent_id,
             flood=FloodDetail(s.suppressed, s.by_kind, s.window_start, s.window_end),
         )
+
+    def _readable(self, alert: Alert) -> Alert:
+        """The alert with its plain-text message and engineering units."""
+        units = {e.name: e.unit for e in self._model_set.manifest.sensors}
+        return with_message(alert, units)
 
     def _publish_model_info(self) -> None:
         m = self._model_set.manifest

@@ -4,10 +4,13 @@ Features for a step are computed from the window of readings that ends at that s
 so the agent (which holds a ring buffer) and training (which slides over a whole series)
 call the same function on the same shape of data and cannot drift apart.
 
-Per sensor: last value, rolling mean, rolling std and the deviation of the last value
-from the rolling mean, over the last ``rolling`` steps. Derived thermal-plant features
-are added only when the sensors they need are present, so a foreign sensor set (SKAB)
-simply gets the generic features.
+Per sensor: last value, rolling mean, rolling std, the deviation of the last value from
+the rolling mean and (feature version 2) the *roughness* — the standard deviation of the
+step-to-step changes — over the last ``rolling`` steps. Roughness is what the forest sees
+and the autoencoder (which reconstructs a smoothed window) misses: a noise burst doubles
+it, a stuck transmitter drops it to zero. Derived thermal-plant features are added only
+when the sensors they need are present, so a foreign sensor set (SKAB) simply gets the
+generic features. Version 1 model sets (no roughness) are still computed as they were.
 """
 
 from __future__ import annotations
@@ -77,7 +80,12 @@ DERIVED_FEATURES: dict[str, DerivedFeature] = {
     )
 }
 
-_PER_SENSOR = ("value", "mean", "std", "delta")
+#: Per-sensor feature kinds by feature version.
+PER_SENSOR_KINDS: dict[int, tuple[str, ...]] = {
+    1: ("value", "mean", "std", "delta"),
+    2: ("value", "mean", "std", "delta", "roughness"),
+}
+FEATURE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,11 @@ class FeatureSpec:
     version: int = 1
 
     def __post_init__(self) -> None:
+        if self.version not in PER_SENSOR_KINDS:
+            raise ValueError(
+                f"feature version {self.version} is not known to this agent "
+                f"(knows {sorted(PER_SENSOR_KINDS)})"
+            )
         if self.rolling < 2:
             raise ValueError("rolling must be >= 2 (a standard deviation needs two points)")
         unknown = [d for d in self.derived if d not in DERIVED_FEATURES]
@@ -101,13 +114,17 @@ class FeatureSpec:
                 raise ValueError(f"derived feature {d!r} needs sensors {missing}")
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        return PER_SENSOR_KINDS[self.version]
+
+    @property
     def names(self) -> list[str]:
-        per_sensor = [f"{s}__{kind}" for s in self.sensors for kind in _PER_SENSOR]
+        per_sensor = [f"{s}__{kind}" for s in self.sensors for kind in self.kinds]
         return per_sensor + list(self.derived)
 
     @property
     def n_features(self) -> int:
-        return len(self.sensors) * len(_PER_SENSOR) + len(self.derived)
+        return len(self.sensors) * len(self.kinds) + len(self.derived)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,7 +152,9 @@ def default_feature_spec(sensors: Sequence[str], rolling: int = 10) -> FeatureSp
     """Every derived feature whose sensors are all present, in a fixed order."""
     present = set(sensors)
     derived = tuple(d.name for d in DERIVED_FEATURES.values() if present.issuperset(d.needs))
-    return FeatureSpec(sensors=tuple(sensors), rolling=rolling, derived=derived)
+    return FeatureSpec(
+        sensors=tuple(sensors), rolling=rolling, derived=derived, version=FEATURE_VERSION
+    )
 
 
 def compute_features(windows: NDArray[np.floating[Any]], spec: FeatureSpec) -> Float32Array:
@@ -158,7 +177,10 @@ def compute_features(windows: NDArray[np.floating[Any]], spec: FeatureSpec) -> F
     std = tail.std(axis=1)
     delta = last - mean
     batch, n_sensors = last.shape
-    per_sensor = np.stack([last, mean, std, delta], axis=2).reshape(batch, n_sensors * 4)
+    parts = [last, mean, std, delta]
+    if spec.version >= 2:
+        parts.append(np.diff(tail, axis=1).std(axis=1))
+    per_sensor = np.stack(parts, axis=2).reshape(batch, n_sensors * len(parts))
     if not spec.derived:
         return per_sensor.astype(np.float32)
     columns = {name: last[:, i] for i, name in enumerate(spec.sensors)}

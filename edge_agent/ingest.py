@@ -3,7 +3,8 @@
 Everything that arrives from the network is untrusted, so this module rejects and counts
 instead of raising: a bad message must never stop the agent or reach the models. A message
 that yields no reading increments ``metrics.messages_rejected.labels(reason)`` exactly once
-and is logged at debug level, so ``messages_received = messages_accepted + sum(rejected)``
+and is logged at debug level (plus a rate-limited WARNING per reason and unit, see
+:mod:`edge_agent.lost_data`), so ``messages_received = messages_accepted + sum(rejected)``
 holds; values dropped one by one from a telemetry message are counted in
 ``metrics.readings_rejected.labels(reason)`` (and the message, if nothing is left of it, once
 in ``messages_rejected`` with the reason of its first dropped value).
@@ -20,7 +21,9 @@ Rejection reasons (stable strings, used as the metric label):
 ``bad_type``        JSON of the wrong shape or type: a string or bool where a number belongs,
                     a missing ``value``/``values``, an empty ``values`` object, …
 ``not_finite``      NaN or ±inf (e.g. ``1e999``)
-``out_of_range``    value outside the sensor's valid range from the manifest
+``out_of_range``    value outside the sensor's *instrument* range (impossible: a known sensor
+                   spec, the manifest's stated range or ``ingest.instrument_ranges``); a
+                   value merely outside the training envelope is accepted and scored
 ``bad_timestamp``   ``ts`` is neither RFC 3339 with a UTC offset nor finite Unix seconds
 ``too_old``         ``ts`` older than ``align.max_age_seconds`` before arrival
 ``too_new``         ``ts`` more than ``align.max_future_seconds`` after arrival
@@ -41,13 +44,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple, NotRequired, Protocol
 
 from pydantic import AllowInfNan, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from .config import AgentSettings
+from .lost_data import LostDataWarnings
 from .metrics import Metrics
 from .sensors import SensorSpec
 
@@ -192,6 +197,27 @@ def parse_timestamp(raw: float | int | str) -> float | None:
     return None
 
 
+def parse_table_timestamp(text: str) -> float | None:
+    """A timestamp cell of a CSV (historian export): Unix seconds, or ISO 8601 where a time
+    without offset is UTC. ``edge-train`` and ``edge-agent replay`` both read files this way
+    (on the wire, :func:`parse_timestamp` refuses naive times: a live message has no file
+    convention to fall back on)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) else None
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
 def _validation_reason(exc: ValidationError, payload: bytes) -> str:
     err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
     kind = err["type"]
@@ -219,8 +245,11 @@ class Ingestor:
         sensors: Sequence[SensorSpec],
         metrics: Metrics,
         log: EventLogger,
+        lost: LostDataWarnings | None = None,
     ) -> None:
         self._plant = settings.plant
+        #: Rate-limited WARNINGs for every rejection (counters alone are silent).
+        self._lost = lost if lost is not None else LostDataWarnings(log)
         self._sensor_rx = _template_regex(
             settings.topics.sensor, settings.plant, ("unit", "sensor")
         )
@@ -241,12 +270,30 @@ class Ingestor:
         self._sensors: dict[str, tuple[int, SensorSpec]] = {}
         self._last_ts_text: str | None = None
         self._last_ts_value = 0.0
+        self._instrument_ranges = settings.ingest.instrument_ranges
+        #: (unit, ts, column) of every impossible reading since the engine last drained
+        #: it: the engine turns them into ``bad_quality`` alarms.
+        self.bad_readings: list[tuple[str, float, int]] = []
         self.set_sensors(sensors)
 
     def set_sensors(self, sensors: Sequence[SensorSpec]) -> None:
-        """Adopt a (reloaded) model set's sensors; the valid ranges may have changed."""
-        self._sensors = {s.name: (i, s) for i, s in enumerate(sensors)}
+        """Adopt a (reloaded) model set's sensors; the instrument ranges may have changed."""
+        specs = []
+        for s in sensors:
+            override = self._instrument_ranges.get(s.name)
+            if override is not None:
+                s = replace(
+                    s,
+                    lo=s.lo if override.lo is None else override.lo,
+                    hi=s.hi if override.hi is None else override.hi,
+                )
+            specs.append(s)
+        self._sensors = {s.name: (i, s) for i, s in enumerate(specs)}
         self._routes.clear()
+
+    def sensor_spec(self, name: str) -> SensorSpec:
+        """The effective spec (instrument range after configuration overrides)."""
+        return self._sensors[name][1]
 
     @property
     def units(self) -> list[str]:
@@ -257,6 +304,12 @@ class Ingestor:
         """Count and log one rejection."""
         self._rejected[reason].inc()
         self._log.debug("message_rejected", reason=reason, topic=topic[:200], detail=detail)
+        self._lost.rejected(reason, topic, self.unit_of(topic))
+
+    def unit_of(self, topic: str) -> str | None:
+        """The unit a topic names (for logs), None if it matches no template."""
+        m = self._telemetry_rx.fullmatch(topic) or self._sensor_rx.fullmatch(topic)
+        return m.group("unit") if m is not None else None
 
     @property
     def sensor_names(self) -> list[str]:
@@ -349,13 +402,18 @@ class Ingestor:
             else:
                 value = _BARE_ADAPTER.validate_json(payload)
         except ValidationError as exc:
-            self.reject(_validation_reason(exc, payload), topic)
+            reason = _validation_reason(exc, payload)
+            self.reject(reason, topic)
+            if reason == "not_finite" and route.unit in self._units:
+                self.bad_readings.append((route.unit, received, route.column))
             return None
         ts = self._timestamp(raw_ts, received, topic)
         if ts is None:
             return None
         if not sensor.lo <= value <= sensor.hi:
             self.reject("out_of_range", topic, value)
+            if route.unit in self._units:
+                self.bad_readings.append((route.unit, ts, route.column))
             return None
         return Readings(route.unit, ts, received, [route.column], [value])
 
@@ -390,6 +448,8 @@ class Ingestor:
                 out_of_range += 1
                 if len(dropped) < 5:
                     dropped.append(name)
+                if unit in self._units:
+                    self.bad_readings.append((unit, ts, column))
                 continue
             columns.append(column)
             values.append(v)
@@ -409,6 +469,9 @@ class Ingestor:
             self._values_rejected["unknown_sensor"].inc(unknown)
         if out_of_range:
             self._values_rejected["out_of_range"].inc(out_of_range)
+        for reason, n in (("unknown_sensor", unknown), ("out_of_range", out_of_range)):
+            if n:
+                self._lost.values_dropped(reason, topic, self.unit_of(topic), n)
         self._log.debug(
             "readings_rejected",
             topic=topic[:200],

@@ -35,19 +35,29 @@ class _Strict(BaseModel):
 
 
 class SensorEntry(_Strict):
+    """``lo``/``hi``: the instrument range (null = not known; readings outside it are
+    impossible and rejected). ``envelope_lo``/``envelope_hi``: the training data's range
+    (readings outside it are scored and named in the alert, never rejected)."""
+
     name: str = Field(min_length=1)
     unit: str = ""
-    lo: float
-    hi: float
+    lo: float | None = None
+    hi: float | None = None
     description: str = ""
+    envelope_lo: float | None = None
+    envelope_hi: float | None = None
 
     def to_spec(self) -> SensorSpec:
-        return SensorSpec(self.name, self.unit, self.lo, self.hi, self.description)
+        return SensorSpec.from_dict(self.model_dump())
 
     @model_validator(mode="after")
     def _range_ordered(self) -> SensorEntry:
-        if not self.lo < self.hi:
-            raise ValueError(f"sensor {self.name}: lo must be below hi")
+        for a, b, what in (
+            (self.lo, self.hi, "lo must be below hi"),
+            (self.envelope_lo, self.envelope_hi, "envelope_lo must not exceed envelope_hi"),
+        ):
+            if a is not None and b is not None and (a > b or (a == b and what[0] == "l")):
+                raise ValueError(f"sensor {self.name}: {what}")
         return self
 
 
@@ -66,9 +76,9 @@ class ModelEntry(_Strict):
     """One ONNX model and how to read its score.
 
     ``score = score_sign * output[score_output]``; higher is more anomalous and
-    ``score > threshold`` is an anomalous decision. ``score_scale`` (a robust spread of
-    validation scores) turns scores of different models into comparable margins for the
-    ensemble score: ``(score - threshold) / score_scale``.
+    ``score > threshold`` is the model's own anomalous decision. ``score_center`` and
+    ``score_scale`` normalise it on normal data for the calibrated ensemble (see
+    :mod:`edge_agent.ensemble`): ``(score - score_center) / score_scale``.
     """
 
     kind: Literal["iforest", "lstm_ae"]
@@ -81,17 +91,28 @@ class ModelEntry(_Strict):
     score_sign: Literal[-1, 1] = 1
     per_sensor_output: str | None = None
     threshold: float
+    score_center: float = 0.0
     score_scale: float = Field(gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class VotingEntry(_Strict):
-    """``majority``: anomalous when more than half of the models say so.
-    ``weighted``: anomalous when sum(weight of anomalous models) / sum(weights) >= threshold."""
+    """How the models' scores become one decision (see :mod:`edge_agent.ensemble`).
 
-    strategy: Literal["majority", "weighted"] = "weighted"
+    ``calibrated``: anomalous when the fused normalised score (``fusion``: the largest, or
+    the weighted mean) reaches ``fused_threshold`` (placed on normal data at the
+    false-alarm rate ``1 - quantile``).
+    ``majority``: when more than half of the models say so. ``weighted``: when
+    sum(weight of anomalous models) / sum(weights) >= ``threshold``.
+    """
+
+    strategy: Literal["calibrated", "majority", "weighted"] = "calibrated"
+    fusion: Literal["max", "mean"] = "max"
     weights: dict[str, float]
     threshold: float = Field(default=0.5, gt=0, le=1)
+    fused_threshold: float = 0.0
+    #: The quantile of normal (out-of-fold) fused scores that ``fused_threshold`` is.
+    quantile: float | None = Field(default=None, gt=0, lt=1)
 
 
 class Manifest(_Strict):
@@ -158,7 +179,7 @@ def load_manifest(
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
+        raise ManifestError(f"{path.absolute()}: manifest not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
     if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:

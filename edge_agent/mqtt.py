@@ -56,6 +56,7 @@ from structlog.typing import FilteringBoundLogger
 
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, TlsSettings
+from edge_agent.lost_data import LostDataWarnings
 from edge_agent.metrics import Metrics
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
@@ -170,6 +171,20 @@ def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None)
         ceiling = min(max_s, ceiling * 2)
 
 
+#: During an outage, a reconnect line at least this often (seconds), whatever the back-off.
+RETRY_LOG_EVERY_SECONDS = 300.0
+
+
+def retry_log_due(attempt: int, seconds_since_logged: float) -> bool:
+    """Whether a failed attempt's "reconnecting" line goes to the log at WARNING.
+
+    Attempts 1, 2, 4, 8, … (the back-off doubles too, so lines thin out as it grows), and at
+    least one every :data:`RETRY_LOG_EVERY_SECONDS`: a long outage never looks like a hang,
+    and a week of it is a few thousand lines, not a hundred thousand.
+    """
+    return attempt & (attempt - 1) == 0 or seconds_since_logged >= RETRY_LOG_EVERY_SECONDS
+
+
 def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
     """Verify the broker against ``ca_file`` (system CAs when unset); optional client cert."""
     ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
@@ -191,7 +206,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
     def __init__(
         self,
         maxsize: int = 0,
-        on_full: Callable[[], None] | None = None,
+        on_full: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(maxsize)
@@ -204,7 +219,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
             super().put_nowait(item)
         except asyncio.QueueFull:
             if self._on_full is not None:
-                self._on_full()
+                self._on_full(item.topic.value)
             raise
         self.arrivals.append(self._clock())
 
@@ -213,7 +228,7 @@ class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
 
 
 def _queue_class(
-    on_full: Callable[[], None], made: list[_StampedQueue], clock: Callable[[], float]
+    on_full: Callable[[str], None], made: list[_StampedQueue], clock: Callable[[], float]
 ) -> type[_StampedQueue]:
     """A queue class for one client that hands back the instance aiomqtt creates from it."""
 
@@ -399,7 +414,11 @@ class MqttLink:
         self._final_status = True
         self._last_error: str | None = None
         self._failures = 0
+        #: monotonic times: first failure of the current outage, last reconnect line logged
+        self._down_since = 0.0
+        self._retry_logged = float("-inf")
         self._relay = _PahoLogRelay(self.log)
+        self._lost = LostDataWarnings(self.log)
         self._lib_logger = self._relay.logger()
         self.status_topic = status_topic(settings)
         metrics.broker_connected.set(0)
@@ -440,7 +459,7 @@ class MqttLink:
                 if self._stop.is_set():
                     break
                 delay = next(delays)
-                self.log.debug("mqtt_retry_wait", seconds=round(delay, 3))
+                self._log_retry(delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
         except asyncio.CancelledError:
@@ -641,11 +660,30 @@ class MqttLink:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _count_drop(self) -> None:
+    def _count_drop(self, topic: str) -> None:
         # Received from the broker (and acknowledged) but never handed on: counted on both
         # sides so that received = accepted + rejected still adds up.
         self.metrics.messages_received.inc()
         self.metrics.messages_rejected.labels(reason="queue_full").inc()
+        self._lost.rejected("queue_full", topic)
+
+    def _log_retry(self, delay: float) -> None:
+        """The wait before the next attempt: WARNING at a back-off-aware rate, else debug."""
+        now = time.monotonic()
+        attempt = max(1, self._failures)
+        fields: dict[str, Any] = {
+            "attempt": attempt,
+            "next_delay_seconds": round(delay, 2),
+            "down_for_seconds": round(now - self._down_since, 1) if self._failures else 0.0,
+            "host": self.settings.mqtt.host,
+            "port": self.settings.mqtt.port,
+            "error": self._last_error,
+        }
+        if retry_log_due(attempt, now - self._retry_logged):
+            self._retry_logged = now
+            self.log.warning("mqtt_reconnecting", **fields)
+        else:
+            self.log.debug("mqtt_reconnecting", **fields)
 
     def _set_disconnected(self) -> None:
         self._connected.clear()
@@ -672,6 +710,9 @@ class MqttLink:
     def _report_failure(self, exc: BaseException, *, was_connected: bool = False) -> None:
         """Log a failure once per distinct cause; identical retries go to debug."""
         cause, message = describe_error(exc, self._relay.last, while_connected=was_connected)
+        if self._failures == 0:
+            self._down_since = time.monotonic()
+            self._retry_logged = float("-inf")
         self._failures += 1
         m = self.settings.mqtt
         fields: dict[str, Any] = {

@@ -8,6 +8,7 @@ past), so the agent's 60-step windows fill in seconds instead of a minute.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,28 +68,31 @@ class SimulationPlan:
     faults: dict[str | None, list[FaultEvent]] = field(default_factory=dict)
     seed: int = 0
     day_seconds: float = 3600.0
+    #: Steps simulated before the first published one and dropped: the simulator starts
+    #: away from equilibrium, a real plant the agent connects to is already running.
+    burn_in: int = 1800
     qos: int = 1
     sensor_topic: str = "plant/{plant}/{unit}/sensors/{sensor}"
     telemetry_topic: str = "plant/{plant}/{unit}/telemetry"
 
 
-def _unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[float, Any, int]]]:
-    streams = []
+def unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[float, Any, int]]]:
+    """Per unit, its endless (ts, values, label) rows from ``start`` (the publisher's data)."""
+    streams: list[Iterator[tuple[float, Any, int]]] = []
     for i, unit in enumerate(plan.units):
         events = [*plan.faults.get(None, []), *plan.faults.get(unit, [])]
+        lead = plan.backfill + plan.burn_in
         shifted = [
-            FaultEvent(
-                e.kind, e.start + plan.backfill, e.end + plan.backfill, e.sensor, e.magnitude
-            )
-            for e in events
+            FaultEvent(e.kind, e.start + lead, e.end + lead, e.sensor, e.magnitude) for e in events
         ]
         sim = ThermalUnitSimulator(
             seed=plan.seed + i,
             step_seconds=plan.step_seconds,
             day_seconds=plan.day_seconds,
-            start_time=start,
+            start_time=start - plan.burn_in * plan.step_seconds,
         )
-        streams.append(sim.stream(sorted(shifted, key=lambda e: e.start)))
+        stream = sim.stream(sorted(shifted, key=lambda e: e.start))
+        streams.append(itertools.islice(stream, plan.burn_in, None))
     return streams
 
 
@@ -118,10 +122,14 @@ async def publish_simulation(
     stop: asyncio.Event | None = None,
     on_step: Callable[[int, list[int]], None] | None = None,
 ) -> int:
-    """Publish until ``duration`` seconds of live data, or ``stop`` is set; return messages sent."""
+    """Publish until ``duration`` seconds of live data, or ``stop`` is set; return messages sent.
+
+    ``on_step(step, labels)`` gets the *live* step index, the one fault starts count in
+    (``@20`` starts at step 20): the backfill's history steps are -backfill … -1.
+    """
     now = time.time()
     start = now - plan.backfill * plan.step_seconds
-    streams = _unit_streams(plan, start)
+    streams = unit_streams(plan, start)
     sent = 0
     step = 0
     end = None if duration is None else now + duration
@@ -145,6 +153,6 @@ async def publish_simulation(
                 await client.publish(topic, payload, qos=plan.qos)
                 sent += 1
         if on_step is not None:
-            on_step(step, [r[2] for r in rows])
+            on_step(step - plan.backfill, [r[2] for r in rows])
         step += 1
     return sent

@@ -7,9 +7,10 @@ that data: one JSON line per closed step with every model's score and decision, 
 ensemble decision, the alarm states and the alerts raised or cleared at that step. Use it
 to check a new model set on an incident before deploying it, or to tune alarm delays.
 
-Empty cells (or ``nan``) are missing readings: the engine carries the last value forward
-or marks the step stale, as it would live. Columns other than the timestamp and the model
-set's sensors are ignored.
+Timestamps are read as ``edge-train`` reads them: Unix seconds or ISO 8601, a time
+without offset taken as UTC. Empty cells (or ``nan``) are missing readings: the engine
+carries the last value forward or marks the step stale, as it would live. Columns other
+than the timestamp and the model set's sensors are ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 from .alerts import Alert, rfc3339
 from .config import AgentSettings
 from .engine import Engine, StepOutcome, TickResult
-from .ingest import EventLogger, parse_timestamp
+from .ingest import EventLogger, parse_table_timestamp
 from .metrics import Metrics
 from .scoring import ModelSet
 
@@ -81,15 +82,6 @@ def _total(counter: Any) -> int:
     )
 
 
-def _parse_row_ts(text: str) -> float | None:
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        return parse_timestamp(text)
-    return value if math.isfinite(value) else None
-
-
 def _cell(text: str) -> float | None:
     text = text.strip()
     if not text:
@@ -122,7 +114,7 @@ def _rows(
             line = reader.line_num
             if len(row) < len(header):
                 row = row + [""] * (len(header) - len(row))
-            ts = _parse_row_ts(row[ts_col])
+            ts = parse_table_timestamp(row[ts_col])
             if ts is None:
                 raise ValueError(f"{path}:{line}: cannot parse timestamp {row[ts_col]!r}")
             values: dict[str, float] = {}

@@ -1,40 +1,67 @@
 """Sensor descriptions shared by the simulator, training and the agent.
 
-A sensor's valid range is physical: a reading outside it cannot be real and is
-rejected at ingest rather than scored.
+Two ranges per sensor, and they must not be confused:
+
+* the *instrument range* (``lo``/``hi``): what the transmitter can physically report, from
+  a known sensor spec or the user's configuration. A reading outside it is impossible:
+  ingest rejects it (counted, logged) and the sensor raises a ``bad_quality`` alarm.
+  Unknown (``±inf``) when nobody stated it — a range guessed from data never rejects;
+* the *training envelope* (``envelope_lo``/``envelope_hi``): what the models saw in
+  training. A reading outside it is unusual, not bad: it is scored (it is likely the
+  anomaly) and the alert names the sensor, its value and the envelope.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 
 @dataclass(frozen=True)
 class SensorSpec:
-    """One sensor: name as used in topics and CSV columns, engineering unit, valid range."""
+    """One sensor: name as used in topics and CSV columns, engineering unit, instrument
+    range (``±inf`` when unknown) and, once trained, the training envelope."""
 
     name: str
     unit: str
-    lo: float
-    hi: float
+    lo: float = -math.inf
+    hi: float = math.inf
     description: str = ""
+    envelope_lo: float = -math.inf
+    envelope_hi: float = math.inf
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: an unknown bound is ``None`` (JSON has no infinity)."""
+        d = asdict(self)
+        for key in ("lo", "hi", "envelope_lo", "envelope_hi"):
+            if not math.isfinite(d[key]):
+                d[key] = None
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SensorSpec:
+        def bound(key: str, default: float) -> float:
+            v = data.get(key)
+            return default if v is None else float(v)
+
         return cls(
             name=str(data["name"]),
             unit=str(data.get("unit", "")),
-            lo=float(data["lo"]),
-            hi=float(data["hi"]),
+            lo=bound("lo", -math.inf),
+            hi=bound("hi", math.inf),
             description=str(data.get("description", "")),
+            envelope_lo=bound("envelope_lo", -math.inf),
+            envelope_hi=bound("envelope_hi", math.inf),
         )
 
     def in_range(self, value: float) -> bool:
+        """Within the instrument range (possible at all)."""
         return self.lo <= value <= self.hi
+
+    def in_envelope(self, value: float) -> bool:
+        """Within what training saw."""
+        return self.envelope_lo <= value <= self.envelope_hi
 
 
 #: The 8 sensors of one coal/gas-fired thermal unit, in the order models expect them.

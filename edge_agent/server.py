@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from .alerts import Alert
 from .config import AgentSettings, ConfigError, load_settings
 from .engine import Engine, TickResult
 from .logging_setup import get_logger
-from .manifest import ManifestError
+from .manifest import MANIFEST_NAME, ManifestError
 from .metrics import Metrics
 from .mqtt import MqttLink, alert_properties, status_payload, subscription_topics
 from .outbox import Outbox, mark_resent
@@ -57,6 +58,11 @@ class ServerHooks:
 
 def load_model_set(settings: AgentSettings, pinned_sensors: list[str] | None) -> ModelSet:
     """Load and verify the configured model set (checksums, sensors, ONNX I/O shapes)."""
+    manifest = (settings.models.dir / MANIFEST_NAME).absolute()
+    if not manifest.is_file():
+        raise ManifestError(
+            f"config key models.dir: no model set at {manifest.parent} ({manifest} not found)"
+        )
     expected = settings.models.expected_sensors or pinned_sensors
     return ModelSet.load(
         settings.models.dir,
@@ -390,7 +396,18 @@ class Server:
         from prometheus_client import start_http_server
 
         m = self.settings.metrics
-        httpd, _thread = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
+        try:
+            httpd, _thread = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                problem = (
+                    f"port {m.port} on {m.host} is already in use (another agent or "
+                    "`edge-agent demo` running?); set metrics.port (EDGE_AGENT_METRICS__PORT) "
+                    "to a free port, or 0 for any free port"
+                )
+            else:
+                problem = f"cannot listen on {m.host}:{m.port}: {exc.strerror or exc}"
+            raise ConfigError([f"config key metrics.port: {problem}"]) from None
         self._metrics_httpd = httpd
         self.metrics_port = int(httpd.server_address[1])
 

@@ -568,6 +568,37 @@ def random_fault_schedule(
     return events
 
 
+def settled_run(
+    n_steps: int,
+    faults: Sequence[FaultEvent] = (),
+    seed: int = 0,
+    start_time: float = 1_767_225_600.0,
+    day_seconds: float = 3600.0,
+    burn_in: int = 1800,
+    step_seconds: float = 1.0,
+) -> SimulationResult:
+    """A unit that was already running: ``burn_in`` steps are simulated before
+    ``start_time`` and dropped (the simulator starts away from equilibrium). Fault steps
+    count from the first returned step."""
+    shifted = [dataclasses.replace(e, start=e.start + burn_in, end=e.end + burn_in) for e in faults]
+    sim = ThermalUnitSimulator(
+        seed=seed,
+        step_seconds=step_seconds,
+        day_seconds=day_seconds,
+        start_time=start_time - burn_in * step_seconds,
+    )
+    r = sim.generate(n_steps + burn_in, shifted)
+    return SimulationResult(
+        timestamps=r.timestamps[burn_in:],
+        values=r.values[burn_in:],
+        labels=r.labels[burn_in:],
+        events=[
+            dataclasses.replace(e, start=e.start - burn_in, end=e.end - burn_in) for e in r.events
+        ],
+        sensors=r.sensors,
+    )
+
+
 def generate_dataset(
     n_steps: int, n_events: int, seed: int = 0, day_seconds: float = 3600.0
 ) -> SimulationResult:
@@ -641,4 +672,5 @@ __all__: list[str] = [
     "generate_fleet",
     "iso_utc",
     "random_fault_schedule",
+    "settled_run",
 ]

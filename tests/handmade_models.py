@@ -166,8 +166,13 @@ def build_model_set(
     weights: Mapping[str, float] | None = None,
     voting_threshold: float = 0.5,
     version: str | None = None,
+    envelopes: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
-    """Write a verified model set (two ONNX files + manifest.json) into ``directory``."""
+    """Write a verified model set (two ONNX files + manifest.json) into ``directory``.
+
+    ``envelopes``: training envelope (lo, hi) per sensor; a sensor's instrument range is
+    its spec's (``±inf``, i.e. unknown, is written as null).
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     sensors = list(sensors)
@@ -219,7 +224,16 @@ def build_model_set(
         model_set_version=version or f"handmade-{digest[:12]}",
         created_at="2024-01-01T00:00:00Z",
         training_data_sha256=hashlib.sha256(b"handmade normal_series").hexdigest(),
-        sensors=[SensorEntry(name=s.name, unit=s.unit, lo=s.lo, hi=s.hi) for s in sensors],
+        sensors=[
+            SensorEntry.model_validate(
+                {
+                    **s.to_dict(),
+                    "envelope_lo": (envelopes or {}).get(s.name, (None, None))[0],
+                    "envelope_hi": (envelopes or {}).get(s.name, (None, None))[1],
+                }
+            )
+            for s in sensors
+        ],
         window=window,
         step_seconds=step_seconds,
         features=FeatureEntry(**spec.to_dict()),

@@ -505,8 +505,10 @@ def test_limit_alert_raises_and_clears(
         "level": "HI",
         "limit": 72.0,
         "value": 75.0,
+        "engineering_unit": "degC",
     }
     assert raised["severity"] == "medium"
+    assert raised["message"] == "Bearing temperature 75.00 °C above HI 72 °C"
     assert agent.metric("alerts_raised", kind="limit") == 1
     assert agent.metric("alerts_cleared", kind="limit") == 1
 

@@ -157,3 +157,54 @@ def test_alert_ids_are_stable_and_distinct_per_episode() -> None:
 )
 def test_anomaly_severity_from_ensemble_score(score: float, severity: str) -> None:
     assert anomaly_severity(score) == severity
+
+
+def feed_levels(b: AlarmBook, levels: list[str | None]) -> list[tuple[int, AlarmEvent]]:
+    """A limit alarm fed with each step's most severe breached level (None: within limits)."""
+    from edge_agent.alarm import LIMIT_SEVERITY
+    from edge_agent.limits import LEVEL_RANK
+
+    events = []
+    for i, level in enumerate(levels):
+        e = b.update(
+            "u1",
+            "limit",
+            "steam_temperature",
+            level is not None,
+            T0 + i,
+            LIMIT_SEVERITY[level] if level else "low",
+            level,
+            LEVEL_RANK[level] if level else 0,
+        )
+        if e is not None:
+            events.append((i, e))
+    return events
+
+
+def test_a_level_change_is_the_same_episode_raised_again_at_the_new_level() -> None:
+    b, metrics = book(on_delay=2, off_delay=3)
+    levels = ["HI"] * 3 + ["HIHI"] * 4 + ["HI"] * 4 + [None] * 3
+    events = feed_levels(b, levels)
+    assert [(i, e.state, e.level, e.severity, e.level_change) for i, e in events] == [
+        (1, "raised", "HI", "medium", False),
+        (4, "raised", "HIHI", "high", True),  # escalation: on_delay
+        (9, "raised", "HI", "medium", True),  # step down: off_delay
+        (13, "cleared", "HI", "medium", False),
+    ]
+    assert len({e.alert_id for _, e in events}) == 1
+    assert {e.raised_ts for _, e in events} == {T0 + 1}
+    assert count(metrics, "alerts_raised", "limit") == 1
+    assert count(metrics, "alerts_cleared", "limit") == 1
+
+
+def test_a_raise_goes_straight_to_the_level_of_the_raising_step() -> None:
+    b, _ = book(on_delay=3, off_delay=3)
+    events = feed_levels(b, ["HI", "HIHI", "HIHI", "HIHI", "HIHI"])
+    assert [(i, e.state, e.level) for i, e in events] == [(2, "raised", "HIHI")]
+
+
+def test_level_flapping_shorter_than_the_delays_changes_nothing() -> None:
+    b, _ = book(on_delay=3, off_delay=3)
+    levels = ["HI"] * 3 + ["HIHI", "HIHI", "HI"] * 4 + ["HIHI"] * 2
+    events = feed_levels(b, levels)
+    assert [(i, e.state, e.level) for i, e in events] == [(2, "raised", "HI")]

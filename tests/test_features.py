@@ -39,13 +39,37 @@ def series(n: int, s: int, seed: int = 0) -> np.ndarray:
 def test_thermal_sensors_get_all_derived_features() -> None:
     spec = default_feature_spec(THERMAL)
     assert spec.derived == tuple(DERIVED_FEATURES)
-    assert spec.n_features == len(spec.names) == 8 * 4 + len(DERIVED_FEATURES)
+    assert spec.n_features == len(spec.names) == 8 * 5 + len(DERIVED_FEATURES)
 
 
 def test_foreign_sensor_set_gets_generic_features_only() -> None:
     spec = default_feature_spec(SKAB)
     assert spec.derived == ()
-    assert spec.names[:4] == [f"Accelerometer1RMS__{k}" for k in ("value", "mean", "std", "delta")]
+    assert spec.names[:5] == [
+        f"Accelerometer1RMS__{k}" for k in ("value", "mean", "std", "delta", "roughness")
+    ]
+
+
+def test_roughness_is_the_spread_of_step_changes_and_sees_stuck_and_noisy_sensors() -> None:
+    rng = np.random.default_rng(3)
+    x = 50.0 + rng.normal(0, 1, (40, 1))
+    x[20:30, 0] = x[19, 0]  # stuck
+    x[30:40, 0] = 50.0 + rng.normal(0, 10, 10)  # noise burst
+    spec = FeatureSpec(sensors=("a",), rolling=10, version=2)
+    f = compute_series_features(x, spec)
+    rough = f[:, spec.names.index("a__roughness")]
+    # row j is the window ending at step j + 9
+    np.testing.assert_allclose(rough[0], np.diff(x[0:10, 0]).std(), rtol=1e-5)
+    assert rough[29 - 9] == 0.0  # steps 20..29 all equal
+    assert rough[39 - 9] > 3 * rough[0]
+
+
+def test_version_1_model_sets_keep_their_features() -> None:
+    spec = FeatureSpec(sensors=("a", "b"), rolling=5, version=1)
+    assert spec.n_features == 8 and "a__roughness" not in spec.names
+    assert compute_series_features(series(20, 2), spec).shape == (16, 8)
+    with pytest.raises(ValueError, match="feature version 9"):
+        FeatureSpec(sensors=("a",), rolling=5, version=9)
 
 
 def test_window_path_equals_series_path_bit_for_bit() -> None:

@@ -187,14 +187,14 @@ def test_status_payload_fields() -> None:
 
 
 async def test_stamped_queue_counts_drops_and_keeps_arrival_order() -> None:
-    drops: list[int] = []
-    queue = _StampedQueue(2, on_full=lambda: drops.append(1))
+    drops: list[str] = []
+    queue = _StampedQueue(2, on_full=drops.append)
     msgs = [aiomqtt.Message(f"t/{i}", b"x", 1, False, i, None) for i in range(3)]
     queue.put_nowait(msgs[0])
     queue.put_nowait(msgs[1])
     with pytest.raises(asyncio.QueueFull):
         queue.put_nowait(msgs[2])
-    assert drops == [1]
+    assert drops == ["t/2"]
     first, second = queue.take_arrival(), queue.take_arrival()
     assert first <= second <= time.time()
     assert queue.get_nowait() is msgs[0]

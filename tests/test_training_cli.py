@@ -1,6 +1,7 @@
 """End to end through the ``edge-train`` CLI: generate a small CSV, train a fast model set,
-check the manifest, the report, ``evaluate``, and that onnxruntime scores like the native
-models. One training run (window 20, 20 trees, 2 epochs) is shared by the whole module."""
+check the manifest, the report, ``evaluate``, out-of-fold calibration, and that onnxruntime
+scores like the native models. One training run (window 20, 20 trees, 2 epochs) is shared
+by most of the module."""
 
 from __future__ import annotations
 
@@ -77,10 +78,20 @@ def test_manifest_loads_and_describes_the_run(run: SimpleNamespace) -> None:
     assert set(m.models) == {"iforest", "lstm_ae"}
     assert m.models["iforest"].params["n_estimators"] == 20
     assert m.models["lstm_ae"].params["epochs_run"] <= 2
-    assert m.voting.strategy == "weighted" and m.voting.weights == {"iforest": 0.4, "lstm_ae": 0.6}
-    assert m.sensors[0].unit == "degC"  # simulator sensors keep their physical ranges
-    assert m.metrics["train_seconds"]["iforest"] > 0 and m.metrics["train_seconds"]["lstm_ae"] > 0
+    assert m.voting.strategy == "calibrated" and m.voting.weights == {
+        "iforest": 0.5,
+        "lstm_ae": 0.5,
+    }
+    assert m.voting.quantile == 0.995
+    s0 = m.sensors[0]  # simulator sensors keep their instrument ranges, and get an envelope
+    assert (s0.unit, s0.lo, s0.hi) == ("degC", 0.0, 700.0)
+    fit = run.result.data.values[run.result.split.fit, 0]
+    assert (s0.envelope_lo, s0.envelope_hi) == (float(fit.min()), float(fit.max()))
+    assert m.metrics["train_seconds"]["fit"] > 0 and m.metrics["train_seconds"]["fold_5"] > 0
     assert set(m.metrics["test"]) == {"iforest", "lstm_ae", "ensemble"}
+    assert set(m.metrics["test_alarm"]) == {"iforest", "lstm_ae", "ensemble"}
+    assert m.metrics["data"]["split_steps"] == {"fit": 3200, "test": 800}
+    assert m.metrics["data"]["calibration_mode"] == "kfold"
     assert "note" in m.scalers and len(m.scalers["lstm_ae"]["center"]) == len(SENSORS)
     assert len(m.scalers["iforest"]["center"]) == m.feature_spec.n_features
     for dist in ("numpy", "scikit-learn", "tensorflow", "keras", "tf2onnx", "onnxruntime"):
@@ -96,11 +107,14 @@ def test_train_prints_progress_with_timings(run: SimpleNamespace) -> None:
     text = run.stdout
     for expected in (
         "loading",
-        "fitting Isolation Forest (20 trees",
+        "fitting both models on all 3181 fit windows",
         "lstm_ae epoch 1/2",
+        "fold 5/5: refitting on",
         "exporting both models to ONNX: done in",
-        "scoring the test part with onnxruntime",
-        "test ensemble",
+        "calibrated on 3181 out-of-sample steps (kfold)",
+        "scoring the evaluation steps with onnxruntime",
+        "test point ensemble",
+        "test alarm ensemble",
         "written to",
     ):
         assert expected in text, expected
@@ -139,23 +153,23 @@ def test_onnx_scores_equal_native_scores(run: SimpleNamespace) -> None:
     np.testing.assert_allclose(onnx.per_sensor, sensor_error, rtol=1e-5, atol=1e-4)
 
 
-def test_thresholds_are_quantiles_of_onnx_validation_scores(run: SimpleNamespace) -> None:
-    model_set = ModelSet.load(run.out)
-    val = run.result.split.validation
-    scores = model_set.score(windows_ending_in(run, val)).scores
-    labels = run.result.data.labels
-    # clean normal: no anomalous step among the steps the model looks at (rolling 10 for the
-    # forest's features, the whole window for the LSTM)
-    context = {"iforest": 10, "lstm_ae": WINDOW}
-    for key, entry in model_set.manifest.models.items():
-        touched = [
-            labels[max(0, t - context[key] + 1) : t + 1].any() for t in range(val.start, val.stop)
-        ]
-        normal = scores[key][~np.array(touched)]
-        assert 0 < len(normal) < len(scores[key])
-        assert entry.threshold == pytest.approx(np.quantile(normal, 0.995), rel=1e-6, abs=1e-9)
-        q99, median = np.quantile(normal, [0.99, 0.5])
-        assert entry.score_scale == pytest.approx(max(q99 - median, 1e-6), rel=1e-6)
+def test_thresholds_are_quantiles_of_the_out_of_fold_scores(run: SimpleNamespace) -> None:
+    from edge_agent.ensemble import fused_score
+
+    m = ModelSet.load(run.out).manifest
+    cal = run.result.calibration
+    np.testing.assert_array_equal(cal.steps, np.arange(WINDOW - 1, 3200))  # every fit window
+    for key, entry in m.models.items():
+        oof = cal.scores[key]
+        assert entry.threshold == pytest.approx(np.quantile(oof, 0.995))
+        assert entry.score_center == pytest.approx(np.median(oof))
+        assert entry.score_scale == pytest.approx(entry.threshold - entry.score_center)
+    fused = fused_score(cal.scores, m.models, m.voting.weights)
+    assert m.voting.fused_threshold == pytest.approx(np.quantile(fused, 0.995))
+    # out of fold scores are out of sample: the final models score their own training
+    # windows lower than the fold models that never saw them
+    in_sample = ModelSet.load(run.out).score(windows_ending_in(run, slice(WINDOW - 1, 3200)))
+    assert np.median(in_sample.scores["lstm_ae"]) < np.median(cal.scores["lstm_ae"])
 
 
 def test_manifest_test_metrics_are_those_of_the_onnx_models(run: SimpleNamespace) -> None:
@@ -167,6 +181,16 @@ def test_manifest_test_metrics_are_those_of_the_onnx_models(run: SimpleNamespace
     )
     stored = model_set.manifest.metrics["test"]["ensemble"]
     assert stored == pytest.approx(recomputed)
+    from training.alarm_eval import alarm_states
+
+    timestamps = run.result.data.timestamps[test]
+    alarm = detection_metrics(
+        run.result.data.labels[test],
+        alarm_states(votes.ensemble_decision, timestamps),
+        1.0,
+        settle_steps=WINDOW - 1,
+    )
+    assert model_set.manifest.metrics["test_alarm"]["ensemble"] == pytest.approx(alarm)
 
 
 # --- evaluate --------------------------------------------------------------------------------
@@ -193,11 +217,12 @@ def test_evaluate_prints_the_metric_table_and_writes_json(
     ):
         assert column in header
     for detector in ("iforest", "lstm_ae", "ensemble"):
-        assert re.search(rf"^{detector}\s+\d", printed, re.MULTILINE), detector
+        assert re.search(rf"^{detector}\s+(\d|n/a)", printed, re.MULTILINE), detector
     payload = json.loads(out_json.read_text("utf-8"))
     steps_scored = 4000 - WINDOW + 1
     assert payload["steps_scored"] == steps_scored
-    ens = payload["metrics"]["ensemble"]
+    assert "alarm episodes (on/off delays 3/10 steps" in printed
+    ens = payload["metrics"]["point"]["ensemble"]
     assert ens["tp"] + ens["fp"] + ens["fn"] + ens["tn"] == steps_scored
     assert ens["anomalous_points"] == int(run.result.data.labels[WINDOW - 1 :].sum())
 
@@ -279,3 +304,60 @@ def test_python_dash_m_training_runs_the_cli() -> None:
         check=False,
     )
     assert proc.returncode == 0 and "generate" in proc.stdout and "evaluate" in proc.stdout
+
+
+# --- small unlabelled exports ------------------------------------------------------------------
+
+
+def _export_csv(path: Path, rows: int, seed: int, labels: bool) -> None:
+    from edge_agent.simulator import random_fault_schedule, settled_run
+
+    r = settled_run(rows, random_fault_schedule(rows, 1, seed=seed, warmup=150), seed=seed)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, delimiter=";")
+        w.writerow(["datetime", *SENSORS, *(["anomaly"] if labels else [])])
+        for ts, row, y in zip(r.timestamps, r.values, r.labels, strict=True):
+            stamp = np.datetime_as_string(np.datetime64(int(ts), "s"))  # naive: taken as UTC
+            w.writerow([stamp, *row.tolist(), *([int(y)] if labels else [])])
+
+
+SMALL = ["--window", "20", "--trees", "10", "--epochs", "1", "--threads", "1", "--no-report"]
+
+
+def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: Path) -> None:
+    data = tmp_path / "export.csv"
+    _export_csv(data, 400, seed=41, labels=False)
+    out = tmp_path / "m"
+    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";",
+            "--timestamp-column", "datetime", "--label-column", "none", *SMALL]  # fmt: skip
+    with redirect_stdout(io.StringIO()):
+        result = run_train(build_parser().parse_args(argv))
+    m = load_manifest(out)
+    d = m.metrics["data"]
+    assert d["split_steps"] == {"fit": 400, "test": 0}  # no rows lost to a split
+    assert d["calibration_mode"] == "kfold" and d["folds"] == 5
+    windows = 400 - 20 + 1
+    assert m.metrics["out_of_sample"]["steps"] == windows  # every window scored out of fold
+    assert m.models["iforest"].params["training_rows"] == windows  # final models: all rows
+    assert d["lstm_training_windows"] == windows - round(windows * 0.1)  # minus the tail
+    assert result.test is None
+
+
+def test_labels_never_fit_a_model_or_place_a_threshold(tmp_path: Path) -> None:
+    """The same rows with and without a label column give the same model set."""
+    thresholds = []
+    for labels in (True, False):
+        data = tmp_path / f"d{labels}.csv"
+        _export_csv(data, 500, seed=43, labels=labels)
+        out = tmp_path / f"m{labels}"
+        argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";",
+                "--timestamp-column", "datetime", "--test-fraction", "0.2",
+                "--label-column", "anomaly" if labels else "none", *SMALL]  # fmt: skip
+        with redirect_stdout(io.StringIO()):
+            run_train(build_parser().parse_args(argv))
+        m = load_manifest(out)
+        thresholds.append(
+            [v for e in m.models.values() for v in (e.threshold, e.score_center, e.score_scale)]
+            + [m.voting.fused_threshold]
+        )
+    assert thresholds[0] == pytest.approx(thresholds[1], rel=1e-4)

@@ -234,20 +234,22 @@ def test_step_is_inferred_from_the_median_spacing(tmp_path: Path) -> None:
 
 
 def test_chronological_split_is_ordered_contiguous_and_complete() -> None:
-    s = chronological_split(1000, 0.6, 0.2)
-    assert (s.train, s.validation, s.test) == (slice(0, 600), slice(600, 800), slice(800, 1000))
-    assert s.sizes() == {"train": 600, "validation": 200, "test": 200}
+    s = chronological_split(1000, 0.2)
+    assert (s.fit, s.test) == (slice(0, 800), slice(800, 1000))
+    assert s.sizes() == {"fit": 800, "test": 200}
+    assert chronological_split(400, 0.0).sizes() == {"fit": 400, "test": 0}
 
 
 def test_split_parts_of_a_dataset_keep_time_order(tmp_path: Path) -> None:
     data = load_csv(write(tmp_path, rows(20, label_at=(15,))), UNIX)
-    s = chronological_split(data.n_steps, 0.5, 0.25)
-    parts = [data.part(p) for p in (s.train, s.validation, s.test)]
-    assert parts[0].timestamps[-1] < parts[1].timestamps[0] < parts[2].timestamps[0]
+    s = chronological_split(data.n_steps, 0.25)
+    parts = [data.part(p) for p in (s.fit, s.test)]
+    assert parts[0].timestamps[-1] < parts[1].timestamps[0]
     assert sum(p.n_steps for p in parts) == 20
-    assert parts[2].labels is not None and parts[2].labels.sum() == 1
+    assert parts[1].labels is not None and parts[1].labels.sum() == 1
 
 
-def test_split_without_room_for_a_test_part_is_refused() -> None:
-    with pytest.raises(DataError, match="nothing for the test part"):
-        chronological_split(100, 0.8, 0.2)
+def test_split_with_an_impossible_test_fraction_is_refused() -> None:
+    for bad in (-0.1, 1.0):
+        with pytest.raises(DataError, match="test fraction"):
+            chronological_split(100, bad)

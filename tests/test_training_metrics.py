@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from training.metrics import (
@@ -14,8 +13,6 @@ from training.metrics import (
     runs,
     settled_far_percent,
 )
-from training.pipeline import context_anomalous
-from training.thresholds import quantile_threshold, score_scale
 
 # index:   0  1  2  3  4  5  6  7  8  9 10 11
 LABELS = [0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0]  # events [2, 5) and [7, 9)
@@ -107,39 +104,3 @@ def test_misaligned_inputs_are_refused() -> None:
 
 
 # --- thresholds ------------------------------------------------------------------------------
-
-
-def test_threshold_uses_normal_points_only() -> None:
-    scores = np.concatenate([np.arange(100.0), [1000.0, 2000.0]])
-    labels = np.array([0] * 100 + [1, 1])
-    # quantile 0.9 of 0..99 with linear interpolation: 0.9 * 99 = 89.1
-    assert quantile_threshold(scores, 0.9, labels) == pytest.approx(89.1)
-    # unlabelled: all 102 points count: position 0.9 * 101 = 90.9 -> 90.9
-    assert quantile_threshold(scores, 0.9) == pytest.approx(90.9)
-
-
-def test_score_scale_is_q99_minus_median_of_normal_scores() -> None:
-    scores = np.concatenate([np.arange(100.0), [5000.0]])
-    labels = np.array([0] * 100 + [1])
-    # q99 of 0..99 = 98.01, median 49.5
-    assert score_scale(scores, labels) == pytest.approx(98.01 - 49.5)
-
-
-def test_score_scale_is_floored_for_constant_scores() -> None:
-    assert score_scale(np.full(50, 0.3)) == pytest.approx(1e-6)
-
-
-def test_threshold_input_checks() -> None:
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        quantile_threshold(np.arange(5.0), 1.0)
-    with pytest.raises(ValueError, match="no normal validation scores"):
-        quantile_threshold(np.arange(3.0), 0.5, np.array([1, 1, 1]))
-
-
-def test_steps_whose_window_touches_a_fault_are_not_clean_normal() -> None:
-    labels = np.array([0, 0, 1, 0, 0, 0, 0])
-    # windows of 3 ending at steps 2..6: [0,0,1] [0,1,0] [1,0,0] [0,0,0] [0,0,0]
-    np.testing.assert_array_equal(context_anomalous(labels, np.arange(2, 7), 3), [1, 1, 1, 0, 0])
-    # near the start the window is cut at step 0
-    np.testing.assert_array_equal(context_anomalous(labels, np.array([0, 1]), 3), [0, 0])
-    np.testing.assert_array_equal(context_anomalous(labels, np.arange(7), 1), labels)

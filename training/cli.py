@@ -21,9 +21,6 @@ from .pipeline import TrainConfigError, load_config
 
 EXIT_USAGE = 2
 PROG = "edge-train"
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[1] / "edge_agent" / "schemas" / "manifest.schema.json"
-)
 
 
 def _separator(text: str) -> str:
@@ -102,14 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train both models, export ONNX, write manifest.json and a report",
-        description="Train the Isolation Forest and the LSTM autoencoder on a CSV, export both "
-        "to ONNX, set thresholds on the validation part, evaluate on the test part through "
-        "onnxruntime and write manifest.json plus report/ into the output directory. "
-        "Command-line options override the config.",
+        description="Train the Isolation Forest and the LSTM autoencoder on a CSV (every row "
+        "of the fit part is taken as normal operation; labels, if any, only evaluate), export "
+        "both to ONNX, place the thresholds on out-of-fold scores (k-fold; a hold-out for large "
+        "data), evaluate through onnxruntime on a test part or --eval-data, and write "
+        "manifest.json plus report/ into the output directory. Command-line options override "
+        "the config.",
     )
     _add_config(tr)
     tr.add_argument("--data", type=Path, help="training CSV (overrides data.path)")
-    tr.add_argument("--out", type=Path, help="output directory (overrides output_dir)")
+    tr.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (overrides output_dir); must not hold a model set yet, "
+        "unless --force",
+    )
+    tr.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the model set already in the output directory (e.g. the shipped models/)",
+    )
     _add_data_options(tr)
     g = tr.add_argument_group("model options (override the config)")
     g.add_argument("--window", type=int, help="steps per scored window")
@@ -121,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-train-windows", type=int, help="LSTM training windows (subsampled)")
     g.add_argument("--seed", type=int, help="seed of both models")
     g.add_argument("--threads", type=int, help="CPU threads for training")
+    g.add_argument(
+        "--quantile",
+        type=float,
+        help="calibration quantile of out-of-sample normal scores (1 - point false-alarm rate)",
+    )
+    g.add_argument("--folds", type=int, help="time-ordered folds for out-of-fold calibration")
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        help="share of the data at its end held out for evaluation (default: 0.2 with labels)",
+    )
+    tr.add_argument(
+        "--eval-data", type=Path, help="labelled CSV (same columns) to evaluate on instead"
+    )
     g.add_argument("--no-report", action="store_true", help="skip report/ (figures, report.md)")
 
     ev = sub.add_parser(
@@ -142,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the JSON Schema of manifest.json, generated from the Manifest model "
         "the agent validates with (the committed copy must equal it; a test checks).",
     )
-    sc.add_argument("--out", type=Path, default=SCHEMA_PATH, help=f"default: {SCHEMA_PATH}")
+    sc.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write (default: print to stdout); the committed copy is "
+        "edge_agent/schemas/manifest.schema.json",
+    )
     return parser
 
 
@@ -159,6 +188,10 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_train_windows": "lstm_ae.max_train_windows",
         "seed": "seed",
         "threads": "threads",
+        "quantile": "calibration.quantile",
+        "folds": "calibration.folds",
+        "test_fraction": "split.test",
+        "eval_data": "eval_data",
     }
     for attr, key in pairs.items():
         value = getattr(args, attr)
@@ -201,7 +234,26 @@ def run_train(args: argparse.Namespace) -> Any:
     from .pipeline import train
 
     cfg = load_config(args.config, train_overrides(args))
+    if not getattr(args, "force", False):
+        refuse_to_overwrite(Path(cfg.output_dir))
     return train(cfg)
+
+
+def refuse_to_overwrite(out: Path) -> None:
+    """Training replaces a model set only when asked: ``models/`` is in git, and a set in
+    use on an edge box is not something to lose by a default argument."""
+    manifest = out / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        version = json.loads(manifest.read_text(encoding="utf-8")).get("model_set_version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    held = f"model set {version}" if version else "a model set"
+    raise TrainConfigError(
+        f"{out.absolute()} already holds {held}; pass --force to replace it, or --out a new "
+        "directory (e.g. --out runs/models)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -247,7 +299,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"(the first {model_set.window - 1} have no full window), "
         f"{int(scored.labels.sum()) if scored.labels is not None else 0} anomalous"
     )
-    print(metrics_table(metrics))
+    print("point decisions:")
+    print(metrics_table(metrics["point"]))
+    print(f"alarm episodes (on/off delays {cfg_alarm_text()}):")
+    print(metrics_table(metrics["alarm"]))
     if args.json is not None:
         payload = {
             "model_set_version": manifest.model_set_version,
@@ -266,6 +321,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cfg_alarm_text() -> str:
+    from edge_agent.config import AlarmSettings
+
+    a = AlarmSettings()
+    return f"{a.on_delay}/{a.off_delay} steps, the agent's defaults"
+
+
 def schema_text() -> str:
     """The manifest schema exactly as committed (sorted keys, 2-space indent, final newline)."""
     from edge_agent.manifest import manifest_json_schema
@@ -274,6 +336,9 @@ def schema_text() -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.out is None:
+        sys.stdout.write(schema_text())
+        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {args.out}")

@@ -16,12 +16,13 @@ import hashlib
 import math
 from array import array
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from edge_agent.ingest import parse_table_timestamp
 
 #: Cell values read as "no reading" rather than as text.
 MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})
@@ -97,21 +98,14 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Split:
-    """Chronological train/validation/test parts as step slices, in that order."""
+    """The fit part (fits the models and, out of fold, places their thresholds) and the
+    test part after it (evaluation only; may be empty), as step slices."""
 
-    train: slice
-    validation: slice
+    fit: slice
     test: slice
 
     def sizes(self) -> dict[str, int]:
-        return {
-            name: int(s.stop - s.start)
-            for name, s in (
-                ("train", self.train),
-                ("validation", self.validation),
-                ("test", self.test),
-            )
-        }
+        return {name: int(s.stop - s.start) for name, s in (("fit", self.fit), ("test", self.test))}
 
 
 def sha256_of(path: Path) -> str:
@@ -150,15 +144,10 @@ class _TimeParser:
             v = _parse_number(text)
             if v is not None:
                 return v
-        else:
-            try:
-                dt = datetime.fromisoformat(text)
-            except ValueError:
-                pass
-            else:
-                if dt.tzinfo is None:
-                    dt = dt.replace(tzinfo=UTC)  # naive historian times are taken as UTC
-                return dt.timestamp()
+        elif _parse_number(text) is None:
+            ts = parse_table_timestamp(text)  # naive historian times are taken as UTC
+            if ts is not None:
+                return ts
         kind = "Unix seconds like the first row" if self.unix else "ISO 8601 like the first row"
         raise DataError(
             f"{self.where}, line {line}: cannot parse timestamp {cell!r} "
@@ -455,19 +444,13 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
     )
 
 
-def chronological_split(n_steps: int, train_fraction: float, validation_fraction: float) -> Split:
-    """First ``train_fraction`` for training, then validation, the rest for testing.
+def chronological_split(n_steps: int, test_fraction: float) -> Split:
+    """The first ``1 - test_fraction`` of the steps to fit, the rest to test.
 
-    Chronological (not shuffled) so that no future data leaks into training and the test
+    Chronological (not shuffled) so that no future data leaks into fitting and the test
     part looks like what the agent will see next.
     """
-    if not (0 < train_fraction < 1 and 0 < validation_fraction < 1):
-        raise DataError("split fractions must be between 0 and 1")
-    if train_fraction + validation_fraction >= 1:
-        raise DataError(
-            f"split: train {train_fraction} + validation {validation_fraction} leaves "
-            f"nothing for the test part"
-        )
-    a = round(n_steps * train_fraction)
-    b = round(n_steps * (train_fraction + validation_fraction))
-    return Split(train=slice(0, a), validation=slice(a, b), test=slice(b, n_steps))
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"split: test fraction must be in [0, 1), got {test_fraction}")
+    a = n_steps - round(n_steps * test_fraction)
+    return Split(fit=slice(0, a), test=slice(a, n_steps))

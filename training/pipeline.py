@@ -2,13 +2,17 @@
 
 The order matters and is the point of this module:
 
-1. load and validate the CSV, split it chronologically (train / validation / test);
-2. fit the Isolation Forest on training features and the LSTM autoencoder on training
-   windows — normal data only when labels exist, so the models learn what *normal* is;
-3. export both to ONNX and score validation and test **through onnxruntime**
-   (:class:`edge_agent.scoring.ModelSet`, the agent's own code), so thresholds and the
-   reported metrics belong to exactly what the agent will run;
-4. write the manifest, load it back with :func:`edge_agent.manifest.load_manifest`, and
+1. load and validate the CSV; hold out a test part at its end only when asked (labelled
+   data: evaluation) — everything else is the fit part;
+2. fit both models on the fit part and score every fit window *out of sample* (k-fold, or a
+   hold-out for large data: :mod:`training.calibration`). Labels never fit a model or place
+   a threshold: the fit part is taken as normal operation, as a plant's history is;
+3. export both to ONNX; place per-model thresholds, the normalisation and the one ensemble
+   threshold on the out-of-sample scores at the stated false-alarm rate;
+4. evaluate **through onnxruntime** (:class:`edge_agent.scoring.ModelSet`, the agent's own
+   code) on the test part or a separate labelled file, as point decisions and as alarm
+   episodes after the agent's on/off delays;
+5. write the manifest, load it back with :func:`edge_agent.manifest.load_manifest`, and
    only then move the files into the output directory (a failed run never leaves a
    half-written model set where the agent looks).
 """
@@ -23,7 +27,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,8 +39,9 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import edge_agent
+from edge_agent.config import AlarmSettings, InstrumentRange
 from edge_agent.ensemble import Votes, vote
-from edge_agent.features import FeatureSpec, compute_series_features, default_feature_spec
+from edge_agent.features import FeatureSpec, default_feature_spec
 from edge_agent.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -50,15 +55,15 @@ from edge_agent.scoring import ModelSet
 from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 from edge_agent.windows import sliding_windows
 
+from . import calibration
+from .alarm_eval import alarm_states
 from .data import DataError, Dataset, DataSpec, Split, chronological_split, load_csv
+from .fitting import FitSettings, FittedPair, SeriesView, fit_pair, native_scores
 from .metrics import detection_metrics
-from .thresholds import quantile_threshold, score_scale
 
 Progress = Callable[[str], None]
 MODEL_KEYS = ("iforest", "lstm_ae")
 MODEL_FILES = {"iforest": "iforest.onnx", "lstm_ae": "lstm_ae.onnx"}
-#: Share of the observed span added below and above a foreign sensor's data range.
-RANGE_MARGIN = 0.5
 SCALER_NOTE = (
     "Both scalers are also inside the ONNX graphs (the agent feeds raw readings); these "
     "copies are for inspection only. Do not scale inputs a second time."
@@ -85,6 +90,9 @@ class DataSection(_Section):
     exclude: list[str] = Field(default_factory=list)
     step_seconds: float | None = Field(default=None, gt=0)
     max_gap_seconds: float = Field(default=5.0, ge=0)
+    #: Instrument ranges (what a transmitter can report) for sensors without a known spec;
+    #: readings outside them are impossible and rejected by the agent. Nothing else is.
+    instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
     def spec(self) -> DataSpec:
         return DataSpec(
@@ -99,21 +107,33 @@ class DataSection(_Section):
 
 
 class SplitSection(_Section):
-    train: float = Field(default=0.6, gt=0, lt=1)
-    validation: float = Field(default=0.2, gt=0, lt=1)
+    #: Share of the steps at the end held out for evaluation; "auto": 0.2 when the data
+    #: has labels (and no separate evaluation file is given), else 0 — every row fits.
+    test: float | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
-    def _leaves_test(self) -> SplitSection:
-        if self.train + self.validation >= 1:
-            raise ValueError("train + validation must be below 1 (the rest is the test part)")
+    def _fraction(self) -> SplitSection:
+        if self.test != "auto" and not 0 <= self.test < 1:
+            raise ValueError("test must be 'auto' or a fraction in [0, 1)")
         return self
+
+
+class CalibrationSection(_Section):
+    #: Quantile of out-of-sample normal scores that each threshold is: the stated point
+    #: false-alarm rate is 1 - quantile.
+    quantile: float = Field(default=0.995, gt=0, lt=1)
+    folds: int = Field(default=5, ge=2, le=20)
+    #: k-fold up to this many fit windows; above it a hold-out (k refits would cost minutes).
+    kfold_max_windows: int = Field(default=20000, ge=10)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    #: Last share of each model's training windows that stops the LSTM early.
+    early_stopping_tail: float = Field(default=0.1, gt=0, lt=0.5)
 
 
 class IForestSection(_Section):
     n_estimators: int = Field(default=200, ge=1)
     max_samples: int = Field(default=256, ge=2)
     contamination: float | Literal["auto"] = "auto"
-    threshold_quantile: float = Field(default=0.995, gt=0, lt=1)
 
 
 class LstmSection(_Section):
@@ -121,7 +141,6 @@ class LstmSection(_Section):
     batch_size: int = Field(default=64, ge=1)
     patience: int = Field(default=4, ge=1)
     max_train_windows: int | None = Field(default=5000, ge=1)
-    threshold_quantile: float = Field(default=0.995, gt=0, lt=1)
 
 
 class SimulatorSection(_Section):
@@ -135,7 +154,7 @@ class SimulatorSection(_Section):
 
 
 def _default_voting() -> VotingEntry:
-    return VotingEntry(strategy="weighted", weights={"iforest": 0.4, "lstm_ae": 0.6}, threshold=0.5)
+    return VotingEntry(strategy="calibrated", weights={"iforest": 0.5, "lstm_ae": 0.5})
 
 
 class TrainConfig(_Section):
@@ -147,8 +166,11 @@ class TrainConfig(_Section):
     window: int = Field(default=60, ge=2)
     rolling: int = Field(default=10, ge=2)
     report: bool = True
+    #: A separate labelled CSV (same columns) to evaluate on instead of a test part.
+    eval_data: Path | None = None
     data: DataSection = Field(default_factory=DataSection)
     split: SplitSection = Field(default_factory=SplitSection)
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
     iforest: IForestSection = Field(default_factory=IForestSection)
     lstm_ae: LstmSection = Field(default_factory=LstmSection)
     voting: VotingEntry = Field(default_factory=_default_voting)
@@ -300,8 +322,10 @@ def evaluate_scored(
     voting: VotingEntry,
     step_seconds: float,
     settle_steps: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """Detection metrics per model and for the ensemble (labels required).
+    alarm: AlarmSettings | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Detection metrics per model and for the ensemble (labels required), as point
+    decisions (``point``) and as alarm states after the on/off delays (``alarm``).
 
     ``settle_steps`` is normally window - 1: see :func:`training.metrics.settled_far_percent`.
     """
@@ -310,52 +334,51 @@ def evaluate_scored(
     votes = scored.votes(models, voting)
     flags = {**votes.decisions, "ensemble": votes.ensemble_decision}
     return {
-        key: detection_metrics(scored.labels, decision, step_seconds, settle_steps)
-        for key, decision in flags.items()
+        "point": {
+            key: detection_metrics(scored.labels, d, step_seconds, settle_steps)
+            for key, d in flags.items()
+        },
+        "alarm": {
+            key: detection_metrics(
+                scored.labels,
+                alarm_states(d, scored.timestamps, alarm),
+                step_seconds,
+                settle_steps,
+            )
+            for key, d in flags.items()
+        },
     }
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def normal_windows(labels: NDArray[np.integer[Any]], length: int) -> NDArray[np.bool_]:
-    """For each window of ``length`` steps (window i starts at step i): no anomalous step?"""
-    c = np.concatenate(([0], np.cumsum(np.asarray(labels, dtype=np.int64) != 0)))
-    if len(labels) < length:
-        return np.zeros(0, dtype=bool)
-    return np.asarray((c[length:] - c[:-length]) == 0)
+def sensor_entries(data: Dataset, fit: slice, configured: dict[str, Any]) -> list[SensorSpec]:
+    """Instrument range (a known sensor's spec, or ``data.instrument_ranges``; else none)
+    and training envelope (the fit part's range) per sensor.
 
-
-def _pick(
-    windows: NDArray[np.float32], mask: NDArray[np.bool_] | None, limit: int | None, seed: int
-) -> NDArray[np.float32]:
-    """Normal windows (all when mask is None), a seeded sorted subset of at most ``limit``.
-
-    Subsampling before indexing keeps the copy small: a boolean index of a strided view
-    would copy every window first.
-    """
-    idx = np.arange(len(windows)) if mask is None else np.flatnonzero(mask)
-    if limit is not None and len(idx) > limit:
-        rng = np.random.default_rng([seed, 7])
-        idx = np.sort(rng.choice(idx, size=limit, replace=False))
-    return np.ascontiguousarray(windows[idx], dtype=np.float32)
-
-
-def sensor_entries(data: Dataset) -> list[SensorSpec]:
-    """Known sensors keep their physical range; others get the data range plus a wide margin.
-
-    The margin matters: the agent drops readings outside the range as impossible, so a
-    range as tight as the training data would reject the first unusual but real reading.
+    Nothing derived from the data ever rejects a reading: the envelope only tells the
+    alert which sensor left what training saw.
     """
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
+    values = data.values[fit]
     specs = []
     for j, name in enumerate(data.sensors):
-        if name in known:
-            specs.append(known[name])
-            continue
-        lo, hi = float(data.values[:, j].min()), float(data.values[:, j].max())
-        margin = max(RANGE_MARGIN * (hi - lo), 1e-6 * max(1.0, abs(lo), abs(hi)))
-        specs.append(SensorSpec(name, "", lo - margin, hi + margin, "range derived from data"))
+        base = known.get(name, SensorSpec(name, ""))
+        rng = configured.get(name)
+        if rng is not None:
+            base = replace(
+                base,
+                lo=base.lo if rng.lo is None else rng.lo,
+                hi=base.hi if rng.hi is None else rng.hi,
+            )
+        specs.append(
+            replace(
+                base,
+                envelope_lo=float(values[:, j].min()),
+                envelope_hi=float(values[:, j].max()),
+            )
+        )
     return specs
 
 
@@ -409,31 +432,35 @@ class TrainResult:
     iforest: Any  # sklearn Pipeline (RobustScaler + IsolationForest)
     lstm_scoring_model: Any  # keras Model: raw window -> window_error, sensor_error
     history: dict[str, list[float]]
-    validation: ScoredSteps
-    test: ScoredSteps
+    #: Out-of-sample scores of the fit part (what the thresholds were placed on).
+    calibration: ScoredSteps
+    #: The evaluated steps (test part or evaluation file); None without either.
+    test: ScoredSteps | None
     metrics: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
+    plan_mode: str = "kfold"
 
 
 def _check_parts(data: Dataset, split: Split, cfg: TrainConfig) -> None:
     sizes = split.sizes()
-    need = {"train": 2 * cfg.window, "validation": cfg.window, "test": cfg.window}
-    short = [f"{p} has {sizes[p]} steps (needs >= {n})" for p, n in need.items() if sizes[p] < n]
-    if short:
+    need = 2 * cfg.window + 2 * cfg.calibration.folds
+    if sizes["fit"] < need:
         raise DataError(
-            f"{data.source}: {data.n_steps} steps are too few for window {cfg.window}: "
-            + "; ".join(short)
+            f"{data.source}: {sizes['fit']} steps to fit are too few for window {cfg.window} "
+            f"and {cfg.calibration.folds} folds (needs >= {need})"
         )
-    train = data.values[split.train]
-    flat = [s for j, s in enumerate(data.sensors) if np.ptp(train[:, j]) == 0]
+    if 0 < sizes["test"] < cfg.window:
+        raise DataError(
+            f"{data.source}: the test part has {sizes['test']} steps (needs >= {cfg.window})"
+        )
+    fit = data.values[split.fit]
+    flat = [s for j, s in enumerate(data.sensors) if np.ptp(fit[:, j]) == 0]
     if flat:
         raise DataError(
-            f"{data.source}: sensors {flat} are constant in the training part "
-            f"(first {sizes['train']} steps); a constant sensor cannot be scaled"
+            f"{data.source}: sensors {flat} are constant in the fit part "
+            f"(first {sizes['fit']} steps); a constant sensor cannot be scaled"
         )
-    if data.labels is not None and not np.any(data.labels[split.train] == 0):
-        raise DataError(f"{data.source}: the training part has no normal (label 0) steps")
 
 
 def _entry(
@@ -457,83 +484,79 @@ def _entry(
 
 @dataclass
 class _Fitted:
-    """Native models and what the manifest needs to say about how they were fitted."""
+    """The final native models, and the out-of-sample scores of the fit part."""
 
     spec: FeatureSpec
-    forest: Any
-    iforest_rows: int
-    scoring_model: Any
-    history: dict[str, list[float]]
+    final: FittedPair
     lstm_center: NDArray[np.float32]
     lstm_scale: NDArray[np.float32]
+    plan: calibration.Plan
+    #: Out-of-sample scores per model, for ``plan.scored`` (window-end steps of the fit part).
+    oos: dict[str, NDArray[np.float64]]
+
+
+def _fit_settings(cfg: TrainConfig) -> FitSettings:
+    return FitSettings(
+        window=cfg.window,
+        n_estimators=cfg.iforest.n_estimators,
+        max_samples=cfg.iforest.max_samples,
+        contamination=cfg.iforest.contamination,
+        epochs=cfg.lstm_ae.epochs,
+        batch_size=cfg.lstm_ae.batch_size,
+        patience=cfg.lstm_ae.patience,
+        max_train_windows=cfg.lstm_ae.max_train_windows,
+        early_stopping_tail=cfg.calibration.early_stopping_tail,
+        seed=cfg.seed,
+        threads=cfg.threads,
+    )
 
 
 def _fit_models(cfg: TrainConfig, data: Dataset, split: Split, clock: Clock) -> _Fitted:
-    """Isolation Forest on training feature rows, LSTM on training windows; normal data only
-    when labels exist (a row or window counts as normal when none of its steps is labelled)."""
+    """Final models on every fit window; out-of-sample scores of every fit window from fold
+    models (k-fold) or of the hold-out tail (large data). No labels are used."""
     with clock.phase("imports", "importing scikit-learn and TensorFlow"):
-        from . import iforest as iforest_mod  # heavy imports only when training
-        from . import lstm_ae as lstm_mod
-
-    train_values = data.values[split.train]
-    train_labels = None if data.labels is None else data.labels[split.train]
-    spec = default_feature_spec(data.sensors, cfg.rolling)
-    with clock.phase("features", f"computing {spec.n_features} features per step"):
-        features = compute_series_features(train_values, spec)  # row i = step i + rolling - 1
-        if train_labels is not None:
-            features = features[normal_windows(train_labels, cfg.rolling)]
-    with clock.phase(
-        "iforest_fit",
-        f"fitting Isolation Forest ({cfg.iforest.n_estimators} trees, "
-        f"{cfg.iforest.max_samples} samples) on {len(features)} normal rows",
-    ):
-        forest = iforest_mod.fit_iforest(
-            features,
-            n_estimators=cfg.iforest.n_estimators,
-            max_samples=cfg.iforest.max_samples,
-            contamination=cfg.iforest.contamination,
-            seed=cfg.seed,
-            n_jobs=cfg.threads,
-        )
+        from . import lstm_ae as lstm_mod  # heavy imports only when training
 
     lstm_mod.set_tf_threads(cfg.threads)
-    window, limit = cfg.window, cfg.lstm_ae.max_train_windows
-    normal_steps = train_values if train_labels is None else train_values[train_labels == 0]
-    center, scale = lstm_mod.fit_scaler(normal_steps)
-    train_windows = _pick(
-        sliding_windows(train_values, window),
-        None if train_labels is None else normal_windows(train_labels, window),
-        limit,
-        cfg.seed,
-    )
-    # validation windows end in the validation part (their first steps reach back into train)
-    val_steps = slice(split.validation.start - window + 1, split.validation.stop)
-    val_windows = _pick(
-        sliding_windows(data.values[val_steps], window),
-        None if data.labels is None else normal_windows(data.labels[val_steps], window),
-        None if limit is None else max(1, limit // 4),
-        cfg.seed + 1,
-    )
-    if len(train_windows) == 0 or len(val_windows) == 0:
-        raise DataError(f"{data.source}: no normal windows of {window} steps to train the LSTM on")
-    with clock.phase(
-        "lstm_ae_fit",
-        f"training LSTM autoencoder on {len(train_windows)} windows "
-        f"(validation {len(val_windows)}), up to {cfg.lstm_ae.epochs} epochs",
-    ):
-        scoring_model, history = lstm_mod.fit_lstm_ae(
-            train_windows,
-            val_windows,
-            center,
-            scale,
-            epochs=cfg.lstm_ae.epochs,
-            batch_size=cfg.lstm_ae.batch_size,
-            patience=cfg.lstm_ae.patience,
-            seed=cfg.seed,
-            max_train_windows=limit,
-            progress=clock.say,
-        )
-    return _Fitted(spec, forest, len(features), scoring_model, history, center, scale)
+    values = data.values[split.fit]
+    spec = default_feature_spec(data.sensors, cfg.rolling)
+    view = SeriesView(values, spec, cfg.window)
+    center, scale = lstm_mod.fit_scaler(values)
+    c = cfg.calibration
+    try:
+        plan = calibration.plan(len(values), cfg.window, c.folds, c.kfold_max_windows, c.holdout)
+    except ValueError as exc:
+        raise DataError(f"{data.source}: {exc}") from None
+    fs = _fit_settings(cfg)
+    positions = {int(t): i for i, t in enumerate(plan.scored)}
+    oos = {k: np.full(len(plan.scored), np.nan) for k in MODEL_KEYS}
+
+    def keep(ends: NDArray[np.int64], scores: dict[str, NDArray[np.float64]]) -> None:
+        idx = np.array([positions[int(t)] for t in ends], dtype=np.int64)
+        for k, v in scores.items():
+            oos[k][idx] = v
+
+    if plan.mode == "holdout":
+        fold = plan.folds[0]
+        with clock.phase(
+            "fit",
+            f"fitting both models on {len(fold.train)} windows; the last "
+            f"{len(fold.held_out)} are held out to place the thresholds",
+        ):
+            final = fit_pair(view, fold.train, center, scale, fs, clock.say)
+        keep(fold.held_out, native_scores(final, view, fold.held_out))
+    else:
+        with clock.phase("fit", f"fitting both models on all {len(plan.final_train)} fit windows"):
+            final = fit_pair(view, plan.final_train, center, scale, fs, clock.say)
+        for j, fold in enumerate(plan.folds, 1):
+            with clock.phase(
+                f"fold_{j}",
+                f"fold {j}/{len(plan.folds)}: refitting on {len(fold.train)} windows, "
+                f"scoring {len(fold.held_out)} held out",
+            ):
+                pair = fit_pair(view, fold.train, center, scale, fs, lambda _m: None)
+                keep(fold.held_out, native_scores(pair, view, fold.held_out))
+    return _Fitted(spec, final, center, scale, plan, oos)
 
 
 def _export(
@@ -545,9 +568,10 @@ def _export(
 
     if_path = directory / MODEL_FILES["iforest"]
     lstm_path = directory / MODEL_FILES["lstm_ae"]
-    if_info = iforest_mod.export_iforest(fitted.forest, fitted.spec.n_features, if_path)
-    lstm_info = lstm_mod.export_lstm_ae(fitted.scoring_model, cfg.window, n_sensors, lstm_path)
-    history = fitted.history
+    final = fitted.final
+    if_info = iforest_mod.export_iforest(final.forest, fitted.spec.n_features, if_path)
+    lstm_info = lstm_mod.export_lstm_ae(final.scoring_model, cfg.window, n_sensors, lstm_path)
+    history = final.history
     best = int(np.argmin(history["val_loss"]))
     return {
         "iforest": _entry(
@@ -560,9 +584,8 @@ def _export(
                 "max_samples": cfg.iforest.max_samples,
                 "contamination": cfg.iforest.contamination,
                 "seed": cfg.seed,
-                "training_rows": fitted.iforest_rows,
+                "training_rows": final.iforest_rows,
                 "onnx_nodes": if_info.get("nodes"),
-                "threshold_quantile": cfg.iforest.threshold_quantile,
             },
         ),
         "lstm_ae": _entry(
@@ -578,8 +601,8 @@ def _export(
                 "batch_size": cfg.lstm_ae.batch_size,
                 "patience": cfg.lstm_ae.patience,
                 "max_train_windows": cfg.lstm_ae.max_train_windows,
+                "training_windows": final.lstm_windows,
                 "seed": cfg.seed,
-                "threshold_quantile": cfg.lstm_ae.threshold_quantile,
             },
         ),
     }
@@ -588,8 +611,10 @@ def _export(
 def _manifest_dict(
     cfg: TrainConfig,
     data: Dataset,
+    split: Split,
     fitted: _Fitted,
     entries: dict[str, ModelEntry],
+    voting: VotingEntry,
     created: datetime,
 ) -> dict[str, Any]:
     from .iforest import scaler_params
@@ -599,13 +624,15 @@ def _manifest_dict(
         "model_set_version": "pending",
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "training_data_sha256": data.sha256,
-        "sensors": [s.to_dict() for s in sensor_entries(data)],
+        "sensors": [
+            s.to_dict() for s in sensor_entries(data, split.fit, cfg.data.instrument_ranges)
+        ],
         "window": cfg.window,
         "step_seconds": data.step_seconds,
         "features": fitted.spec.to_dict(),
         "scalers": {
             "note": SCALER_NOTE,
-            "iforest": {"kind": "robust", **scaler_params(fitted.forest)},
+            "iforest": {"kind": "robust", **scaler_params(fitted.final.forest)},
             "lstm_ae": {
                 "kind": "standard",
                 "center": [float(v) for v in fitted.lstm_center],
@@ -613,93 +640,91 @@ def _manifest_dict(
             },
         },
         "models": {k: e.model_dump(mode="json") for k, e in entries.items()},
-        "voting": cfg.voting.model_dump(mode="json"),
+        "voting": voting.model_dump(mode="json"),
         "versions": package_versions(),
     }
 
 
-def context_anomalous(
-    labels: NDArray[np.integer[Any]], steps: NDArray[np.int64], length: int
-) -> NDArray[np.int8]:
-    """1 where any of the ``length`` steps ending at each of ``steps`` is labelled anomalous.
+def _calibration_steps(data: Dataset, fitted: _Fitted, cal: calibration.Calibration) -> ScoredSteps:
+    idx = fitted.plan.scored
+    return ScoredSteps(
+        steps=idx,
+        timestamps=data.timestamps[idx],
+        values=data.values[idx],
+        labels=None if data.labels is None else data.labels[idx],
+        scores=dict(cal.scores),
+        per_sensor=None,
+        seconds=0.0,
+    )
 
-    A windowed model judges step t from steps t-length+1..t, so the steps right after a
-    fault still see it. Such steps are labelled normal but are not *clean* normal data;
-    left in, the ~window steps after every validation fault would set the threshold.
-    """
-    c = np.concatenate(([0], np.cumsum(np.asarray(labels) != 0)))
-    lo = np.maximum(steps - length + 1, 0)
-    return ((c[steps + 1] - c[lo]) > 0).astype(np.int8)
 
-
-def _set_thresholds(
-    cfg: TrainConfig,
-    entries: dict[str, ModelEntry],
-    val: ScoredSteps,
-    labels: NDArray[np.int8] | None,
-    clock: Clock,
-) -> tuple[dict[str, ModelEntry], dict[str, dict[str, float]]]:
-    """Per model: a quantile of validation scores over clean normal steps, and the scale.
-
-    "Clean" uses each model's own view: the last ``rolling`` steps for the Isolation
-    Forest's features, the whole window for the LSTM.
-    """
-    quantiles = {
-        "iforest": cfg.iforest.threshold_quantile,
-        "lstm_ae": cfg.lstm_ae.threshold_quantile,
-    }
-    context = {"iforest": cfg.rolling, "lstm_ae": cfg.window}
-    updated: dict[str, ModelEntry] = {}
-    summary: dict[str, dict[str, float]] = {}
-    for key, entry in entries.items():
-        q = quantiles[key]
-        dirty = None if labels is None else context_anomalous(labels, val.steps, context[key])
-        th = quantile_threshold(val.scores[key], q, dirty)
-        sc = score_scale(val.scores[key], dirty)
-        updated[key] = entry.model_copy(update={"threshold": th, "score_scale": sc})
-        summary[key] = {
-            "quantile": q,
-            "threshold": th,
-            "score_scale": sc,
-            "normal_validation_steps": int(len(val) if dirty is None else (dirty == 0).sum()),
-        }
-        clock.say(
-            f"{key}: threshold {th:.6g} = q{q} of {summary[key]['normal_validation_steps']} "
-            f"clean normal validation scores; scale {sc:.4g}"
+def _evaluation_data(cfg: TrainConfig, data: Dataset) -> Dataset | None:
+    if cfg.eval_data is None:
+        return None
+    spec = cfg.data.spec().with_overrides(sensors=tuple(data.sensors))
+    evaluation = load_csv(cfg.eval_data, spec)
+    if evaluation.step_seconds != data.step_seconds:
+        raise DataError(
+            f"{evaluation.source}: step {evaluation.step_seconds:g}s differs from the "
+            f"training data's {data.step_seconds:g}s"
         )
-    return updated, summary
+    return evaluation
 
 
-def _test_metrics(
+def _evaluate(
     cfg: TrainConfig,
-    data: Dataset,
     entries: dict[str, ModelEntry],
-    val: ScoredSteps,
-    test: ScoredSteps,
+    voting: VotingEntry,
+    scored: ScoredSteps | None,
+    cal: ScoredSteps,
+    step_seconds: float,
     clock: Clock,
 ) -> dict[str, Any]:
-    if data.labels is None:
-        votes = test.votes(entries, cfg.voting)
+    """Out-of-sample behaviour on the fit part (always), and detection metrics on the
+    evaluated steps when they have labels."""
+    cal_votes = cal.votes(entries, voting)
+    days = len(cal) * step_seconds / 86400
+    alarms = alarm_states(cal_votes.ensemble_decision, cal.timestamps)
+    episodes = int(np.sum(np.diff(np.concatenate(([0], alarms.astype(np.int8)))) == 1))
+    out: dict[str, Any] = {
+        "out_of_sample": {
+            "steps": len(cal),
+            "flagged_percent": {
+                **{k: 100 * float(d.mean()) for k, d in cal_votes.decisions.items()},
+                "ensemble": 100 * float(cal_votes.ensemble_decision.mean()),
+            },
+            "alarm_episodes": episodes,
+            "alarm_episodes_per_day": episodes / days if days > 0 else None,
+        }
+    }
+    clock.say(
+        f"out of sample (fit part, {len(cal)} steps): ensemble flags "
+        f"{out['out_of_sample']['flagged_percent']['ensemble']:.2f}% of steps, "
+        f"{episodes} alarm episodes"
+    )
+    if scored is None:
+        return out
+    if scored.labels is None:
+        votes = scored.votes(entries, voting)
         flagged = {k: 100 * float(d.mean()) for k, d in votes.decisions.items()}
         flagged["ensemble"] = 100 * float(votes.ensemble_decision.mean())
-        return {"test": {"flagged_percent": flagged}}
-    out = {
-        "validation": evaluate_scored(val, entries, cfg.voting, data.step_seconds, cfg.window - 1),
-        "test": evaluate_scored(test, entries, cfg.voting, data.step_seconds, cfg.window - 1),
-    }
-    for key, m in out["test"].items():
-        clock.say(
-            f"test {key:8s} F1 {_fmt(m['f1'])}  FAR {_fmt(m['far_percent'])}% "
-            f"(settled {_fmt(m['far_settled_percent'])}%)  "
-            f"MAR {_fmt(m['mar_percent'])}%  events {m['events_detected']}/{m['events']}  "
-            f"delay {_fmt(m['mean_detection_delay_seconds'], 1)}s  "
-            f"false alarms/day {_fmt(m['false_alarms_per_day'], 1)}"
-        )
+        out["test"] = {"flagged_percent": flagged}
+        return out
+    result = evaluate_scored(scored, entries, voting, step_seconds, cfg.window - 1)
+    out["test"], out["test_alarm"] = result["point"], result["alarm"]
+    for level, table in (("point", result["point"]), ("alarm", result["alarm"])):
+        for key, m in table.items():
+            clock.say(
+                f"test {level:5s} {key:8s} F1 {_fmt(m['f1'])}  FAR {_fmt(m['far_percent'])}% "
+                f"MAR {_fmt(m['mar_percent'])}%  events {m['events_detected']}/{m['events']}  "
+                f"delay {_fmt(m['mean_detection_delay_seconds'], 1)}s  "
+                f"false alarms/day {_fmt(m['false_alarms_per_day'], 1)}"
+            )
     return out
 
 
 def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
-    """Fit, export, threshold, evaluate and write one model set (see module docstring)."""
+    """Fit, export, calibrate, evaluate and write one model set (see module docstring)."""
     clock = Clock(progress)
     if cfg.data.path is None:
         raise DataError("no training data: give --data CSV or set data.path in the config")
@@ -707,14 +732,22 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
 
     with clock.phase("load", f"loading {cfg.data.path}"):
         data = load_csv(cfg.data.path, cfg.data.spec())
+        evaluation = _evaluation_data(cfg, data)
     clock.say(
         f"{data.rows_read} rows -> {data.n_steps} steps of {data.step_seconds:g}s, "
         f"{len(data.sensors)} sensors {list(data.sensors)}, "
-        + (f"{100 * data.labels.mean():.2f}% anomalous" if data.labels is not None else "no labels")
+        + (
+            f"{100 * data.labels.mean():.2f}% labelled anomalous (labels evaluate only)"
+            if data.labels is not None
+            else "no labels"
+        )
         + (f", {data.interpolated_cells} cells interpolated" if data.interpolated_cells else "")
         + (f", ignored columns {list(data.ignored_columns)}" if data.ignored_columns else "")
     )
-    split = chronological_split(data.n_steps, cfg.split.train, cfg.split.validation)
+    test_fraction = cfg.split.test
+    if test_fraction == "auto":
+        test_fraction = 0.2 if data.labels is not None and evaluation is None else 0.0
+    split = chronological_split(data.n_steps, test_fraction)
     _check_parts(data, split, cfg)
     clock.say(f"split (chronological): {split.sizes()}")
     fitted = _fit_models(cfg, data, split, clock)
@@ -726,17 +759,34 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     try:
         with clock.phase("export", "exporting both models to ONNX"):
             entries = _export(cfg, fitted, len(data.sensors), staging)
+        cal = calibration.calibrate(
+            fitted.plan.scored,
+            fitted.oos,
+            entries,
+            cfg.voting.weights,
+            cfg.calibration.quantile,
+            cfg.voting.fusion,
+        )
+        entries = cal.apply(entries)
+        voting = cfg.voting.model_copy(
+            update={"fused_threshold": cal.fused_threshold, "quantile": cal.quantile}
+        )
+        clock.say(
+            f"calibrated on {len(cal.steps)} out-of-sample steps ({fitted.plan.mode}): "
+            + ", ".join(f"{k} threshold {v:.5g}" for k, v in cal.thresholds.items())
+            + f", ensemble threshold {cal.fused_threshold:.4g} (q{cal.quantile})"
+        )
         created = datetime.now(UTC).replace(microsecond=0)
-        base = _manifest_dict(cfg, data, fitted, entries, created)
-        # A provisional manifest (thresholds unset) lets ModelSet load the graphs; it lives
-        # in the staging directory only and is replaced below.
+        base = _manifest_dict(cfg, data, split, fitted, entries, voting, created)
         write_manifest(Manifest.model_validate(base), staging)
         model_set = ModelSet.load(staging, threads=cfg.threads)
-        with clock.phase("validation_scoring", "scoring the validation part with onnxruntime"):
-            val_scored = score_steps(model_set, data, split.validation)
-        entries, thresholds = _set_thresholds(cfg, entries, val_scored, data.labels, clock)
-        with clock.phase("evaluation", "scoring the test part with onnxruntime"):
-            test_scored = score_steps(model_set, data, split.test)
+        test_scored: ScoredSteps | None = None
+        with clock.phase("evaluation", "scoring the evaluation steps with onnxruntime"):
+            if evaluation is not None:
+                test_scored = score_steps(model_set, evaluation, slice(0, evaluation.n_steps))
+            elif split.test.stop > split.test.start:
+                test_scored = score_steps(model_set, data, split.test)
+        cal_steps = _calibration_steps(data, fitted, cal)
         metrics: dict[str, Any] = {
             "data": {
                 "source": data.source.name,
@@ -746,18 +796,20 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "interpolated_cells": data.interpolated_cells,
                 "split_steps": split.sizes(),
                 "labelled": data.labels is not None,
-                "iforest_training_rows": fitted.iforest_rows,
+                "evaluation_file": None if evaluation is None else evaluation.source.name,
+                "iforest_training_rows": fitted.final.iforest_rows,
+                "lstm_training_windows": fitted.final.lstm_windows,
+                "calibration_mode": fitted.plan.mode,
+                "folds": len(fitted.plan.folds) if fitted.plan.mode == "kfold" else 0,
             },
-            "thresholds": thresholds,
+            "thresholds": cal.summary(),
             "train_seconds": {
-                "iforest": clock.timings["iforest_fit"],
-                "lstm_ae": clock.timings["lstm_ae_fit"],
+                k: v for k, v in clock.timings.items() if k == "fit" or k.startswith("fold_")
             },
-            "lstm_ae_history": fitted.history,
-            **_test_metrics(cfg, data, entries, val_scored, test_scored, clock),
+            "lstm_ae_history": fitted.final.history,
+            **_evaluate(cfg, entries, voting, test_scored, cal_steps, data.step_seconds, clock),
             "timings_seconds": dict(clock.timings),
         }
-        base["models"] = {k: e.model_dump(mode="json") for k, e in entries.items()}
         base["metrics"] = json.loads(json.dumps(metrics, default=float))
         base["model_set_version"] = model_set_version(base, created)
         write_manifest(Manifest.model_validate(base), staging)
@@ -776,13 +828,14 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         manifest=manifest,
         data=data,
         split=split,
-        iforest=fitted.forest,
-        lstm_scoring_model=fitted.scoring_model,
-        history=fitted.history,
-        validation=val_scored,
+        iforest=fitted.final.forest,
+        lstm_scoring_model=fitted.final.scoring_model,
+        history=fitted.final.history,
+        calibration=cal_steps,
         test=test_scored,
         metrics=metrics,
         timings=clock.timings,
+        plan_mode=fitted.plan.mode,
     )
     if cfg.report:
         from .report import write_report

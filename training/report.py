@@ -130,7 +130,7 @@ def plot_score_distributions(
                 ax.hist(s[mask], bins=bins, alpha=0.55, label=label, color=color)
         ax.axvline(thresholds[key], color="black", linestyle="--", label="threshold")
         ax.set_yscale("log")
-        ax.set_title(f"{key}: test scores")
+        ax.set_title(f"{key}: scores")
         ax.set_xlabel("score (higher = more anomalous)")
         ax.set_ylabel("steps")
         ax.legend(fontsize=8)
@@ -240,6 +240,33 @@ def _md_kv(rows: list[tuple[str, Any]]) -> str:
     return format_table(["", ""], [[str(k), str(v)] for k, v in rows], markdown=True)
 
 
+def _settling(labels: NDArray[np.int8], window: int) -> NDArray[np.bool_]:
+    """Normal steps whose window (the ``window`` steps ending there) still holds a fault."""
+    c = np.concatenate(([0], np.cumsum(labels != 0)))
+    idx = np.arange(len(labels))
+    lo = np.maximum(idx - window + 1, 0)
+    return ((c[idx + 1] - c[lo]) > 0) & (labels == 0)
+
+
+def model_value_lines(test: dict[str, dict[str, Any]]) -> list[str]:
+    """Does each model earn its place? The ensemble's F1 against each model's alone."""
+    ens = test.get("ensemble", {}).get("f1")
+    if ens is None:
+        return []
+    lines = []
+    for key, m in test.items():
+        if key == "ensemble" or m.get("f1") is None:
+            continue
+        if ens > m["f1"] + 1e-9:
+            lines.append(f"- the ensemble (F1 {ens:.3f}) beats {key} alone (F1 {m['f1']:.3f})")
+        else:
+            lines.append(
+                f"- **{key} alone (F1 {m['f1']:.3f}) is as good as or better than the "
+                f"ensemble (F1 {ens:.3f})**: the other model adds nothing on this data"
+            )
+    return lines
+
+
 def write_report(result: TrainResult) -> Path:
     """Write figures and ``report.md`` into ``<out>/report/``; return the Markdown path."""
     out = Path(result.out_dir) / REPORT_DIR
@@ -248,32 +275,31 @@ def write_report(result: TrainResult) -> Path:
     sensors = manifest.sensor_names
     units = [s.unit for s in manifest.sensors]
     thresholds = {k: m.threshold for k, m in manifest.models.items()}
-    test = result.test
-    votes = test.votes(dict(manifest.models), manifest.voting)
-
+    shown = result.test if result.test is not None else result.calibration
     settling = None
-    if result.data.labels is not None:
-        from .pipeline import context_anomalous
-
-        in_window = context_anomalous(result.data.labels, test.steps, manifest.window) == 1
-        settling = in_window & (result.data.labels[test.steps] == 0)
-    plot_score_distributions(test, thresholds, settling, out / FIGURES["scores"])
+    if shown.labels is not None:
+        settling = _settling(shown.labels, manifest.window)
+    plot_score_distributions(shown, thresholds, settling, out / FIGURES["scores"])
     plot_training_curves(result.history, out / FIGURES["training"])
-    contributions = sensor_contributions(test)
+    contributions = sensor_contributions(shown) if shown.per_sensor is not None else {}
     if contributions:
         plot_sensor_contributions(contributions, sensors, out / FIGURES["sensors"])
-    plot_test_timeseries(
-        test,
-        sensors,
-        units,
-        votes.ensemble_decision,
-        votes.ensemble_score,
-        out / FIGURES["timeseries"],
-    )
+    if result.test is not None:
+        votes = result.test.votes(dict(manifest.models), manifest.voting)
+        plot_test_timeseries(
+            result.test,
+            sensors,
+            units,
+            votes.ensemble_decision,
+            votes.ensemble_score,
+            out / FIGURES["timeseries"],
+        )
 
     data = result.data
     metrics = result.metrics
     split = metrics["data"]["split_steps"]
+    th = metrics["thresholds"]
+    oos = metrics["out_of_sample"]
     lines = [
         f"# Training report — model set {manifest.model_set_version}",
         "",
@@ -290,57 +316,91 @@ def write_report(result: TrainResult) -> Path:
                 ("steps", f"{data.n_steps} of {data.step_seconds:g} s"),
                 ("sensors", ", ".join(sensors)),
                 (
-                    "anomalous steps",
-                    "no labels"
+                    "labels",
+                    "none"
                     if data.labels is None
-                    else f"{100 * float(data.labels.mean()):.2f}%",
+                    else f"{100 * float(data.labels.mean()):.2f}% anomalous "
+                    "(used for evaluation only, never to fit or place a threshold)",
                 ),
                 ("interpolated cells", data.interpolated_cells),
                 (
                     "split (steps)",
-                    f"train {split['train']}, validation {split['validation']}, "
-                    f"test {split['test']} (chronological)",
+                    f"fit {split['fit']}, test {split['test']} (chronological)"
+                    + (
+                        f"; evaluated on `{metrics['data']['evaluation_file']}`"
+                        if metrics["data"].get("evaluation_file")
+                        else ""
+                    ),
+                ),
+                (
+                    "calibration",
+                    f"{metrics['data']['calibration_mode']}"
+                    + (
+                        f" ({metrics['data']['folds']} time-ordered folds, purged)"
+                        if metrics["data"]["calibration_mode"] == "kfold"
+                        else " (last share of the fit part)"
+                    )
+                    + f": {oos['steps']} out-of-sample steps",
                 ),
                 ("window / rolling", f"{manifest.window} / {manifest.features.rolling} steps"),
             ]
         ),
         "",
-        "## Thresholds",
+        "## Thresholds (out-of-sample scores, no labels)",
         "",
         format_table(
-            ["model", "quantile of normal validation scores", "threshold", "score scale"],
+            ["model", "threshold", "median", "scale"],
             [
-                [k, f"{t['quantile']}", f"{t['threshold']:.6g}", f"{t['score_scale']:.4g}"]
-                for k, t in metrics["thresholds"].items()
+                [k, f"{th[k]['threshold']:.6g}", f"{th[k]['center']:.6g}", f"{th[k]['scale']:.4g}"]
+                for k in manifest.models
             ],
             markdown=True,
         ),
         "",
-        f"Voting: {manifest.voting.strategy}, weights {manifest.voting.weights}, "
-        f"threshold {manifest.voting.threshold}.",
+        f"Ensemble: {manifest.voting.strategy}, weights {manifest.voting.weights}; "
+        f"fused threshold {th['fused_threshold']:.4g} = quantile {th['quantile']} of the "
+        f"out-of-sample fused scores (stated point false-alarm rate "
+        f"{100 * (1 - th['quantile']):.2g} % on normal data). Out of sample the ensemble "
+        f"flagged {oos['flagged_percent']['ensemble']:.2f} % of steps and raised "
+        f"{oos['alarm_episodes']} alarm episodes"
+        + (
+            f" ({oos['alarm_episodes_per_day']:.2f} per day)"
+            if oos.get("alarm_episodes_per_day") is not None
+            else ""
+        )
+        + ".",
         "",
-        "## Test metrics (scored through onnxruntime)",
+        "## Evaluation (scored through onnxruntime)",
         "",
     ]
-    if "ensemble" in metrics.get("test", {}):
+    test = metrics.get("test", {})
+    if "ensemble" in test:
         lines += [
-            metrics_table(metrics["test"], markdown=True),
+            "Point decisions:",
+            "",
+            metrics_table(test, markdown=True),
+            "",
+            "Alarm episodes (the agent's on/off delays applied — what an operator sees):",
+            "",
+            metrics_table(metrics["test_alarm"], markdown=True),
             "",
             "FAR = % of normal points flagged; FAR settled = the same without the "
             f"{manifest.window - 1} steps after each fault, whose windows still contain it; "
             "MAR = % of anomalous points missed. An event is a run of anomalous points and "
             "counts as detected when any of its points is flagged; false alarms are flagged "
             "runs that start outside every event.",
+            "",
+            "Does each model earn its place (point decisions)?",
+            "",
+            *model_value_lines(test),
         ]
-        if "validation" in metrics:
-            lines += ["", "Validation part, same thresholds:", ""]
-            lines.append(metrics_table(metrics["validation"], markdown=True))
-    else:
-        flagged = metrics["test"]["flagged_percent"]
+    elif "flagged_percent" in test:
         lines.append(
             "No labels: share of test steps flagged — "
-            + ", ".join(f"{k} {v:.2f}%" for k, v in flagged.items())
+            + ", ".join(f"{k} {v:.2f}%" for k, v in test["flagged_percent"].items())
         )
+    else:
+        lines.append("No test part and no evaluation file: nothing to evaluate on.")
     timings = metrics.get("timings_seconds", {})
     lines += [
         "",
@@ -364,7 +424,8 @@ def write_report(result: TrainResult) -> Path:
     ]
     if contributions:
         lines += [f"![Per-sensor contributions]({FIGURES['sensors']})", ""]
-    lines += [f"![Test time series]({FIGURES['timeseries']})", ""]
+    if result.test is not None:
+        lines += [f"![Test time series]({FIGURES['timeseries']})", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -1,0 +1,91 @@
+"""Out-of-fold calibration: which windows fit which model, and where thresholds land."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.ensemble import vote
+from edge_agent.manifest import ModelEntry, VotingEntry
+from training.calibration import calibrate, plan, purged
+
+
+def entry(kind: str) -> ModelEntry:
+    return ModelEntry(
+        kind=kind,  # type: ignore[arg-type]
+        file=f"{kind}.onnx",
+        sha256="0" * 64,
+        input_name="x",
+        input_kind="features" if kind == "iforest" else "window",
+        input_shape=[None, 3],
+        score_output="s",
+        threshold=0.0,
+        score_scale=1.0,
+    )
+
+
+@pytest.mark.parametrize(("n", "window", "folds"), [(400, 30, 5), (1000, 60, 3), (97, 10, 4)])
+def test_kfold_scores_every_fit_window_once_from_a_model_that_never_saw_it(
+    n: int, window: int, folds: int
+) -> None:
+    p = plan(n, window, folds, kfold_max_windows=10_000, holdout=0.2)
+    assert p.mode == "kfold" and len(p.folds) == folds
+    ends = np.arange(window - 1, n)
+    np.testing.assert_array_equal(p.scored, ends)  # every window, exactly once
+    np.testing.assert_array_equal(p.final_train, ends)  # the final models see all of it
+    for fold in p.folds:
+        held_steps = set(range(int(fold.held_out[0]) - window + 1, int(fold.held_out[-1]) + 1))
+        for t in fold.train:  # no training window shares a step with a held-out window
+            assert held_steps.isdisjoint(range(int(t) - window + 1, int(t) + 1))
+        assert len(fold.train) > 0
+
+
+def test_large_data_uses_a_purged_holdout_tail() -> None:
+    p = plan(50_000, 60, 5, kfold_max_windows=20_000, holdout=0.2)
+    assert p.mode == "holdout" and len(p.folds) == 1
+    fold = p.folds[0]
+    assert fold.held_out[-1] == 49_999 and len(fold.held_out) == round((50_000 - 59) * 0.2)
+    assert fold.train[-1] < fold.held_out[0] - 60 + 1
+    np.testing.assert_array_equal(p.final_train, fold.train)
+
+
+def test_purged_drops_exactly_the_overlapping_windows() -> None:
+    ends = np.arange(4, 30)
+    kept = purged(ends, 10, 15, window=5)
+    assert kept.tolist() == [4, 5, *range(19, 30)]
+
+
+def test_too_little_data_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="too few"):
+        plan(12, 10, 5, 10_000, 0.2)
+
+
+def test_calibration_places_thresholds_on_the_stated_quantile() -> None:
+    rng = np.random.default_rng(0)
+    steps = np.arange(20_000)
+    scores = {"iforest": rng.normal(0, 1, 20_000), "lstm_ae": rng.lognormal(0, 1, 20_000)}
+    entries = {k: entry(k) for k in scores}
+    cal = calibrate(steps, scores, entries, {"iforest": 0.5, "lstm_ae": 0.5}, 0.99)
+    for k, s in scores.items():
+        assert cal.thresholds[k] == pytest.approx(np.quantile(s, 0.99))
+        assert cal.centers[k] == pytest.approx(np.median(s))
+        assert cal.scales[k] == pytest.approx(cal.thresholds[k] - cal.centers[k])
+    # applied to the manifest entries, the ensemble flags the stated share of these steps
+    voting = VotingEntry(
+        weights={"iforest": 0.5, "lstm_ae": 0.5}, fused_threshold=cal.fused_threshold
+    )
+    v = vote(scores, cal.apply(entries), voting)
+    assert v.ensemble_decision.mean() == pytest.approx(0.01, abs=0.001)
+    for k in scores:
+        assert v.decisions[k].mean() == pytest.approx(0.01, abs=0.001)
+
+
+def test_constant_scores_get_a_positive_scale() -> None:
+    cal = calibrate(
+        np.arange(50),
+        {"iforest": np.full(50, 0.3)},
+        {"iforest": entry("iforest")},
+        {"iforest": 1.0},
+        0.995,
+    )
+    assert cal.scales["iforest"] > 0
