@@ -20,7 +20,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from edge_agent.config import LoggingSettings, MqttSettings, SensorLimits, load_settings_class
+from edge_agent.config import (
+    LoggingSettings,
+    MqttSettings,
+    SensorLimits,
+    _env_sets,
+    _resolve_paths,
+    load_settings_class,
+)
 
 
 class _Section(BaseModel):
@@ -210,6 +217,26 @@ class ConsoleSettings(BaseSettings):
         return tuple(sources)
 
 
+#: Keys holding paths that, given relative in the file, are relative to the file (as the agent's).
+PATH_KEYS = (
+    "state_dir",
+    "mqtt.password_file",
+    "mqtt.tls.ca_file",
+    "mqtt.tls.cert_file",
+    "mqtt.tls.key_file",
+)
+
+
 def load_console_settings(path: Path | str | None = None, **overrides: Any) -> ConsoleSettings:
-    """YAML (if given) + environment; :class:`edge_agent.config.ConfigError` on bad keys."""
-    return load_settings_class(ConsoleSettings, path, **overrides)
+    """YAML (if given) + environment; :class:`edge_agent.config.ConfigError` on bad keys.
+
+    With a file, relative paths (``state_dir``, MQTT files, ``model_dirs``) resolve against
+    its directory, like the agent's; the database and training folders live in state_dir."""
+    settings = load_settings_class(ConsoleSettings, path, **overrides)
+    if path is None:
+        return settings
+    base = Path(path).resolve().parent
+    settings = _resolve_paths(settings, base, PATH_KEYS, "EDGE_CONSOLE_")
+    if not _env_sets("model_dirs", "EDGE_CONSOLE_"):
+        settings.model_dirs = [d if d.is_absolute() else base / d for d in settings.model_dirs]
+    return settings

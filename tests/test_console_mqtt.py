@@ -286,3 +286,17 @@ def test_shipped_console_config_is_valid_and_documents_every_key() -> None:
             if name == "mqtt" and key not in {"host", "port", "protocol", "client_id"}:
                 continue  # the agent's section, documented in config/agent.yaml
             assert f"  {key}:" in text, f"{name}.{key}"
+
+
+def test_relative_paths_in_the_file_are_relative_to_it(tmp_path: Path, monkeypatch: Any) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    cfg = etc / "console.yaml"
+    cfg.write_text("state_dir: state\nmodel_dirs: [models, /abs/models]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    s = load_console_settings(cfg)
+    assert s.state_dir == etc / "state"
+    assert s.model_dirs == [etc / "models", Path("/abs/models")]
+    assert s.database_url == f"sqlite:///{etc / 'state' / 'console.sqlite'}"
+    monkeypatch.setenv("EDGE_CONSOLE_STATE_DIR", "here")  # typed in a shell: the working dir
+    assert load_console_settings(cfg).state_dir == Path("here")
