@@ -609,6 +609,7 @@ def build_small_model_set(out: Path) -> Path:
             "lstm_ae.epochs": 2,
             "lstm_ae.max_train_windows": 1500,
             "report": False,
+            "tracking.enabled": False,  # a benchmark fixture, not a run to register
         },
     )
     train(cfg, progress=lambda s: None)

@@ -59,7 +59,14 @@ def rerun_all(work: Path) -> dict[str, Any]:
     csv = work / "simulated.csv"
     sim = cfg.simulator
     generate_dataset(sim.steps, sim.events, seed=sim.seed, day_seconds=sim.day_seconds).to_csv(csv)
-    cfg = _config({"data.path": str(csv), "output_dir": str(work / "models"), "report": False})
+    cfg = _config(
+        {
+            "data.path": str(csv),
+            "output_dir": str(work / "models"),
+            "report": False,
+            "tracking.enabled": False,
+        }
+    )
     t0 = time.perf_counter()
     result = train(cfg, progress=lambda line: print(f"  {line}", flush=True))
     return {

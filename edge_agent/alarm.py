@@ -65,6 +65,17 @@ def anomaly_severity(strength: float) -> Severity:
     return "low"
 
 
+def alarm_key(kind: str, subject: str) -> str:
+    """The operator-facing name of one alarm: ``kind``, or ``kind/<sensor>`` with a subject.
+
+    The one place that names alarms (alerts, the retained alarm list, commands). A limit
+    subject of the form ``"<sensor>:<LEVEL>"`` names its sensor: operators address the
+    sensor's limit alarm, not each level.
+    """
+    sensor = subject.split(":", 1)[0]
+    return f"{kind}/{sensor}" if sensor else kind
+
+
 def alert_id(agent_id: str, unit: str, kind: str, subject: str, raised_ts: float) -> str:
     """Deterministic id of one episode: a restarted agent replaying the same data agrees."""
     key = f"{agent_id}\x1f{unit}\x1f{kind}\x1f{subject}\x1f{round(raised_ts * 1e6)}"

@@ -19,13 +19,39 @@ import orjson
 
 from .config import AgentSettings
 
-AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood"]
+AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood", "maintenance"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
-AlertState = Literal["raised", "cleared", "summary"]
+#: The audit states record operator commands and shelve expiries (edge_agent.lifecycle).
+AlertState = Literal[
+    "raised",
+    "cleared",
+    "summary",
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "shelve_expired",
+    "out_of_service",
+    "in_service",
+]
+AUDIT_STATES: tuple[AlertState, ...] = (
+    "acknowledged",
+    "shelved",
+    "unshelved",
+    "shelve_expired",
+    "out_of_service",
+    "in_service",
+)
 Severity = Literal["low", "medium", "high"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-ALERT_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality", "flood")
+ALERT_KINDS: tuple[AlertKind, ...] = (
+    "anomaly",
+    "limit",
+    "sensor_stale",
+    "bad_quality",
+    "flood",
+    "maintenance",
+)
 
 
 def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
@@ -97,6 +123,16 @@ class FloodDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditDetail:
+    """Who did what to an alarm (an operator command, or a shelve that ran out)."""
+
+    operator: str
+    comment: str | None = None
+    #: The sensor of an out_of_service / in_service command; None for the whole unit.
+    sensor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     alert_id: str
     plant: str
@@ -127,9 +163,14 @@ class Alert:
     arrival: float | None = None
     #: One line of plain text for people (see :mod:`edge_agent.messages`).
     message: str = ""
+    #: The alarm's name (edge_agent.alarm.alarm_key); None for flood summaries and unit-wide
+    #: maintenance events.
+    alarm: str | None = None
+    #: Set on audit events (the AUDIT_STATES) only.
+    audit: AuditDetail | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "alert_id": self.alert_id,
             "plant": self.plant,
             "unit": self.unit,
@@ -170,7 +211,14 @@ class Alert:
             "agent_id": self.agent_id,
             "resent": self.resent,
             "received_at": None if self.arrival is None else rfc3339(self.arrival, "microseconds"),
+            "alarm": self.alarm,
         }
+        if self.audit is not None:
+            doc["operator"] = self.audit.operator
+            doc["comment"] = self.audit.comment
+            if self.audit.sensor is not None:
+                doc["sensor"] = self.audit.sensor
+        return doc
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -229,6 +277,14 @@ class Alert:
                 if doc.get("received_at") is None
                 else _parse_rfc3339(doc["received_at"]),
                 message=str(doc.get("message", "")),
+                alarm=None if doc.get("alarm") is None else str(doc["alarm"]),
+                audit=None
+                if doc.get("operator") is None
+                else AuditDetail(
+                    str(doc["operator"]),
+                    None if doc.get("comment") is None else str(doc["comment"]),
+                    None if doc.get("sensor") is None else str(doc["sensor"]),
+                ),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -349,6 +405,7 @@ def alert_json_schema() -> dict[str, Any]:
             "agent_id",
             "resent",
             "received_at",
+            "alarm",
         ],
         "properties": {
             "alert_id": {
@@ -360,10 +417,12 @@ def alert_json_schema() -> dict[str, Any]:
             "unit": {"type": "string"},
             "kind": {"enum": list(ALERT_KINDS)},
             "state": {
-                "enum": ["raised", "cleared", "summary"],
+                "enum": ["raised", "cleared", "summary", *AUDIT_STATES],
                 "description": "summary: only for kind flood, once per flood window. A limit "
                 "alarm that moves to another level (HI -> HIHI -> HI) is raised again with the "
-                "same alert_id and raised_at, a later ts, the new level and severity.",
+                "same alert_id and raised_at, a later ts, the new level and severity. "
+                "acknowledged ... in_service: audit events of the alarm lifecycle (operator "
+                "commands, shelve expiry), with operator and comment.",
             },
             "severity": {"enum": list(SEVERITIES)},
             "message": {
@@ -411,7 +470,9 @@ def alert_json_schema() -> dict[str, Any]:
             },
             "sensor": {
                 "type": ["string", "null"],
-                "description": "the sensor of a per-sensor alarm (limit, bad_quality)",
+                "description": "the sensor of a per-sensor alarm (limit, bad_quality); on an "
+                "out_of_service / in_service audit event the sensor taken out of / back into "
+                "service (null for the whole unit)",
             },
             "outside_envelope": _ENVELOPE,
             "model_set_version": {"type": "string"},
@@ -423,6 +484,14 @@ def alert_json_schema() -> dict[str, Any]:
                 "description": "when the agent received the step's last reading (agent clock, "
                 "UTC, microseconds); null for flood summaries",
             },
+            "alarm": {
+                "type": ["string", "null"],
+                "description": "the alarm: kind, or kind/sensor (limit/steam_pressure), as in "
+                "the retained alarm list and the alarm commands; null for flood summaries and "
+                "unit-wide maintenance events",
+            },
+            "operator": {"type": "string", "description": "audit events only: who"},
+            "comment": {"type": ["string", "null"], "description": "audit events only"},
         },
     }
 

@@ -248,7 +248,9 @@ class Aligner:
         """Note an impossible reading (rejected by ingest) of ``column`` at ``ts``.
 
         It fills nothing: at close the sensor is carried forward or stale as if silent,
-        and the step reports it in ``bad`` until a valid reading of it closes.
+        and the step reports it in ``bad`` until a valid reading of it closes. It never
+        closes or opens steps beyond the open window (a bad reading must not move time):
+        one outside it marks the sensor bad from the next closed step on.
         """
         tl = self._units.get(unit)
         if tl is None:
@@ -260,10 +262,9 @@ class Aligner:
         slot = tl.open.get(k)
         if slot is None:
             first = tl.first_unclosed()
-            if first is not None:
-                while k - first >= self.max_open_steps:
-                    self._close(tl, unit, first, "overflow")
-                    first += 1
+            if first is None or k - first >= self.max_open_steps:
+                tl.bad |= 1 << column
+                return
             slot = tl.open[k] = _OpenStep(self._n)
         slot.bad |= 1 << column
 

@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
+    from .alarm_rules import suppression_problems
     from .server import load_model_set
 
     try:
@@ -77,6 +78,7 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
                     f"config key units.{i}.limits.{sensor}: no such sensor in the model set "
                     f"(sensors: {', '.join(names)})"
                 )
+    problems += suppression_problems(settings, names)
     tls = settings.mqtt.tls
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key)
@@ -89,6 +91,11 @@ def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
         f"model set {model_set.version}: {len(names)} sensors, window {model_set.window}, "
         f"models {', '.join(model_set.manifest.models)}; {len(settings.units)} unit(s)"
     )
+    tracking = model_set.manifest.tracking
+    if tracking is not None:
+        summary += f"; trained in run {tracking.run_id}"
+        if tracking.registered_version is not None:
+            summary += f" ({tracking.registered_model} version {tracking.registered_version})"
     return problems, summary
 
 
@@ -127,6 +134,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import aiomqtt
 
+    from .plants import REFERENCE_DESIGN, find_plant, unit_design
     from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
     from .simulator import FaultEvent
 
@@ -136,8 +144,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         unit, event = parse_fault(spec)
         faults.setdefault(unit, []).append(event)
     units = [f"unit{i + 1}" for i in range(args.units)]
+    design = REFERENCE_DESIGN
+    if args.gppd is not None:
+        try:
+            real = find_plant(args.gppd)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        design = unit_design(real)
+        args.plant = args.plant or real.slug
+        print(
+            f"simulating {real.name} ({real.gppd_id}, {real.fuel}, {real.capacity_mw:g} MW): "
+            f"{len(units)} of its {real.units} x {real.unit_mw:.0f} MW units",
+            flush=True,
+        )
+    args.plant = args.plant or "plant1"
     plan = SimulationPlan(
         plant=args.plant,
+        design=design,
         units=units,
         mode=args.mode,
         backfill=args.backfill,
@@ -238,7 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port (default: %(default)s)"
     )
-    sim.add_argument("--plant", default="plant1", help="plant name in the topics (default: plant1)")
+    sim.add_argument(
+        "--gppd",
+        metavar="PLANT",
+        help="simulate units of a real plant (GPPD name or id, e.g. 'VINDH_CHAL STPS'); "
+        "default: the 600 MW reference coal unit the shipped models were trained on",
+    )
+    sim.add_argument(
+        "--plant", help="plant id in the topics (default: the --gppd plant's name, or plant1)"
+    )
     sim.add_argument("--units", type=int, default=1, help="number of units (unit1..unitN)")
     sim.add_argument(
         "--mode",

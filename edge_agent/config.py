@@ -109,6 +109,9 @@ _TOPIC_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "alerts": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
     "scores": (frozenset({"plant", "unit", "agent_id"}), frozenset()),
     "status": (frozenset({"plant", "agent_id"}), frozenset()),
+    "alarm_command": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
+    "alarm_reply": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
+    "alarms": (frozenset({"plant", "unit", "agent_id"}), frozenset({"unit"})),
 }
 
 
@@ -118,9 +121,22 @@ class TopicSettings(_Section):
     alerts: str = "plant/{plant}/{unit}/alerts"
     scores: str = "plant/{plant}/{unit}/scores"
     status: str = "plant/{plant}/edge/{agent_id}/status"
+    #: Alarm lifecycle (see edge_agent.lifecycle): commands in, replies and the retained list out.
+    alarm_command: str = "plant/{plant}/{unit}/alarms/command"
+    alarm_reply: str = "plant/{plant}/{unit}/alarms/reply"
+    alarms: str = "plant/{plant}/{unit}/alarms"
     publish_scores: bool = False
 
-    @field_validator("sensor", "telemetry", "alerts", "scores", "status")
+    @field_validator(
+        "sensor",
+        "telemetry",
+        "alerts",
+        "scores",
+        "status",
+        "alarm_command",
+        "alarm_reply",
+        "alarms",
+    )
     @classmethod
     def _template(cls, v: str, info: ValidationInfo) -> str:
         """Checked here, not when first used: a typo in the alerts topic would otherwise
@@ -201,6 +217,36 @@ class AlarmSettings(_Section):
     flood_max: int = Field(default=10, ge=1)
     flood_window_seconds: float = Field(default=600.0, gt=0)
     top_sensors: int = Field(default=3, ge=1)
+    #: A shelve command without ``duration_seconds`` lasts this long; none may exceed the max.
+    shelve_default_seconds: float = Field(default=3600.0, gt=0)
+    shelve_max_seconds: float = Field(default=8 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _shelve_bounds(self) -> AlarmSettings:
+        if self.shelve_default_seconds > self.shelve_max_seconds:
+            raise ValueError("shelve_default_seconds must be <= shelve_max_seconds")
+        return self
+
+
+SuppressibleKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality"]
+_SUPPRESSED_KINDS: tuple[SuppressibleKind, ...] = ("anomaly", "limit")
+
+
+class SuppressionSettings(_Section):
+    """Suppression by design: while ``sensor`` is below ``below`` (a unit offline or starting
+    up), alarms of ``kinds`` are not annunciated; limit alarms of ``safety_sensors`` always are."""
+
+    #: The unit's own reading that tells its operating state; null = no suppression.
+    sensor: str | None = None
+    below: float | None = None
+    kinds: list[SuppressibleKind] = Field(default_factory=lambda: list(_SUPPRESSED_KINDS))
+    safety_sensors: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _both(self) -> SuppressionSettings:
+        if (self.sensor is None) != (self.below is None):
+            raise ValueError("give suppression.sensor and suppression.below together")
+        return self
 
 
 class OutboxSettings(_Section):
@@ -250,6 +296,23 @@ class IngestSettings(_Section):
     instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
 
+class PlantInfo(_Section):
+    """What the plant is, for people reading the status message; every key optional.
+
+    ``edge-agent demo`` fills it from the shipped GPPD extract (:mod:`edge_agent.plants`).
+    """
+
+    name: str | None = Field(default=None, min_length=1)
+    gppd_id: str | None = None
+    fuel: str | None = None
+    capacity_mw: float | None = Field(default=None, gt=0)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+    def status_fields(self) -> dict[str, str | float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class AgentSettings(BaseSettings):
     """The whole agent configuration; see config/agent.yaml for every key, documented."""
 
@@ -262,6 +325,7 @@ class AgentSettings(BaseSettings):
 
     agent_id: str = Field(default_factory=lambda: socket.gethostname() or "edge-agent")
     plant: str = Field(default="plant1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    plant_info: PlantInfo = Field(default_factory=PlantInfo)
     state_dir: Path = Path("state")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
@@ -269,6 +333,7 @@ class AgentSettings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     align: AlignSettings = Field(default_factory=AlignSettings)
     alarm: AlarmSettings = Field(default_factory=AlarmSettings)
+    suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -291,6 +356,11 @@ class AgentSettings(BaseSettings):
     def outbox_path(self) -> Path:
         p = self.outbox.path
         return p if p.is_absolute() else self.state_dir / p
+
+    @property
+    def alarm_store_path(self) -> Path:
+        """Alarm states, shelves and out-of-service marks: beside the outbox."""
+        return self.outbox_path.with_name("alarms.sqlite")
 
     @classmethod
     def settings_customise_sources(

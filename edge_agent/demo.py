@@ -26,6 +26,7 @@ import orjson
 from .config import AgentSettings, ConfigError, load_settings
 from .logging_setup import configure_logging
 from .metrics import Metrics
+from .plants import Plant, find_plant, unit_design
 from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
 from .server import Server
 
@@ -38,6 +39,9 @@ DEMO_FAULTS = (
     "unit3/fouling@200+120*2",
 )
 
+#: A real plant whose 600 MW coal units have the design the shipped models were trained on.
+DEMO_PLANT = "IND0000164"  # K_GUDEM NEW, Telangana: 1,800 MW coal
+
 DEMO_LIMITS: dict[str, dict[str, float]] = {
     "steam_temperature": {"hi": 565.0, "hihi": 580.0},
     "turbine_vibration": {"hi": 7.1, "hihi": 11.0},
@@ -45,15 +49,21 @@ DEMO_LIMITS: dict[str, dict[str, float]] = {
 }
 
 
-def demo_plan(plant: str, units: list[str], seed: int = 0) -> SimulationPlan:
-    """The demo's simulated plant: ``DEMO_FAULTS`` on the units that exist, 60 steps of
-    backfill so the windows fill at once."""
+def demo_plan(
+    plant: str, units: list[str], seed: int = 0, real: Plant | None = None
+) -> SimulationPlan:
+    """The demo's simulated plant: units of ``DEMO_PLANT`` (a real plant's unit design),
+    ``DEMO_FAULTS`` on the units that exist, 60 steps of backfill so the windows fill at
+    once."""
     faults: dict[str | None, list[Any]] = {}
     for spec in DEMO_FAULTS:
         unit, event = parse_fault(spec)
         if unit in units:
             faults.setdefault(unit, []).append(event)
-    return SimulationPlan(plant=plant, units=units, faults=faults, backfill=60, seed=seed)
+    design = unit_design(real or find_plant(DEMO_PLANT))
+    return SimulationPlan(
+        plant=plant, units=units, faults=faults, backfill=60, seed=seed, design=design
+    )
 
 
 #: The embedded broker's port unless --port says otherwise (the MQTT default, so
@@ -106,11 +116,21 @@ def demo_settings(
     models: Path,
     state_dir: Path,
     metrics_port: int,
+    plant: Plant | None = None,
 ) -> AgentSettings:
+    real = plant or find_plant(DEMO_PLANT)
     return load_settings(
         None,
         agent_id="demo",
-        plant="demo",
+        plant=real.slug,
+        plant_info={
+            "name": real.name,
+            "gppd_id": real.gppd_id,
+            "fuel": real.fuel,
+            "capacity_mw": real.capacity_mw,
+            "latitude": real.latitude,
+            "longitude": real.longitude,
+        },
         state_dir=state_dir,
         mqtt={"host": host, "port": port, "protocol": protocol, "keepalive": 10},
         topics={"publish_scores": True},
@@ -321,8 +341,14 @@ async def _demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         tasks.append(asyncio.create_task(_print_status(metrics, args.status_every, started, board)))
-        plan = demo_plan(settings.plant, units, seed=args.seed)
-        print(f"simulating {len(units)} unit(s); faults: {', '.join(DEMO_FAULTS)}", flush=True)
+        real = find_plant(DEMO_PLANT)
+        plan = demo_plan(settings.plant, units, seed=args.seed, real=real)
+        print(
+            f"simulating {len(units)} unit(s) of {real.name} ({real.gppd_id}, {real.fuel}, "
+            f"{real.capacity_mw:g} MW, {real.unit_mw:.0f} MW units; data: Global Power Plant "
+            f"Database, WRI, CC BY 4.0); faults: {', '.join(DEMO_FAULTS)}",
+            flush=True,
+        )
 
         async def simulate() -> None:
             async with aiomqtt.Client(host, port, identifier="edge-demo-plant") as client:

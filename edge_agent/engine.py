@@ -22,7 +22,14 @@ import orjson
 import structlog
 from numpy.typing import NDArray
 
-from .alarm import LIMIT_SEVERITY, AlarmBook, AlarmEvent, FloodSummary, anomaly_severity
+from .alarm import (
+    LIMIT_SEVERITY,
+    AlarmBook,
+    AlarmEvent,
+    FloodSummary,
+    alarm_key,
+    anomaly_severity,
+)
 from .alerts import (
     Alert,
     AlertKind,
@@ -91,6 +98,9 @@ class StepOutcome:
     last_received: float | None = None
     sensor_names: Sequence[str] = ()
     top_k: int = 3
+    #: The step's values in ``sensor_names`` order (NaN = missing), for the alarm lifecycle's
+    #: suppression by design.
+    row: NDArray[np.float32] | None = None
 
     @property
     def top_sensors(self) -> tuple[SensorError, ...]:
@@ -202,6 +212,12 @@ class Engine:
             for unit, ts, column in ingest.bad_readings:
                 self._aligner.add_bad(unit, ts, column)
             ingest.bad_readings.clear()
+
+    def active_alarms(self, unit: str) -> set[str]:
+        """Names (:func:`alarm_key`) of the unit's active alarms, flood-held ones included."""
+        book = self._alarms
+        kinds = book.active_kinds(unit)
+        return {alarm_key(k, s) for k in kinds for s in book.active_subjects(unit, k)}
 
     @property
     def steps_ready(self) -> bool:
@@ -361,6 +377,7 @@ class Engine:
                     last_received=step.last_received,
                     sensor_names=names,
                     top_k=self._top_k,
+                    row=step.row,
                 )
             )
         for reason, n in dropped.items():
@@ -515,6 +532,7 @@ class Engine:
                 sensor=breach.sensor if breach is not None else sensor,
                 outside_envelope=o.outside_envelope,
                 arrival=o.last_received,
+                alarm=alarm_key(event.kind, event.subject),
             )
         )
 
@@ -554,5 +572,6 @@ class Engine:
                 "window": str(m.window),
                 "step_seconds": str(self.step_seconds),
                 "sensors": str(len(m.sensors)),
+                **{k: "" if v is None else str(v) for k, v in m.trace.items()},
             }
         )

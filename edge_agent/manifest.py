@@ -115,6 +115,18 @@ class VotingEntry(_Strict):
     quantile: float | None = Field(default=None, gt=0, lt=1)
 
 
+class TrackingEntry(_Strict):
+    """Where the set came from: the tracked training run and its registry version.
+
+    Optional (older manifests have none); lets an alert be traced to the run behind it.
+    """
+
+    run_id: str = Field(min_length=1)
+    experiment: str | None = None
+    registered_model: str | None = None
+    registered_version: int | None = Field(default=None, ge=1)
+
+
 class Manifest(_Strict):
     format_version: int
     model_set_version: str
@@ -129,6 +141,7 @@ class Manifest(_Strict):
     voting: VotingEntry
     metrics: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    tracking: TrackingEntry | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -141,6 +154,16 @@ class Manifest(_Strict):
         if unknown:
             raise ValueError(f"voting weights name unknown models: {sorted(unknown)}")
         return self
+
+    @property
+    def trace(self) -> dict[str, str | int | None]:
+        """The tracked run and registry version behind this set (None where untracked)."""
+        t = self.tracking
+        return {
+            "run_id": None if t is None else t.run_id,
+            "registered_model": None if t is None else t.registered_model,
+            "registered_version": None if t is None else t.registered_version,
+        }
 
     @property
     def sensor_names(self) -> list[str]:

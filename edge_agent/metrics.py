@@ -147,4 +147,55 @@ class Metrics:
         self.reloads = Counter(
             p + "reloads", "Config/model reloads, by result", ["result"], registry=r
         )
+        # -- alarm lifecycle (edge_agent.lifecycle, alarm_kpi) -----------------------------
+        self.alarm_commands = Counter(
+            p + "alarm_commands",
+            "Alarm commands received, by command and result (accepted, refused)",
+            ["command", "result"],
+            registry=r,
+        )
+        self.alarm_commands_refused = Counter(
+            p + "alarm_commands_refused",
+            "Alarm commands refused, by reason (bad_json, schema, wrong_unit, unknown_alarm, "
+            "bad_duration, not_applicable, retained)",
+            ["reason"],
+            registry=r,
+        )
+        self.alarm_store_errors = Counter(
+            p + "alarm_store_errors", "Alarm state storage errors", registry=r
+        )
+        self.alarm_rate_10min = Gauge(
+            p + "alarm_rate_10min", "Alarms raised in the last 10 minutes", ["unit"], registry=r
+        )
+        self.alarms_chattering = Gauge(
+            p + "alarms_chattering",
+            "Alarms with >= 3 transitions in the last minute",
+            ["unit"],
+            registry=r,
+        )
+        self.alarms_standing = Gauge(
+            p + "alarms_standing", "Alarms active for more than 24 h", ["unit"], registry=r
+        )
+        self.alarms_shelved = Gauge(p + "alarms_shelved", "Shelved alarms", ["unit"], registry=r)
+        self.alarms_out_of_service = Gauge(
+            p + "alarms_out_of_service",
+            "Out-of-service marks: scope unit (0/1) and sensors (how many)",
+            ["unit", "scope"],
+            registry=r,
+        )
+        self.alarms_listed = Gauge(
+            p + "alarms_listed",
+            "Alarms in the retained alarm list, by ISA-18.2 state",
+            ["unit", "state"],
+            registry=r,
+        )
+        self.alarm_flood_periods = Gauge(
+            p + "alarm_flood_periods",
+            "10-minute flood periods (more than alarm.flood_max raises) since start",
+            ["unit"],
+            registry=r,
+        )
+        self.alarm_flood_active = Gauge(
+            p + "alarm_flood_active", "1 while the unit is in an alarm flood", ["unit"], registry=r
+        )
         self.outbox_available.set(1)

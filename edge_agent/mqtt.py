@@ -92,10 +92,17 @@ def status_topic(settings: AgentSettings) -> str:
 
 
 def status_payload(
-    state: StatusState, settings: AgentSettings, model_set_version: str | None
+    state: StatusState,
+    settings: AgentSettings,
+    model_set_version: str | None,
+    model_trace: Mapping[str, str | int | None] | None = None,
 ) -> bytes:
-    """Retained status JSON: who this agent is, what it runs, and whether it is up."""
-    body = {
+    """Retained status JSON: who this agent is, what it runs, and whether it is up.
+
+    ``model_set`` traces the running set to its training run and registry version
+    (:attr:`edge_agent.manifest.Manifest.trace`); ``plant_info`` is the configured metadata.
+    """
+    body: dict[str, object] = {
         "state": state,
         "agent_id": settings.agent_id,
         "plant": settings.plant,
@@ -106,7 +113,11 @@ def status_payload(
             "onnxruntime": _onnxruntime_version(),
         },
         "pid": os.getpid(),
+        "model_set": {"version": model_set_version, **(model_trace or {})},
     }
+    info = settings.plant_info.status_fields()
+    if info:
+        body["plant_info"] = info
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -130,6 +141,11 @@ def subscription_topics(settings: AgentSettings) -> list[str]:
         _wildcard_topic(settings.topics.telemetry, settings),
     ]
     return list(dict.fromkeys(topics))
+
+
+def command_subscriptions(settings: AgentSettings) -> list[str]:
+    """The wildcard subscription for alarm commands to this plant's units (alarm lifecycle)."""
+    return [_wildcard_topic(settings.topics.alarm_command, settings)]
 
 
 def _properties(packet_type: int) -> Properties:
@@ -268,6 +284,7 @@ def build_client(
     settings: AgentSettings,
     *,
     model_set_version: str | None = None,
+    model_trace: Mapping[str, str | int | None] | None = None,
     queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
     logger: logging.Logger | None = None,
 ) -> aiomqtt.Client:
@@ -279,7 +296,7 @@ def build_client(
     v5 = m.protocol == "5"
     will = aiomqtt.Will(
         topic=status_topic(settings),
-        payload=status_payload("offline", settings, model_set_version),
+        payload=status_payload("offline", settings, model_set_version, model_trace),
         qos=1,
         retain=True,
     )
@@ -389,7 +406,9 @@ class MqttLink:
         subscriptions: list[str],
         on_message: MessageCallback,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_retained: Callable[[str], bool] | None = None,
         model_set_version: str | None = None,
+        model_trace: Mapping[str, str | int | None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -399,8 +418,12 @@ class MqttLink:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.on_connect = on_connect
+        #: Sees the topic of every *retained* message first; True = drop it (e.g. a command
+        #: someone published retained, which would otherwise replay at every reconnect).
+        self.on_retained = on_retained
         #: Reported in the status messages; the agent updates it after a model reload.
         self.model_set_version = model_set_version
+        self.model_trace = model_trace
         self._rng = rng
         #: Stamps each message's arrival (the agent's clock, injectable for replays).
         self._clock = clock
@@ -478,6 +501,7 @@ class MqttLink:
             client = build_client(
                 self.settings,
                 model_set_version=self.model_set_version,
+                model_trace=self.model_trace,
                 queue_type=_queue_class(self._count_drop, made, self._clock),
                 logger=self._lib_logger,
             )
@@ -525,7 +549,7 @@ class MqttLink:
         return subscribed
 
     async def _announce(self, client: aiomqtt.Client, state: StatusState) -> None:
-        payload = status_payload(state, self.settings, self.model_set_version)
+        payload = status_payload(state, self.settings, self.model_set_version, self.model_trace)
         await client.publish(self.status_topic, payload, qos=1, retain=True)
 
     async def _announce_stopped_quietly(self, client: aiomqtt.Client) -> None:
@@ -571,6 +595,9 @@ class MqttLink:
         if not isinstance(payload, bytes):
             payload = bytes(payload) if isinstance(payload, bytearray) else b""
         try:
+            check = self.on_retained if message.retain else None
+            if check is not None and check(message.topic.value):
+                return
             self.on_message(message.topic.value, payload, arrival)
         except Exception:
             # A bug in one handler must not take the connection down with it.
@@ -647,7 +674,9 @@ class MqttLink:
             return
         self._final_status = final_status
         if final_status and self.connected:
-            payload = status_payload("stopped", self.settings, self.model_set_version)
+            payload = status_payload(
+                "stopped", self.settings, self.model_set_version, self.model_trace
+            )
             if not await self.publish(self.status_topic, payload, retain=True, timeout=5.0):
                 self.log.warning("mqtt_stopped_status_not_sent")
         self._stop.set()

@@ -20,6 +20,7 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from .plants import REFERENCE_DESIGN, UnitDesign
 from .sensors import THERMAL_UNIT_SENSORS, sensor_names
 from .simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
 
@@ -74,6 +75,8 @@ class SimulationPlan:
     qos: int = 1
     sensor_topic: str = "plant/{plant}/{unit}/sensors/{sensor}"
     telemetry_topic: str = "plant/{plant}/{unit}/telemetry"
+    #: Every unit's design (a real plant's: :func:`edge_agent.plants.unit_design`).
+    design: UnitDesign = REFERENCE_DESIGN
 
 
 def unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[float, Any, int]]]:
@@ -90,6 +93,7 @@ def unit_streams(plan: SimulationPlan, start: float) -> list[Iterator[tuple[floa
             step_seconds=plan.step_seconds,
             day_seconds=plan.day_seconds,
             start_time=start - plan.burn_in * plan.step_seconds,
+            design=plan.design,
         )
         stream = sim.stream(sorted(shifted, key=lambda e: e.start))
         streams.append(itertools.islice(stream, plan.burn_in, None))

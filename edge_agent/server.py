@@ -25,13 +25,20 @@ from typing import Any
 import structlog
 
 from . import __version__
+from .alarm_service import AlarmService, CommandOutcome
 from .alerts import Alert
 from .config import AgentSettings, ConfigError, load_settings
 from .engine import Engine, TickResult
 from .logging_setup import get_logger
 from .manifest import MANIFEST_NAME, ManifestError
 from .metrics import Metrics
-from .mqtt import MqttLink, alert_properties, status_payload, subscription_topics
+from .mqtt import (
+    MqttLink,
+    alert_properties,
+    command_subscriptions,
+    status_payload,
+    subscription_topics,
+)
 from .outbox import Outbox, mark_resent
 from .scoring import ModelSet
 from .sdnotify import SystemdNotifier
@@ -44,6 +51,10 @@ SHUTDOWN_STOP_SECONDS = 1.5
 TICK_COALESCE_SECONDS = 0.005
 #: How often a degraded outbox retries its storage.
 MAINTENANCE_SECONDS = 10.0
+#: How often shelve expiry, KPI gauges and retained alarm lists are looked after.
+ALARM_HOUSEKEEPING_SECONDS = 0.5
+#: A retained alarm list the broker did not take is tried again after this long.
+ALARM_LIST_RETRY_SECONDS = 5.0
 #: Scores are best-effort (QoS 0): at most this many publishes in flight, the rest are dropped.
 MAX_SCORE_PUBLISHES_IN_FLIGHT = 2000
 
@@ -105,6 +116,7 @@ class Server:
         self.engine: Engine | None = None
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
+        self.alarms: AlarmService | None = None
         self.metrics_port: int | None = None
         self._metrics_httpd: Any = None
         self._state = _State()
@@ -113,6 +125,8 @@ class Server:
         self._steps_ready = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._last_tick = 0.0
+        self._alarm_wakeup = asyncio.Event()
+        self._replies: set[asyncio.Task[bool]] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> None:
@@ -149,16 +163,19 @@ class Server:
             metrics=self.metrics,
             clock=self.clock,
         )
+        self.alarms = AlarmService(s, self.engine, self.metrics)
         if s.metrics.enabled:
             self._start_metrics_endpoint()
         self.link = MqttLink(
             s,
             self.metrics,
             get_logger(component="mqtt", agent_id=s.agent_id),
-            subscriptions=subscription_topics(s),
+            subscriptions=[*subscription_topics(s), *command_subscriptions(s)],
             on_message=self._on_message,
             on_connect=self._on_connect,
+            on_retained=self.alarms.refuse_retained,
             model_set_version=self.model_set.version,
+            model_trace=self.model_set.manifest.trace,
         )
         self._state.accepting = True
         self._spawn(self.link.run(), "mqtt")
@@ -166,6 +183,7 @@ class Server:
         self._spawn(self._publisher_loop(), "publisher")
         self._spawn(self._watchdog_loop(), "watchdog")
         self._spawn(self._maintenance_loop(), "maintenance")
+        self._spawn(self._alarm_loop(), "alarms")
         self.log.info(
             "started",
             model_set=self.model_set.version,
@@ -192,6 +210,8 @@ class Server:
         await asyncio.gather(*self._state.tasks, return_exceptions=True)
         if self.outbox is not None:
             self.outbox.close()
+        if self.alarms is not None:
+            self.alarms.close()
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
@@ -199,6 +219,10 @@ class Server:
 
     # ------------------------------------------------------------------ intake
     def _on_message(self, topic: str, payload: bytes, received: float) -> None:
+        if self.alarms is not None and self.alarms.is_command(topic):
+            if self._state.accepting:
+                self._on_command(self.alarms.handle_command(topic, payload, self.clock()))
+            return
         if self._state.accepting and self.engine is not None:
             self.engine.handle_message(topic, payload, received)
             if self.engine.steps_ready and not self._state.tick_scheduled:
@@ -212,6 +236,9 @@ class Server:
     async def _on_connect(self) -> None:
         self._state.connected_at = self.clock()
         self._outbox_wakeup.set()
+        if self.alarms is not None:  # a broker that lost its retained messages gets them back
+            self.alarms.mark_all_changed()
+            self._alarm_wakeup.set()
         if not self._state.ready_sent:
             self._state.ready_sent = True
             self.notifier.ready()
@@ -248,12 +275,9 @@ class Server:
                 self.log.exception("tick failed")
 
     def _handle_tick(self, result: TickResult) -> None:
-        assert self.outbox is not None and self.engine is not None
-        for alert in result.alerts:
-            topic = self._topic(self.settings.topics.alerts, alert.unit)
-            self.outbox.put(topic, alert.to_json(), qos=1)
-        if result.alerts:
-            self._outbox_wakeup.set()
+        assert self.outbox is not None and self.engine is not None and self.alarms is not None
+        # The alarm lifecycle holds back alerts of shelved, suppressed and out-of-service alarms.
+        self._put_alerts(self.alarms.process_tick(result, self.clock()))
         if self.settings.topics.publish_scores and result.steps:
             self._publish_scores(result)
         if self.hooks.on_tick is not None:
@@ -281,6 +305,48 @@ class Server:
         self._state.score_publishes -= 1
         if task.cancelled() or task.exception() is not None or not task.result():
             self.metrics.publish_dropped.labels("failed").inc()
+
+    # ------------------------------------------------------------------ alarm lifecycle
+    def _put_alerts(self, alerts: list[tuple[str, bytes]]) -> None:
+        assert self.outbox is not None
+        for topic, payload in alerts:
+            self.outbox.put(topic, payload, qos=1)
+        if alerts:
+            self._outbox_wakeup.set()
+            self._alarm_wakeup.set()
+
+    def _on_command(self, outcome: CommandOutcome | None) -> None:
+        if outcome is None or self.link is None:
+            return
+        self._put_alerts(outcome.alerts)  # the audit trail goes through the outbox
+        task = asyncio.create_task(self.link.publish(outcome.reply_topic, outcome.reply, qos=1))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+        self._alarm_wakeup.set()
+
+    async def _alarm_loop(self) -> None:
+        """Expire shelves, refresh the KPIs, publish changed retained alarm lists."""
+        assert self.alarms is not None and self.link is not None
+        lists_retry_at = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._alarm_wakeup.wait(), ALARM_HOUSEKEEPING_SECONDS)
+            self._alarm_wakeup.clear()
+            try:
+                now = self.clock()
+                self._put_alerts(self.alarms.housekeeping(now))
+                if not self.link.connected or now < lists_retry_at:
+                    continue  # the lists stay marked changed until they can go out
+                for unit, topic, payload in self.alarms.take_changed(now):
+                    if not await self.link.publish(topic, payload, qos=1, retain=True):
+                        # e.g. the broker's ACL refuses the topic: retry, but not in a loop
+                        self.alarms.lifecycle.changed.add(unit)
+                        if lists_retry_at == 0.0:
+                            self.log.warning("alarm list not published, retrying", topic=topic)
+                        lists_retry_at = now + ALARM_LIST_RETRY_SECONDS
+            except Exception:  # the lifecycle must not take alert publishing down with it
+                self.log.exception("alarm housekeeping failed")
+                await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ alerts out
     async def _publisher_loop(self) -> None:
@@ -356,16 +422,19 @@ class Server:
             self.model_set = model_set
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
-            await self._announce_model_set(model_set.version)
+            await self._announce_model_set(model_set.version, model_set.manifest.trace)
             return True
 
-    async def _announce_model_set(self, version: str) -> None:
+    async def _announce_model_set(
+        self, version: str, trace: dict[str, str | int | None] | None = None
+    ) -> None:
         """Re-publish the retained ``online`` status so it names the model set now running."""
         if self.link is None:
             return
         self.link.model_set_version = version  # also used by the next (re)connect
+        self.link.model_trace = trace
         if self.link.connected:
-            payload = status_payload("online", self.link.settings, version)
+            payload = status_payload("online", self.link.settings, version, trace)
             await self.link.publish(self.link.status_topic, payload, qos=1, retain=True)
 
     # ------------------------------------------------------------------ health

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.plants import REFERENCE_DESIGN, UnitDesign
 from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
 
 FloatArray = NDArray[np.float64]
@@ -47,8 +48,8 @@ SENSOR_FAULT_KINDS: tuple[str, ...] = ("spike", "drift", "stuck", "noise_burst")
 PROCESS_FAULT_KINDS: tuple[str, ...] = ("tube_leak", "bearing_degradation", "fouling")
 FAULT_KINDS: tuple[str, ...] = SENSOR_FAULT_KINDS + PROCESS_FAULT_KINDS
 
-RATED_LOAD_MW = 600.0
-_MIN_LOAD_MW = 250.0
+#: The reference unit's rating; other units scale from it (see :mod:`edge_agent.plants`).
+RATED_LOAD_MW = REFERENCE_DESIGN.rated_mw
 _SETPOINT_SD_MW = 35.0
 _SETPOINT_MAX_OFFSET_MW = 70.0
 _SETPOINT_CHANGES_PER_DAY = 16.0
@@ -92,25 +93,40 @@ _LOAD = _IDX["load"]
 _PLANT_IDX = np.array([_IDX[n] for n in _PLANT])
 
 
-def _targets(load_mw: FloatArray, ambient: FloatArray) -> FloatArray:
+def _scaled_models(design: UnitDesign) -> dict[str, _SensorModel]:
+    """Noise, wander and fault sizes of load (MW) and feedwater (kg/s) scale with the unit."""
+    out = dict(_MODEL)
+    for name, k in (("load", design.load_scale), ("feedwater_flow", design.flow_scale)):
+        m = _MODEL[name]
+        out[name] = dataclasses.replace(
+            m,
+            noise_sd=m.noise_sd * k,
+            wander_sd=m.wander_sd * k,
+            spike=m.spike * k,
+            drift=m.drift * k,
+        )
+    return out
+
+
+def _targets(load_mw: FloatArray, ambient: FloatArray, d: UnitDesign) -> FloatArray:
     """Steady-state value of every non-load sensor for a load and ambient (-1..1), (n, 7)."""
-    pu = load_mw / RATED_LOAD_MW
+    pu = load_mw / d.rated_mw
     columns = {
-        "steam_temperature": 528.0 + 14.0 * pu,
-        "steam_pressure": 55.0 + 105.0 * pu,  # sliding pressure: 160 bar at full load
-        "feedwater_flow": 0.8 * load_mw,
+        "steam_temperature": d.steam_temp_base + d.steam_temp_slope * pu,
+        "steam_pressure": d.pressure_base + d.pressure_slope * pu,  # sliding pressure
+        "feedwater_flow": d.flow_per_mw * load_mw,
         "turbine_vibration": 1.9 + 1.5 * pu,
-        "flue_gas_temperature": 112.0 + 25.0 * pu + 3.0 * ambient,
+        "flue_gas_temperature": d.flue_base + d.flue_slope * pu + 3.0 * ambient,
         "condenser_vacuum": 4.4 + 2.6 * pu + 0.5 * ambient,  # absolute pressure, kPa
         "bearing_temperature": 60.0 + 12.0 * pu + 1.5 * ambient,
     }
     return np.stack([columns[n] for n in _PLANT], axis=1)
 
 
-def _daily_load(phase: FloatArray) -> FloatArray:
+def _daily_load(phase: FloatArray, scale: float) -> FloatArray:
     """Demand over a day (phase 0 = midnight): night trough, midday and evening peaks."""
     two_pi = 2.0 * np.pi
-    return (
+    return scale * (
         445.0
         - 110.0 * np.cos(two_pi * (phase - 0.16))
         - 25.0 * np.cos(2.0 * two_pi * (phase - 0.45))
@@ -244,10 +260,12 @@ def _fault_rng(seed: int, event: FaultEvent) -> np.random.Generator:
     return np.random.default_rng(key)
 
 
-def _sensor_fault_delta(event: FaultEvent, rng: np.random.Generator) -> FloatArray:
+def _sensor_fault_delta(
+    event: FaultEvent, rng: np.random.Generator, models: dict[str, _SensorModel]
+) -> FloatArray:
     """Additive effect of a spike, drift or noise burst on its sensor, (length,)."""
     assert event.sensor is not None
-    model = _MODEL[event.sensor]
+    model = models[event.sensor]
     n, mag = event.length, event.magnitude
     delta = np.zeros(n)
     if event.kind == "spike":
@@ -265,7 +283,9 @@ def _sensor_fault_delta(event: FaultEvent, rng: np.random.Generator) -> FloatArr
     return delta
 
 
-def _process_fault_delta(event: FaultEvent, rng: np.random.Generator) -> FloatArray:
+def _process_fault_delta(
+    event: FaultEvent, rng: np.random.Generator, flow_scale: float = 1.0
+) -> FloatArray:
     """Additive effect of a plant fault on all modelled sensors, (length, n_model)."""
     n, mag = event.length, event.magnitude
     k = np.arange(n, dtype=np.float64)
@@ -278,7 +298,7 @@ def _process_fault_delta(event: FaultEvent, rng: np.random.Generator) -> FloatAr
     if event.kind == "tube_leak":
         # Make-up water for the leak: flow up while the boiler loses pressure and temperature.
         onset = 1.0 - np.exp(-(k + 1) / 8.0)
-        add("feedwater_flow", 28.0 * mag * onset)
+        add("feedwater_flow", flow_scale * 28.0 * mag * onset)
         add("steam_pressure", -6.0 * mag * onset)
         add("steam_temperature", -5.0 * mag * onset)
     elif event.kind == "bearing_degradation":
@@ -304,6 +324,7 @@ class ThermalUnitSimulator:
         day_seconds: float = 86400.0,
         start_time: float = 1_767_225_600.0,
         sensors: tuple[SensorSpec, ...] = THERMAL_UNIT_SENSORS,
+        design: UnitDesign = REFERENCE_DESIGN,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -318,6 +339,9 @@ class ThermalUnitSimulator:
         self.day_seconds = float(day_seconds)
         self.start_time = float(start_time)
         self.sensors = tuple(sensors)
+        #: Ratings, steam conditions, flows (:func:`edge_agent.plants.unit_design`).
+        self.design = design
+        self._models = _scaled_models(design)
         self._out_idx = np.array([_IDX[n] for n in names])
         self._lo = np.array([s.lo for s in sensors])
         self._hi = np.array([s.hi for s in sensors])
@@ -327,11 +351,11 @@ class ThermalUnitSimulator:
         # Stage 2: plant sensors behind their load-dependent targets.
         self._stage2 = _LagBank([_MODEL[n].lag_tau for n in _PLANT], self.step_seconds, _BLOCK)
         a_wander = self._stage1.a[1:]
-        sd = np.array([_MODEL[n].wander_sd for n in _NAMES])
+        sd = np.array([self._models[n].wander_sd for n in _NAMES])
         # Gain that makes a lagged white noise an OU process with the wanted stationary sd.
         self._wander_gain = sd * np.sqrt(1.0 - a_wander**2) / np.maximum(1.0 - a_wander, 1e-300)
         self._wander_sd = sd
-        self._noise_sd = np.array([_MODEL[n].noise_sd for n in _NAMES])
+        self._noise_sd = np.array([self._models[n].noise_sd for n in _NAMES])
         changes_per_step = _SETPOINT_CHANGES_PER_DAY * self.step_seconds / self.day_seconds
         self._p_setpoint_change = min(1.0, changes_per_step)
 
@@ -385,11 +409,11 @@ class ThermalUnitSimulator:
                 assert event.sensor is not None
                 prepared.append(_PreparedFault(event, None, [], names.index(event.sensor)))
             elif event.kind in PROCESS_FAULT_KINDS:
-                delta = _process_fault_delta(event, rng)
+                delta = _process_fault_delta(event, rng, self.design.flow_scale)
                 prepared.append(_PreparedFault(event, delta, list(range(len(_NAMES))), None))
             else:
                 assert event.sensor is not None
-                delta = _sensor_fault_delta(event, rng)[:, None]
+                delta = _sensor_fault_delta(event, rng, self._models)[:, None]
                 prepared.append(_PreparedFault(event, delta, [_IDX[event.sensor]], None))
         return prepared
 
@@ -426,8 +450,9 @@ class _ProcessRun:
         self._stage2_state: FloatArray | None = None
 
     def _draw_offsets(self, n: int) -> FloatArray:
-        limit = _SETPOINT_MAX_OFFSET_MW
-        return np.clip(self._rng.normal(0.0, _SETPOINT_SD_MW, n), -limit, limit)
+        k = self._sim.design.load_scale
+        limit = _SETPOINT_MAX_OFFSET_MW * k
+        return np.clip(self._rng.normal(0.0, _SETPOINT_SD_MW * k, n), -limit, limit)
 
     def next_block(self, ts: FloatArray) -> FloatArray:
         """True process values plus measurement noise, (block, n_model) in model order."""
@@ -445,7 +470,8 @@ class _ProcessRun:
         last_change = np.maximum.accumulate(np.where(change, steps, -1))
         offsets = np.where(last_change >= 0, new_offsets[np.maximum(last_change, 0)], self._offset)
         self._offset = float(offsets[-1])
-        setpoint = np.clip(_daily_load(phase) + offsets, _MIN_LOAD_MW, RATED_LOAD_MW)
+        d = sim.design
+        setpoint = np.clip(_daily_load(phase, d.load_scale) + offsets, d.min_load_mw, d.rated_mw)
 
         u1 = np.concatenate([setpoint[:, None], white * sim._wander_gain], axis=1)
         if self._stage1_state is None:  # start in steady state, wander from its stationary law
@@ -455,7 +481,7 @@ class _ProcessRun:
         wander = y1[:, 1:]
         load = y1[:, 0] + wander[:, _LOAD]
 
-        target = _targets(load, ambient)
+        target = _targets(load, ambient, sim.design)
         if self._stage2_state is None:
             self._stage2_state = target[0].copy()
         y2 = sim._stage2.run(target, self._stage2_state)
@@ -600,10 +626,14 @@ def settled_run(
 
 
 def generate_dataset(
-    n_steps: int, n_events: int, seed: int = 0, day_seconds: float = 3600.0
+    n_steps: int,
+    n_events: int,
+    seed: int = 0,
+    day_seconds: float = 3600.0,
+    design: UnitDesign = REFERENCE_DESIGN,
 ) -> SimulationResult:
     """A labelled run with a random fault schedule, 1 s steps and a compressed day."""
-    sim = ThermalUnitSimulator(seed=seed, day_seconds=day_seconds)
+    sim = ThermalUnitSimulator(seed=seed, day_seconds=day_seconds, design=design)
     return sim.generate(n_steps, random_fault_schedule(n_steps, n_events, seed=seed))
 
 
@@ -615,16 +645,21 @@ def generate_fleet(
     day_seconds: float = 3600.0,
     burn_in: int = 1800,
     start_time: float = 1_767_225_600.0,
+    designs: Sequence[UnitDesign] = (REFERENCE_DESIGN,),
 ) -> SimulationResult:
     """Several units (seeds ``seed*1000 + u``) one after another on one continuous 1 s grid.
 
     Training on one simulated unit teaches the models that unit's particular levels; a fleet
     teaches what normal looks like for units of the same design. Each unit is simulated for
     ``burn_in`` extra steps that are dropped (the simulator starts away from equilibrium).
-    ``n_steps`` and ``n_events`` are totals, shared out evenly.
+    ``n_steps`` and ``n_events`` are totals, shared out evenly. Unit ``u`` has design
+    ``designs[u % len(designs)]`` (one design: units of the same design; one per plant:
+    a fleet of different real plants).
     """
     if n_units < 1:
         raise ValueError("n_units must be >= 1")
+    if not designs:
+        raise ValueError("designs must not be empty")
     per_unit, per_events = n_steps // n_units, n_events // n_units
     parts: list[SimulationResult] = []
     for u in range(n_units):
@@ -634,7 +669,10 @@ def generate_fleet(
             for e in random_fault_schedule(per_unit, per_events, seed=unit_seed)
         ]
         sim = ThermalUnitSimulator(
-            seed=unit_seed, day_seconds=day_seconds, start_time=start_time + u * 7919.0
+            seed=unit_seed,
+            day_seconds=day_seconds,
+            start_time=start_time + u * 7919.0,
+            design=designs[u % len(designs)],
         )
         r = sim.generate(per_unit + burn_in, faults)
         offset = u * per_unit

@@ -25,7 +25,12 @@ from mosquitto import Pki, free_port, mosquitto_binary, port_open
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "config" / "mosquitto.conf"
-USERS = {"edge-agent": "agent-pw-1", "sensor-gateway": "gw-pw-2", "scada": "scada-pw-3"}
+USERS = {
+    "edge-agent": "agent-pw-1",
+    "sensor-gateway": "gw-pw-2",
+    "scada": "scada-pw-3",
+    "console": "console-pw-4",
+}
 
 
 def acl_example(conf: str) -> str:

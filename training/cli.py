@@ -18,6 +18,7 @@ from edge_agent.manifest import ManifestError
 
 from .data import DataError
 from .pipeline import TrainConfigError, load_config
+from .tracking import TrackingError
 
 EXIT_USAGE = 2
 PROG = "edge-train"
@@ -94,7 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--events", type=int, help="number of injected faults")
     gen.add_argument("--seed", type=int, help="random seed")
     gen.add_argument("--day-seconds", type=float, help="length of a simulated day in seconds")
-    gen.add_argument("--units", type=int, help="units of the same design, one after another")
+    gen.add_argument("--units", type=int, help="units simulated one after another")
+    real = gen.add_mutually_exclusive_group()
+    real.add_argument(
+        "--plant",
+        help="a real plant (GPPD name or id, e.g. 'VINDH_CHAL STPS' or IND0000503): --units "
+        "units of that plant's design (default: the 600 MW reference coal unit)",
+    )
+    real.add_argument(
+        "--fuel",
+        choices=("coal", "gas", "oil"),
+        help="--units different real plants of this fuel (seeded choice), one unit each",
+    )
 
     tr = sub.add_parser(
         "train",
@@ -145,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-data", type=Path, help="labelled CSV (same columns) to evaluate on instead"
     )
     g.add_argument("--no-report", action="store_true", help="skip report/ (figures, report.md)")
+    t = tr.add_argument_group("tracking (override the config's tracking section)")
+    t.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: sqlite:///<out>/../mlruns.db)",
+    )
+    t.add_argument("--experiment", help="MLflow experiment name")
+    t.add_argument("--registered-model", help="registered model name (one per sensor set)")
+    t.add_argument("--no-tracking", action="store_true", help="do not record this run")
 
     ev = sub.add_parser(
         "evaluate",
@@ -172,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write (default: print to stdout); the committed copy is "
         "edge_agent/schemas/manifest.schema.json",
     )
+
+    from .registry import add_models_parser
+
+    add_models_parser(sub, _add_config)
     return parser
 
 
@@ -199,6 +223,15 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             o[key] = str(value) if isinstance(value, Path) else value
     if args.no_report:
         o["report"] = False
+    for attr, key in (
+        ("tracking_uri", "tracking.uri"),
+        ("experiment", "tracking.experiment"),
+        ("registered_model", "tracking.registered_model"),
+    ):
+        if getattr(args, attr) is not None:
+            o[key] = getattr(args, attr)
+    if args.no_tracking:
+        o["tracking.enabled"] = False
     return o
 
 
@@ -213,12 +246,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     units = args.units if args.units is not None else sim.units
     t0 = time.perf_counter()
     try:
+        designs, described = _designs(args, units, seed)
         if units > 1:
-            result = generate_fleet(units, steps, events, seed=seed, day_seconds=day)
+            result = generate_fleet(
+                units, steps, events, seed=seed, day_seconds=day, designs=designs
+            )
         else:
-            result = generate_dataset(steps, events, seed=seed, day_seconds=day)
-    except ValueError as exc:  # e.g. more events than fit in the steps
+            result = generate_dataset(steps, events, seed=seed, day_seconds=day, design=designs[0])
+    except ValueError as exc:  # e.g. more events than fit in the steps, an unknown plant
         raise DataError(f"cannot simulate: {exc}") from None
+    print(described)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(args.out)
     print(
@@ -227,6 +264,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"{units} unit(s), {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def _designs(args: argparse.Namespace, units: int, seed: int) -> tuple[list[Any], str]:
+    """Unit designs for ``generate`` and a line saying which plants they are."""
+    from edge_agent.plants import REFERENCE_DESIGN, find_plant, pick_plants, unit_design
+
+    if args.plant is not None:
+        plant = find_plant(args.plant)
+        return [unit_design(plant)], (
+            f"plant {plant.name} ({plant.gppd_id}, {plant.fuel}, {plant.capacity_mw:g} MW = "
+            f"{plant.units} x {plant.unit_mw:.0f} MW units): simulating {units} unit(s)"
+        )
+    if args.fuel is not None:
+        plants = pick_plants(args.fuel, units, seed)
+        names = ", ".join(f"{p.name} ({p.unit_mw:.0f} MW unit)" for p in plants)
+        return [unit_design(p) for p in plants], f"{args.fuel} plants: {names}"
+    return [REFERENCE_DESIGN], "reference unit: 600 MW coal"
 
 
 def run_train(args: argparse.Namespace) -> Any:
@@ -350,6 +404,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "schema": cmd_schema,
+    "models": lambda args: args.models_func(args),
 }
 
 
@@ -357,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DataError, TrainConfigError, ManifestError) as exc:
+    except (DataError, TrainConfigError, ManifestError, TrackingError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # unwritable output directory, disk full, ...

@@ -60,6 +60,7 @@ from .alarm_eval import alarm_states
 from .data import DataError, Dataset, DataSpec, Split, chronological_split, load_csv
 from .fitting import FitSettings, FittedPair, SeriesView, fit_pair, native_scores
 from .metrics import detection_metrics
+from .tracking import TrackingSection, record_run
 
 Progress = Callable[[str], None]
 MODEL_KEYS = ("iforest", "lstm_ae")
@@ -175,6 +176,7 @@ class TrainConfig(_Section):
     lstm_ae: LstmSection = Field(default_factory=LstmSection)
     voting: VotingEntry = Field(default_factory=_default_voting)
     simulator: SimulatorSection = Field(default_factory=SimulatorSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -404,7 +406,7 @@ def model_set_version(manifest_dict: dict[str, Any], created_at: datetime) -> st
     keep = {
         k: v
         for k, v in manifest_dict.items()
-        if k not in ("model_set_version", "created_at", "metrics", "versions")
+        if k not in ("model_set_version", "created_at", "metrics", "versions", "tracking")
     }
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
     return f"{created_at:%Y%m%d}-{digest[:8]}"
@@ -437,6 +439,10 @@ class TrainResult:
     #: The evaluated steps (test part or evaluation file); None without either.
     test: ScoredSteps | None
     metrics: dict[str, Any]
+    #: The dataset ``test.steps`` index (``data`` itself, or the evaluation file).
+    test_data: Dataset | None = None
+    #: Window-end steps of each calibration fold (k-fold) or of the hold-out (one).
+    calibration_folds: list[NDArray[np.int64]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
     plan_mode: str = "kfold"
@@ -836,6 +842,8 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         metrics=metrics,
         timings=clock.timings,
         plan_mode=fitted.plan.mode,
+        test_data=None if test_scored is None else (evaluation or data),
+        calibration_folds=[f.held_out for f in fitted.plan.folds],
     )
     if cfg.report:
         from .report import write_report
@@ -843,6 +851,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         with clock.phase("report", "writing the report"):
             result.report_path = write_report(result)
         clock.say(f"report: {result.report_path}")
+    record_run(cfg, result, clock.say)  # MLflow run + registry version (unless turned off)
     clock.say(f"total {time.perf_counter() - clock.started:.1f}s")
     return result
 

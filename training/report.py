@@ -426,6 +426,9 @@ def write_report(result: TrainResult) -> Path:
         lines += [f"![Per-sensor contributions]({FIGURES['sensors']})", ""]
     if result.test is not None:
         lines += [f"![Test time series]({FIGURES['timeseries']})", ""]
+    from .diagnostics import diagnostics_section  # cross-validation, importance
+
+    lines += diagnostics_section(result, out)
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
