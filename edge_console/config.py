@@ -157,6 +157,9 @@ class ConsoleSettings(BaseSettings):
     limits: dict[str, dict[str, SensorLimits]] = Field(default_factory=dict)
     #: Folders holding model sets (manifest.json + report/) the Models page can show by version.
     model_dirs: list[Path] = Field(default_factory=list)
+    #: The MLflow UI of the training runs (e.g. ``http://mlflow.plant.local:5000``); the Models
+    #: page then links each agent's registered model version there. None: run ids as text only.
+    tracking_ui_url: str | None = None
     #: Alarm-history defaults for the KPIs (ISA-18.2 uses 24 h for "standing").
     standing_after_seconds: float = Field(default=24 * 3600.0, gt=0)
 

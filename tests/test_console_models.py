@@ -11,7 +11,7 @@ pytest.importorskip("nicegui")
 
 from agent_process import REPO
 
-from edge_console.web.models_page import find_manifests
+from edge_console.web.models_page import find_manifests, trace_text
 
 
 def test_manifests_by_version(tmp_path: Path) -> None:
@@ -25,3 +25,11 @@ def test_manifests_by_version(tmp_path: Path) -> None:
     folder, doc = found[shipped]
     assert folder == REPO / "models" and doc["models"]["iforest"]["threshold"] > 0
     assert found["v2"][0] == tmp_path / "other"
+
+
+def test_trace_from_the_agent_status() -> None:
+    assert trace_text(None) is None
+    assert trace_text({"version": "v1", "run_id": None}) is None
+    assert trace_text({"run_id": "abc", "registered_model": "m", "registered_version": 3}) == (
+        "training run abc · registered as m version 3"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -80,6 +81,30 @@ def _manifest_view(version: str, folder: Path, doc: dict[str, Any]) -> None:
                 )
 
 
+def trace_text(trace: Any) -> str | None:
+    """The tracked training run and registry version behind an agent's model set."""
+    if not isinstance(trace, dict) or not trace.get("run_id"):
+        return None
+    text = f"training run {trace['run_id']}"
+    if trace.get("registered_model"):
+        text += f" · registered as {trace['registered_model']}"
+        if trace.get("registered_version") is not None:
+            text += f" version {trace['registered_version']}"
+    return text
+
+
+def _trace_view(trace: Any, ui_url: str | None) -> None:
+    text = trace_text(trace)
+    if text is None:
+        ui.label("model set not tracked (no training run recorded)").classes("text-sm text-grey-7")
+        return
+    ui.label(text).classes("text-sm").props("data-testid=tracking")
+    name, version = trace.get("registered_model"), trace.get("registered_version")
+    if ui_url and name and version is not None:
+        url = f"{ui_url.rstrip('/')}/#/models/{quote(str(name), safe='')}/versions/{version}"
+        ui.link("open in MLflow", url, new_tab=True).classes("text-sm")
+
+
 def register(console: Console, app: FastAPI) -> None:
     @app.get("/model-report/{version}/{name}")
     def report_figure(version: str, name: str) -> FileResponse:
@@ -108,6 +133,7 @@ def register(console: Console, app: FastAPI) -> None:
                     if v.agent_id == agent.agent_id and v.plant == agent.plant
                 )  # fmt: skip
                 ui.label("units: " + (", ".join(units) or "none seen yet")).classes("text-sm")
+                _trace_view(agent.raw.get("model_set"), console.settings.tracking_ui_url)
                 entry = manifests.get(agent.model_set or "")
                 if entry is None:
                     ui.label(
