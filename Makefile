@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FULL := $(VENV)/.installed-full
 DEMO := $(VENV)/.installed-demo
 
-.PHONY: demo test models bench soak skab bench-all lint mosquitto prometheus install clean help
+.PHONY: demo test models bench soak skab bench-all lint mosquitto prometheus postgresql chromium install clean help
 
 help:
 	@echo "make demo    - run the agent with the shipped models against an embedded broker"
@@ -21,13 +21,13 @@ $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The demo needs the agent and the embedded broker only: no TensorFlow, no scikit-learn.
+# The demo needs the agent, the embedded broker and the console: no TensorFlow, no scikit-learn.
 $(DEMO): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,console]'
 	touch $@
 
 $(FULL): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,demo,console]'
 	touch $@ $(DEMO)
 
 install: $(FULL)
@@ -43,6 +43,26 @@ mosquitto:
 	fi
 	@# Debian starts a system broker on 1883 after install; the tests use their own ports, so leave it.
 
+# The console's archive tests start a real PostgreSQL server themselves; they need its binaries.
+postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing PostgreSQL (apt-get)…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL is missing: run 'sudo apt-get install postgresql' and retry." >&2; exit 1; \
+	fi
+
+# The console's browser tests drive a real headless Chromium through chromedriver.
+chromium:
+	@if command -v chromedriver >/dev/null 2>&1 && (command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1); then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Chromium and chromedriver (apt-get)…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "Chromium is missing: run 'sudo apt-get install chromium chromium-driver' and retry." >&2; exit 1; \
+	fi
+
 # tests/test_prometheus.py runs promtool on config/prometheus/ and a real Prometheus.
 prometheus:
 	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then exit 0; fi; \
@@ -56,7 +76,7 @@ prometheus:
 demo: $(DEMO)
 	$(BIN)/edge-agent demo $(DEMO_ARGS)
 
-test: $(FULL) mosquitto prometheus
+test: $(FULL) mosquitto prometheus postgresql chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The shipped set learns from a healthy fleet's history (4 units, seeds 7000-7003; no labels

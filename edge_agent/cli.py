@@ -340,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between status lines (default: 5)",
     )
+    demo.add_argument(
+        "--console-port", type=int, default=8080, help="web port of the console (if installed)"
+    )
+    demo.add_argument(
+        "--no-console", dest="console", action="store_false", help="do not start the console"
+    )
     demo.set_defaults(fn=cmd_demo)
     return p
 

@@ -14,7 +14,7 @@ import os
 import socket
 from pathlib import Path
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class ConfigError(Exception):
@@ -385,7 +387,7 @@ def _error_lines(exc: ValidationError) -> list[str]:
         value = err.get("input")
         shown = (
             ""
-            if isinstance(value, dict | list) or key.endswith("password")
+            if isinstance(value, dict | list) or key.endswith(("password", "_hash", "secret"))
             else f" (got {value!r})"
         )
         lines.append(f"config key {key}: {msg}{shown}")
@@ -403,20 +405,25 @@ PATH_KEYS: tuple[str, ...] = (
 )
 
 
-def _env_sets(key: str) -> bool:
-    name = "EDGE_AGENT_" + key.replace(".", "__").upper()
+def _env_sets(key: str, prefix: str = "EDGE_AGENT_") -> bool:
+    name = prefix + key.replace(".", "__").upper()
     return any(k.upper() == name for k in os.environ)
 
 
-def _resolve_paths(settings: AgentSettings, base: Path) -> AgentSettings:
-    """Relative paths from the file (or defaults) resolved against the file's directory."""
-    for key in PATH_KEYS:
+def _resolve_paths(
+    settings: _S, base: Path, keys: tuple[str, ...] = PATH_KEYS, env_prefix: str = "EDGE_AGENT_"
+) -> _S:
+    """Relative paths from the file (or defaults) resolved against the file's directory.
+
+    ``keys`` and ``env_prefix`` let the console (``edge_console``) resolve its own paths the
+    same way."""
+    for key in keys:
         *parents, leaf = key.split(".")
         owner: Any = settings
         for part in parents:
             owner = getattr(owner, part)
         value = getattr(owner, leaf)
-        if value is not None and not value.is_absolute() and not _env_sets(key):
+        if value is not None and not value.is_absolute() and not _env_sets(key, env_prefix):
             setattr(owner, leaf, base / value)  # (validate_assignment is off)
     return settings
 
@@ -425,6 +432,18 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
     """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem.
 
     With a file, relative paths resolve against its directory (see the module docstring).
+    """
+    settings = load_settings_class(AgentSettings, path, **overrides)
+    if path is not None:
+        settings = _resolve_paths(settings, Path(path).resolve().parent)
+    return settings
+
+
+def load_settings_class(settings_base: type[_S], path: Path | str | None, **overrides: Any) -> _S:
+    """``settings_base`` from YAML (if given) + environment, one line per problem.
+
+    Shared by the agent and the console (``edge_console``) so both read and report their
+    configuration the same way.
     """
     yaml_file: Path | None = None
     if path is not None:
@@ -449,15 +468,12 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
         if data is not None and not isinstance(data, dict):
             raise ConfigError([f"config file {yaml_file}: top level must be a mapping"])
     # A subclass per file keeps the file path out of global state.
-    settings_cls: type[AgentSettings] = type(
-        "FileAgentSettings",
-        (AgentSettings,),
-        {"model_config": {**AgentSettings.model_config, "yaml_file": yaml_file}},
+    settings_cls: type[_S] = type(
+        "File" + settings_base.__name__,
+        (settings_base,),
+        {"model_config": {**settings_base.model_config, "yaml_file": yaml_file}},
     )
     try:
-        settings = settings_cls(**overrides)
+        return settings_cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(_error_lines(exc)) from None
-    if yaml_file is not None:
-        settings = _resolve_paths(settings, yaml_file.resolve().parent)
-    return settings

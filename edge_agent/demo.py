@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +227,57 @@ async def _print_status(metrics: Metrics, every: float, started: float, board: A
         )
 
 
+def _start_console(
+    host: str, port: int, protocol: str, plant: str, models: Path, web_port: int
+) -> subprocess.Popen[bytes] | None:
+    """The control-room console (``edge_console``) beside the demo, if it is installed.
+
+    A separate process, found by name and never imported: the agent does not depend on it.
+    """
+    if (
+        importlib.util.find_spec("edge_console") is None
+        or importlib.util.find_spec("nicegui") is None
+    ):
+        print("console not installed (pip install -e '.[console]'): not started", flush=True)
+        return None
+    command = [sys.executable, "-m", "edge_console", "demo", "--plant", plant]
+    command += ["--mqtt-host", host, "--mqtt-port", str(port), "--protocol", protocol]
+    command += ["--port", str(web_port), "--models", str(models)]
+    return subprocess.Popen(command)
+
+
+async def _console_ready(proc: subprocess.Popen[bytes], web_port: int, timeout: float) -> bool:
+    """Wait until the console is subscribed (its health says so), so it sees every alert."""
+    url = f"http://127.0.0.1:{web_port}/api/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            body = await asyncio.to_thread(_get, url)
+            if orjson.loads(body).get("broker_connected"):
+                return True
+        except (OSError, ValueError):
+            pass
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        body: bytes = response.read()
+        return body
+
+
+def _stop_console(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 async def _demo(args: argparse.Namespace) -> int:
     broker: Any = None
     if args.broker:
@@ -254,6 +308,7 @@ async def _demo(args: argparse.Namespace) -> int:
     serve = asyncio.create_task(server.serve(), name="agent")
     tasks: list[asyncio.Task[Any]] = []
     stop = asyncio.Event()
+    console: subprocess.Popen[bytes] | None = None
     try:
         while server.link is None and not serve.done():
             await asyncio.sleep(0.05)
@@ -274,6 +329,11 @@ async def _demo(args: argparse.Namespace) -> int:
             asyncio.create_task(_print_alerts(host, port, settings.plant, printer_ready, board))
         )
         await asyncio.wait_for(printer_ready.wait(), 10)
+        if args.console:
+            web_port = _free_port(args.console_port)
+            console = _start_console(host, port, protocol, settings.plant, args.models, web_port)
+            if console is not None and not await _console_ready(console, web_port, 30.0):
+                print("warning: the console did not come up; the demo goes on", flush=True)
         topic = f"plant/{settings.plant}/+/alerts"
         print(
             "alerts: time (UTC) unit state severity message [kind id]; subscribe yourself: "
@@ -311,6 +371,7 @@ async def _demo(args: argparse.Namespace) -> int:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(_stop_console, console)
         if broker is not None:
             with contextlib.suppress(Exception):
                 await broker.shutdown()

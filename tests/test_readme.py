@@ -30,12 +30,15 @@ NOT_RUN = {
     "edge-train train --config config/training.yaml --data export.csv": "needs your own "
     "historian export (export.csv); the same options are tested in test_training_cli.py",
     "make test ": "runs the whole suite, this test included",
+    "pip install -e '.[console]'": "`make demo` and `make test` install the console extra",
+    "edge-console run --config": "serves until Ctrl-C; tests/test_console_web.py runs it",
 }
 #: First command line of a block (prefix) -> the README section it belongs to; run here.
 RUN = {
     ". .venv/bin/activate   # or call": "The two commands",
     ". .venv/bin/activate\n": "Training on your own data",
     "promtool check rules": "Monitoring",
+    ". .venv/bin/activate  # then: a password hash": "Control-room console",
 }
 
 
@@ -161,3 +164,13 @@ def test_the_activation_and_monitoring_blocks_run_verbatim(tmp_path: Path) -> No
     done = run_block(block("promtool check rules"), copy, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
+
+
+def test_the_console_setup_block_runs_verbatim(tmp_path: Path) -> None:
+    copy = checkout_copy(tmp_path / "edge-agent")
+    done = run_block(block(". .venv/bin/activate  # then: a password hash"), copy, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("$argon2id$"), done.stdout
+    assert lines[-1].startswith("config OK: plants plant1"), done.stdout
+    assert (copy / "console.yaml").is_file()

@@ -1,0 +1,266 @@
+"""The console in a real headless Chromium while a simulated plant runs through a real agent.
+
+Real parts throughout: Mosquitto, `edge-agent run` with a hand-made model set, `edge-console
+run`, and Chromium driven by selenium through Debian's chromedriver. The plant publishes
+telemetry for two units (10 steps a second, catching up to the present); unit2 gets a step
+fault. The test checks that unit2's card turns to alarm within a few seconds of the agent's
+alert, signs in, acknowledges on the Alarms page and sees the agent's retained alarm list
+change to ``ack_active``. Screenshots of every page are written to
+``runs/test-artifacts/console/`` (or ``$EDGE_CONSOLE_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nicegui")
+pytest.importorskip("selenium")
+
+from agent_process import REPO, AgentProcess, MqttClient, agent_config, telemetry_payload
+from console_process import PASSWORD, ConsoleProcess, console_config
+from handmade_models import build_model_set, normal_series
+from mosquitto import MosquittoBroker
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 30
+N_STEPS = 320
+FAULT_FROM = 170  # unit2's steam temperature is 30 sd too high from this step on
+STEPS_PER_SECOND = 10.0
+ARTIFACTS = Path(
+    os.environ.get("EDGE_CONSOLE_TEST_ARTIFACTS", REPO / "runs/test-artifacts/console")
+)
+
+
+def chrome() -> WebDriver:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if browser is None or driver_bin is None:
+        raise RuntimeError(
+            "headless Chromium is needed: apt-get install chromium chromium-driver "
+            "(`make test` installs them)"
+        )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                "--disable-dev-shm-usage",
+                # A control-room screen is visible: no throttling of a "hidden" headless page.
+                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows"):  # fmt: skip
+        opts.add_argument(arg)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(driver_bin))
+
+
+def wait_until(what: str, cond: object, timeout: float = 20.0, every: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()  # type: ignore[operator]
+            if value:
+                return value
+        except Exception as exc:  # stale or missing elements while the page updates
+            last_error = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} ({last_error!r})")
+
+
+def attr(driver: WebDriver, testid: str, name: str) -> str | None:
+    found = driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+    return found[0].get_attribute(name) if found else None
+
+
+class Plant(threading.Thread):
+    """Telemetry for unit1 and unit2 at STEPS_PER_SECOND, ending about now."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.client = MqttClient(port, "simulated-plant")
+        self.stop = threading.Event()
+        self.start_ts = float(int(time.time()) - N_STEPS / STEPS_PER_SECOND * 0 - N_STEPS - 5)
+        self.values = {u: normal_series(N_STEPS, seed=i) for i, u in enumerate(("unit1", "unit2"))}
+        self.values["unit2"][FAULT_FROM:, 0] += 30.0
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for i in range(N_STEPS):
+            if self.stop.is_set():
+                break
+            for unit, values in self.values.items():
+                self.client.publish(
+                    f"plant/p1/{unit}/telemetry",
+                    telemetry_payload(self.start_ts + i, values[i]),
+                    qos=1,
+                )
+            delay = t0 + (i + 1) / STEPS_PER_SECOND - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+@pytest.fixture
+def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object]]:
+    models = build_model_set(tmp_path / "models", window=WINDOW, version="hm-browser")
+    agent = AgentProcess(
+        tmp_path / "agent",
+        agent_config(tmp_path / "agent", mosquitto.port, models, units=("unit1", "unit2")),
+    )
+    console = ConsoleProcess(
+        tmp_path / "console",
+        console_config(
+            tmp_path,
+            mosquitto.port,
+            model_dirs=[str(tmp_path / "models")],
+            limits={"*": {"steam_temperature": {"hi": 545.0, "hihi": 560.0}}},
+        ),
+    )
+    driver: WebDriver | None = None
+    plant: Plant | None = None
+    try:
+        agent.start()
+        console.start()
+        driver = chrome()
+        plant = Plant(mosquitto.port)
+        yield {"agent": agent, "console": console, "driver": driver, "plant": plant,
+               "broker": mosquitto}  # fmt: skip
+    finally:
+        if plant is not None:
+            plant.stop.set()
+            plant.join(timeout=10)
+            plant.client.close()
+        if driver is not None:
+            driver.quit()
+        console.stop()
+        agent.kill()
+
+
+def test_live_alarm_sign_in_acknowledge(rig: dict[str, object]) -> None:
+    driver: WebDriver = rig["driver"]  # type: ignore[assignment]
+    console: ConsoleProcess = rig["console"]  # type: ignore[assignment]
+    plant: Plant = rig["plant"]  # type: ignore[assignment]
+    broker: MosquittoBroker = rig["broker"]  # type: ignore[assignment]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    alerts = MqttClient(broker.port, "alert-watcher").subscribe("plant/p1/unit2/alerts")
+    try:
+        driver.get(console.url + "/")
+        plant.start()
+        wait_until(
+            "both units scored and normal on the Live page",
+            lambda: (
+                attr(driver, "unit-p1-unit1-state", "data-state") == "normal"
+                and attr(driver, "unit-p1-unit2-state", "data-state") == "normal"
+            ),
+            timeout=40,
+        )
+        assert "online" in (driver.find_element(
+            By.CSS_SELECTOR, '[data-testid="unit-p1-unit1-agent"]').text)  # fmt: skip
+        driver.save_screenshot(str(ARTIFACTS / "live-normal.png"))
+
+        raised = alerts.collect(
+            until=lambda got: any(m.json()["state"] == "raised" for m in got), timeout=60
+        )
+        alert = next(m for m in raised if m.json()["state"] == "raised")
+        assert alert.json()["kind"] == "anomaly"
+        wait_until(
+            "unit2 in alarm on the Live page",
+            lambda: attr(driver, "unit-p1-unit2-state", "data-state") == "alarm",
+            timeout=10,
+            every=0.05,
+        )
+        delay = time.time() - alert.received
+        assert delay < 3.0, f"the card turned to alarm {delay:.2f} s after the alert"
+        assert attr(driver, "unit-p1-unit1-state", "data-state") == "normal"
+        driver.save_screenshot(str(ARTIFACTS / "live-alarm.png"))
+        # The sensor trends open on the unit's top sensor (the faulted steam temperature).
+        trends = '[data-testid="unit-p1-unit2-trends"]'
+        driver.find_element(By.CSS_SELECTOR, trends + " .q-item").click()
+        wait_until(
+            "unit2's steam temperature trend",
+            lambda: "steam_temperature" in driver.find_element(By.CSS_SELECTOR, trends).text,
+            timeout=10,
+        )
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "live-trends.png"))
+
+        # Sign in, then acknowledge on the Alarms page.
+        driver.get(console.url + "/login?next=/alarms")
+        driver.find_element(By.ID, "username").send_keys("alice")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "sign-in").click()
+        row = "alarm-p1-unit2-anomaly"
+        wait_until(
+            "the active alarm row", lambda: attr(driver, row, "data-state") == "unack_active"
+        )
+        assert "alice" in driver.find_element(By.CSS_SELECTOR, '[data-testid="user"]').text
+        driver.save_screenshot(str(ARTIFACTS / "alarms-unacknowledged.png"))
+        driver.find_element(By.CSS_SELECTOR, '[data-testid="ack-p1-unit2-anomaly"]').click()
+        comment = wait_until(
+            "the command dialog",
+            # Quasar puts a QInput's attributes on its native <input>.
+            lambda: driver.find_element(By.CSS_SELECTOR, 'input[data-testid="command-comment"]'),
+        )
+        comment.send_keys("seen on the Live page")  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, '[data-testid="confirm-command"]').click()
+        wait_until(
+            "the agent's retained alarm state to change",
+            lambda: attr(driver, row, "data-state") == "ack_active",
+            timeout=10,
+        )
+        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="ack-p1-unit2-anomaly"]')
+
+        # The retained list on the broker says the same, for any subscriber.
+        late = MqttClient(broker.port, "late-subscriber").subscribe("plant/p1/unit2/alarms")
+        (retained,) = late.collect(until=lambda got: bool(got), timeout=5)
+        late.close()
+        (entry,) = [a for a in retained.json()["alarms"] if a["alarm"] == "anomaly"]
+        assert entry["state"] == "ack_active" and entry["acknowledged"] is True
+
+        # The archive has the raise and the acknowledgement, with the operator's name.
+        def history_has_ack() -> bool:
+            driver.get(console.url + "/alarms")
+            table = wait_until(
+                "history", lambda: driver.find_element(By.CSS_SELECTOR, '[data-testid="history"]')
+            )
+            time.sleep(1.0)
+            text = table.text  # type: ignore[attr-defined]
+            # The agent's audit event carries the operator and the comment typed in the dialog.
+            return (
+                "acknowledged" in text
+                and "alice" in text
+                and "seen on the Live page" in text
+                and "raised" in text
+            )
+
+        wait_until("the acknowledgement in the history", history_has_ack, timeout=20, every=0.5)
+        driver.save_screenshot(str(ARTIFACTS / "alarms.png"))
+        driver.get(console.url + "/")
+        wait_until(
+            "the Live page after acknowledging",
+            lambda: attr(driver, "unit-p1-unit2-state", "data-state") == "alarm",
+        )
+        driver.save_screenshot(str(ARTIFACTS / "live.png"))
+        driver.get(console.url + "/models")
+        wait_until(
+            "the Models page",
+            lambda: "hm-browser" in driver.find_element(By.TAG_NAME, "body").text,
+        )
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "models.png"))
+        driver.get(console.url + "/training")
+        time.sleep(1.5)
+        driver.save_screenshot(str(ARTIFACTS / "training.png"))
+        health = console.health()
+        assert health["events_written"] >= 2 and health["dropped_events"] == 0
+    finally:
+        alerts.close()
+    assert np.isfinite(delay)
