@@ -157,6 +157,8 @@ class Alert:
     sensor: str | None = None
     #: Sensors outside their training envelope at this step (any kind of alert).
     outside_envelope: Sequence[EnvelopeExcursion] = ()
+    #: ``bad_quality`` only: why the readings are not trusted (impossible, frozen, noisy).
+    quality: str | None = None
     resent: bool = False
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
@@ -207,6 +209,7 @@ class Alert:
             ),
             "sensor": self.sensor,
             "outside_envelope": [e.to_dict() for e in self.outside_envelope],
+            "quality": self.quality,
             "model_set_version": self.model_set_version,
             "agent_id": self.agent_id,
             "resent": self.resent,
@@ -272,6 +275,7 @@ class Alert:
                     EnvelopeExcursion(str(e["sensor"]), float(e["value"]), e["lo"], e["hi"])
                     for e in doc.get("outside_envelope", ())
                 ),
+                quality=None if doc.get("quality") is None else str(doc["quality"]),
                 resent=bool(doc["resent"]),
                 arrival=None
                 if doc.get("received_at") is None
@@ -401,6 +405,7 @@ def alert_json_schema() -> dict[str, Any]:
             "flood",
             "sensor",
             "outside_envelope",
+            "quality",
             "model_set_version",
             "agent_id",
             "resent",
@@ -475,6 +480,12 @@ def alert_json_schema() -> dict[str, Any]:
                 "service (null for the whole unit)",
             },
             "outside_envelope": _ENVELOPE,
+            "quality": {
+                "enum": ["impossible", "frozen", "noisy", None],
+                "description": "bad_quality only: impossible (outside the instrument range or "
+                "not a number), frozen (one value for longer than training ever held one) or "
+                "noisy (step-to-step changes beyond what training saw); else null",
+            },
             "model_set_version": {"type": "string"},
             "agent_id": {"type": "string"},
             "resent": {"type": "boolean", "description": "true when sent again by the outbox"},

@@ -50,6 +50,7 @@ from .manifest import ManifestError
 from .messages import with_message
 from .metrics import Metrics
 from .scoring import BatchScores, ModelSet
+from .sensor_health import SensorHealth
 from .windows import RingBuffer
 
 #: Alarm kinds reported per step (``flood`` is per window, not per step).
@@ -82,6 +83,9 @@ class StepOutcome:
     carried: tuple[str, ...] = ()
     #: Sensors whose latest reading was impossible (rejected at ingest).
     bad_sensors: tuple[str, ...] = ()
+    #: Sensors whose readings are not trusted at this step, with the reason
+    #: (``impossible``, ``frozen``, ``noisy``: see :mod:`edge_agent.sensor_health`).
+    quality: dict[str, str] = field(default_factory=dict)
     #: Sensors outside their training envelope at this step (scored all the same).
     outside_envelope: tuple[EnvelopeExcursion, ...] = ()
     models: dict[str, ModelVerdict] = field(default_factory=dict)
@@ -298,6 +302,7 @@ class Engine:
 
     def _set_envelope(self, sensors: Sequence[Any]) -> None:
         specs = [s.to_spec() for s in sensors]
+        self._health = SensorHealth(specs, self._model_set.manifest.features.rolling)
         self._env_lo = np.array([s.envelope_lo for s in specs], dtype=np.float32)
         self._env_hi = np.array([s.envelope_hi for s in specs], dtype=np.float32)
         self._env_bounds = [
@@ -363,6 +368,10 @@ class Engine:
                 batch_rows.append(len(outcomes))
             elif not_scored != "stale":  # stale steps are counted by the aligner
                 dropped[not_scored] += 1
+            quality = dict.fromkeys([names[i] for i in step.bad], "impossible")
+            if self._health.enabled and not step.stale:
+                for c in self._health.frozen(step.unit, step.row, step.carried):
+                    quality.setdefault(names[c], "frozen")
             outcomes.append(
                 StepOutcome(
                     unit=step.unit,
@@ -370,6 +379,7 @@ class Engine:
                     index=step.index,
                     how=step.how,
                     not_scored=not_scored,
+                    quality=quality,
                     stale_sensors=tuple([names[i] for i in step.stale]) if step.stale else (),
                     carried=tuple([names[i] for i in step.carried]) if step.carried else (),
                     bad_sensors=tuple([names[i] for i in step.bad]) if step.bad else (),
@@ -422,8 +432,13 @@ class Engine:
         ens_decision = scores.votes.ensemble_decision.tolist()
         errors = scores.per_sensor
         latency = m.reading_to_score_seconds
+        noisy = self._health.noisy(windows) if self._health.enabled else None
+        names = self.sensors
         for j, row in enumerate(batch_rows):
             o = outcomes[row]
+            if noisy is not None and noisy[j].any():
+                for c in np.flatnonzero(noisy[j]):
+                    o.quality.setdefault(names[c], "noisy")
             o.models = {
                 name: ModelVerdict(s[j], threshold, d[j]) for name, s, threshold, d in per_model
             }
@@ -466,7 +481,7 @@ class Engine:
         event = book.update(o.unit, "sensor_stale", "", o.stale, o.ts, "low")
         if event is not None:
             self._emit(event, o, None)
-        if o.bad_sensors or book.is_active(o.unit, "bad_quality"):
+        if o.quality or book.is_active(o.unit, "bad_quality"):
             self._bad_quality_alarms(o)
         active = book.active_kinds(o.unit)
         o.alarms = (
@@ -477,17 +492,17 @@ class Engine:
             alerts.extend(o.alerts)
 
     def _bad_quality_alarms(self, o: StepOutcome) -> None:
-        """One alarm per sensor that sends impossible readings, fed every step while the
-        sensor is bad or its alarm is active (so it clears after ``off_delay`` good steps)."""
+        """One alarm per sensor whose readings are impossible, frozen or noisy, fed every
+        step while it is or its alarm is active (so it clears after ``off_delay`` good
+        steps)."""
         book = self._alarms
-        subjects = dict.fromkeys((*o.bad_sensors, *book.active_subjects(o.unit, "bad_quality")))
-        bad = set(o.bad_sensors)
+        subjects = dict.fromkeys((*o.quality, *book.active_subjects(o.unit, "bad_quality")))
         for sensor in subjects:
             event = book.update(
-                o.unit, "bad_quality", sensor, sensor in bad, o.ts, BAD_QUALITY_SEVERITY
+                o.unit, "bad_quality", sensor, sensor in o.quality, o.ts, BAD_QUALITY_SEVERITY
             )
             if event is not None:
-                self._emit(event, o, None, sensor=sensor)
+                self._emit(event, o, None, sensor=sensor, quality=o.quality.get(sensor))
 
     def _emit(
         self,
@@ -495,6 +510,7 @@ class Engine:
         o: StepOutcome,
         breach: LimitBreach | None,
         sensor: str | None = None,
+        quality: str | None = None,
     ) -> None:
         log_fields: dict[str, Any] = {
             "unit": event.unit,
@@ -531,6 +547,7 @@ class Engine:
                 stale_sensors=o.stale_sensors,
                 sensor=breach.sensor if breach is not None else sensor,
                 outside_envelope=o.outside_envelope,
+                quality=quality,
                 arrival=o.last_received,
                 alarm=alarm_key(event.kind, event.subject),
             )

@@ -46,6 +46,10 @@ class SensorEntry(_Strict):
     description: str = ""
     envelope_lo: float | None = None
     envelope_hi: float | None = None
+    #: Sensor health (``edge_agent.sensor_health``): frozen after this many equal readings;
+    #: noisy above this roughness. Learned from the fit data; null = not checked.
+    frozen_limit_steps: int | None = Field(default=None, ge=2)
+    roughness_hi: float | None = Field(default=None, gt=0)
 
     def to_spec(self) -> SensorSpec:
         return SensorSpec.from_dict(self.model_dump())

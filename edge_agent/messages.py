@@ -86,7 +86,11 @@ def alert_message(alert: Alert) -> str:
         name = sensor_title(alert.sensor)
         if cleared:
             return f"{name} on {unit} sends valid readings again"
-        return f"{name} on {unit} sends impossible readings (bad quality)"
+        what = {
+            "frozen": "reads frozen (one value for longer than training ever saw)",
+            "noisy": "reads noisy (changes step to step far more than in training)",
+        }.get(alert.quality or "", "sends impossible readings")
+        return f"{name} on {unit} {what} (bad quality)"
     if alert.kind == "sensor_stale":
         if cleared:
             return f"Fresh data again from every sensor on {unit}"

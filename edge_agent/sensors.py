@@ -30,6 +30,10 @@ class SensorSpec:
     description: str = ""
     envelope_lo: float = -math.inf
     envelope_hi: float = math.inf
+    #: Sensor health limits learned from the fit data (``edge_agent.sensor_health``);
+    #: None = not checked.
+    frozen_limit_steps: int | None = None
+    roughness_hi: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: an unknown bound is ``None`` (JSON has no infinity)."""
@@ -53,6 +57,10 @@ class SensorSpec:
             description=str(data.get("description", "")),
             envelope_lo=bound("envelope_lo", -math.inf),
             envelope_hi=bound("envelope_hi", math.inf),
+            frozen_limit_steps=(
+                None if data.get("frozen_limit_steps") is None else int(data["frozen_limit_steps"])
+            ),
+            roughness_hi=None if data.get("roughness_hi") is None else float(data["roughness_hi"]),
         )
 
     def in_range(self, value: float) -> bool:

@@ -183,8 +183,8 @@ def alarm_threshold(
 
     * ``quiet``: the highest level the out-of-sample fused score held for ``on_delay``
       consecutive steps — just above it, those data raise no alarm;
-    * ``beta``: the mean excess of the fused score over its 99th percentile (the scale of an
-      exponential tail: each ``beta`` higher, exceedances are e times rarer);
+    * ``beta``: the mean excess of that held level over its 99th percentile (the scale of
+      an exponential tail of what raises alarms: each ``beta`` higher, e times rarer);
     * threshold = max(point threshold, quiet + beta * ln(target days / covered days)).
     """
     f = np.asarray(fused, dtype=np.float64)
@@ -193,8 +193,8 @@ def alarm_threshold(
         raise ValueError("alarm calibration needs out-of-sample scores and positive rates")
     held = np.lib.stride_tricks.sliding_window_view(f, on_delay).min(axis=1)
     quiet = float(held.max())
-    u = float(np.quantile(f, 0.99))
-    excess = f[f > u] - u
+    u = float(np.quantile(held, 0.99))
+    excess = held[held > u] - u
     beta = float(excess.mean()) if excess.size else 0.0
     horizon = 1.0 / alarms_per_day
     margin = beta * np.log(max(1.0, horizon / covered_days))

@@ -359,15 +359,38 @@ def evaluate_scored(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def sensor_entries(data: Dataset, fit: slice, configured: dict[str, Any]) -> list[SensorSpec]:
-    """Instrument range (a known sensor's spec, or ``data.instrument_ranges``; else none)
-    and training envelope (the fit part's range) per sensor.
+#: Stated false alarms per sensor per day of the health limits when the config states no
+#: alarm rate (a health limit needs one: a point rate would flag healthy sensors daily).
+HEALTH_ALARMS_PER_DAY = 0.1
+
+
+def sensor_entries(
+    data: Dataset,
+    fit: slice,
+    configured: dict[str, Any],
+    rolling: int = 10,
+    alarms_per_day: float | None = None,
+    health: slice | None = None,
+) -> list[SensorSpec]:
+    """Instrument range (a known sensor's spec, or ``data.instrument_ranges``; else none),
+    training envelope (the fit part's range) and health limits per sensor.
 
     Nothing derived from the data ever rejects a reading: the envelope only tells the
-    alert which sensor left what training saw.
+    alert which sensor left what training saw; the health limits (frozen run, roughness,
+    see :mod:`edge_agent.sensor_health`) raise a bad-quality alarm, placed like the
+    ensemble's alarm threshold so that a healthy sensor stays quiet, on the ``health``
+    steps (the calibration's out-of-sample stretch: for a hold-out, the tail the models never
+    saw; a file of several units one after another has jumps between them elsewhere).
     """
+    from edge_agent.sensor_health import longest_runs, roughness_series
+
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
     values = data.values[fit]
+    checked = values if health is None else data.values[health]
+    runs = longest_runs(checked)
+    rough = roughness_series(checked, rolling)
+    days = len(checked) * data.step_seconds / 86400
+    on_delay = AlarmSettings().on_delay
     specs = []
     for j, name in enumerate(data.sensors):
         base = known.get(name, SensorSpec(name, ""))
@@ -378,11 +401,23 @@ def sensor_entries(data: Dataset, fit: slice, configured: dict[str, Any]) -> lis
                 lo=base.lo if rng.lo is None else rng.lo,
                 hi=base.hi if rng.hi is None else rng.hi,
             )
+        r = rough[:, j]
+        eps = 1e-9 + 1e-6 * float(np.std(checked[:, j]))
+        log_r = np.log(r + eps)
+        limit, _ = calibration.alarm_threshold(
+            log_r,
+            float(np.quantile(log_r, 0.995)),
+            on_delay,
+            days,
+            alarms_per_day or HEALTH_ALARMS_PER_DAY,
+        )
         specs.append(
             replace(
                 base,
                 envelope_lo=float(values[:, j].min()),
                 envelope_hi=float(values[:, j].max()),
+                frozen_limit_steps=int(max(2 * runs[j], 2 * rolling)),
+                roughness_hi=float(np.exp(limit) - eps),
             )
         )
     return specs
@@ -635,7 +670,15 @@ def _manifest_dict(
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "training_data_sha256": data.sha256,
         "sensors": [
-            s.to_dict() for s in sensor_entries(data, split.fit, cfg.data.instrument_ranges)
+            s.to_dict()
+            for s in sensor_entries(
+                data,
+                split.fit,
+                cfg.data.instrument_ranges,
+                cfg.rolling,
+                cfg.calibration.alarms_per_day,
+                slice(int(fitted.plan.scored[0]) - cfg.window + 1, int(fitted.plan.scored[-1]) + 1),
+            )
         ],
         "window": cfg.window,
         "step_seconds": data.step_seconds,

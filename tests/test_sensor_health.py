@@ -1,0 +1,104 @@
+"""Sensor health: frozen and noisy transmitters, against limits learned from training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from handmade_models import THERMAL_NORMAL, build_model_set, normal_series
+
+from edge_agent.config import AgentSettings
+from edge_agent.engine import Engine
+from edge_agent.metrics import Metrics
+from edge_agent.scoring import ModelSet
+from edge_agent.sensor_health import SensorHealth, longest_runs, roughness_series
+from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+
+T0 = 1_714_564_800.0
+NAMES = [s.name for s in THERMAL_UNIT_SENSORS]
+
+
+def test_frozen_counts_exact_repeats_and_ignores_carried_values() -> None:
+    h = SensorHealth([SensorSpec("a", "", frozen_limit_steps=3), SensorSpec("b", "")], rolling=5)
+    rows = [[1.0, 5.0], [1.0, 5.0], [1.0, 5.0], [1.0, 6.0], [2.0, 6.0]]
+    got = [h.frozen("u", np.array(r, np.float32), ()) for r in rows]
+    assert got == [[], [], [0], [0], []]  # b has no limit: never frozen
+    # a carried value (missing reading) neither extends nor ends a run
+    h2 = SensorHealth([SensorSpec("a", "", frozen_limit_steps=3)], rolling=5)
+    seq = [([1.0], ()), ([1.0], (0,)), ([1.0], (0,)), ([1.0], ())]
+    assert [h2.frozen("u", np.array(r, np.float32), c) for r, c in seq] == [[], [], [], []]
+    assert h2.frozen("u", np.array([1.0], np.float32), ()) == [0]
+
+
+def test_noisy_compares_the_windows_roughness_with_the_learned_limit() -> None:
+    rng = np.random.default_rng(1)
+    calm = 10 + rng.normal(0, 0.1, (1, 30, 1))
+    loud = 10 + rng.normal(0, 1.0, (1, 30, 1))
+    h = SensorHealth([SensorSpec("a", "", roughness_hi=0.5)], rolling=10)
+    assert h.noisy(np.concatenate([calm, loud]).astype(np.float32))[:, 0].tolist() == [False, True]
+
+
+def test_training_statistics_match_what_the_agent_computes() -> None:
+    x = np.array([[1, 5], [1, 5], [1, 6], [2, 6], [2, 6], [2, 6]], dtype=np.float64)
+    assert longest_runs(x).tolist() == [3, 4]
+    rng = np.random.default_rng(2)
+    series = rng.normal(0, 1, (50, 2))
+    rough = roughness_series(series, 10)
+    windows = np.lib.stride_tricks.sliding_window_view(series, 10, axis=0).transpose(0, 2, 1)
+    expected = np.diff(windows.astype(np.float32).astype(np.float64), axis=1).std(axis=1)
+    np.testing.assert_allclose(rough, expected)
+
+
+def _engine(tmp_path: Path) -> Engine:
+    # white noise of sd s has a roughness of about 1.4 s: 3 s is quiet for healthy data
+    sensors = [
+        SensorSpec(
+            s.name,
+            s.unit,
+            s.lo,
+            s.hi,
+            frozen_limit_steps=20,
+            roughness_hi=3 * THERMAL_NORMAL[s.name][1],
+        )
+        for s in THERMAL_UNIT_SENSORS
+    ]
+    model_set = ModelSet.load(build_model_set(tmp_path, sensors, window=20))
+    settings = AgentSettings(agent_id="t", units=[{"name": "u1"}], alarm={"on_delay": 3})
+    return Engine(settings, model_set, Metrics(), _Quiet())
+
+
+class _Quiet:
+    def debug(self, *a: Any, **k: Any) -> None: ...
+
+    info = warning = debug
+
+
+def _run(engine: Engine, rows: np.ndarray) -> list[Any]:
+    alerts = []
+    for i, row in enumerate(rows):
+        ts = T0 + i
+        payload = orjson.dumps({"ts": ts, "values": dict(zip(NAMES, row.tolist(), strict=True))})
+        engine.handle_message("plant/plant1/u1/telemetry", payload, ts)
+        alerts += engine.tick(ts + 0.01).alerts
+    return alerts
+
+
+def test_a_stuck_transmitter_raises_bad_quality_frozen(tmp_path: Path) -> None:
+    rows = normal_series(80, seed=4)
+    rows[30:70, 1] = rows[29, 1]  # steam_pressure stuck for 40 steps (limit 20)
+    bad = [a for a in _run(_engine(tmp_path), rows) if a.kind == "bad_quality"]
+    assert [(a.state, a.sensor, a.quality) for a in bad][:1] == [
+        ("raised", "steam_pressure", "frozen")
+    ]
+    assert bad[0].ts == T0 + 29 + 20 - 1 + 2  # run reaches 20 at step 48, on_delay 3
+    assert "frozen" in (bad[0].message or "")
+
+
+def test_a_noisy_transmitter_raises_bad_quality_noisy(tmp_path: Path) -> None:
+    rows = normal_series(80, seed=5)
+    rng = np.random.default_rng(6)
+    rows[40:70, 2] += rng.normal(0, 40.0, 30)  # feedwater_flow noise (normal sd 3)
+    bad = [a for a in _run(_engine(tmp_path), rows) if a.kind == "bad_quality"]
+    assert bad and (bad[0].sensor, bad[0].quality) == ("feedwater_flow", "noisy")
