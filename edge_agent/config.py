@@ -313,7 +313,28 @@ class PlantInfo(_Section):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class AgentSettings(BaseSettings):
+class YamlEnvSettings(BaseSettings):
+    """Settings from arguments, then the environment, then a YAML file (``yaml_file`` in
+    ``model_config``): the agent's and the console's precedence, defined once."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the YAML file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+class AgentSettings(YamlEnvSettings):
     """The whole agent configuration; see config/agent.yaml for every key, documented."""
 
     model_config = SettingsConfigDict(
@@ -361,22 +382,6 @@ class AgentSettings(BaseSettings):
     def alarm_store_path(self) -> Path:
         """Alarm states, shelves and out-of-service marks: beside the outbox."""
         return self.outbox_path.with_name("alarms.sqlite")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: explicit arguments, then environment, then the YAML file.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_file = settings_cls.model_config.get("yaml_file")
-        if yaml_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
 
 
 def _error_lines(exc: ValidationError) -> list[str]:

@@ -67,7 +67,7 @@ def demo_plan(
 
 
 #: The embedded broker's port unless --port says otherwise (the MQTT default, so
-#: ``mosquitto_sub -t 'plant/demo/+/alerts'`` works), or any free port if it is taken.
+#: ``mosquitto_sub -t 'plant/k_gudem_new/+/alerts'`` works), or any free port if it is taken.
 DEFAULT_BROKER_PORT = 1883
 #: The checkout this package runs from (an editable install), whose models/ the demo uses.
 CHECKOUT = Path(__file__).resolve().parents[1]

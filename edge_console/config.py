@@ -13,17 +13,13 @@ from string import Formatter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import SettingsConfigDict
 
 from edge_agent.config import (
     LoggingSettings,
     MqttSettings,
     SensorLimits,
+    YamlEnvSettings,
     _env_sets,
     _resolve_paths,
     load_settings_class,
@@ -132,7 +128,7 @@ class TrainingSettings(_Section):
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(YamlEnvSettings):
     """The whole console configuration; config/console.yaml documents every key."""
 
     model_config = SettingsConfigDict(
@@ -202,22 +198,6 @@ class ConsoleSettings(BaseSettings):
     def training_dir(self) -> Path:
         d = self.training.work_dir
         return d if d.is_absolute() else self.state_dir / d
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Same precedence as the agent: arguments, then environment, then the YAML file.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_file = settings_cls.model_config.get("yaml_file")
-        if yaml_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
 
 
 #: Keys holding paths that, given relative in the file, are relative to the file (as the agent's).

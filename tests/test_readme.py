@@ -32,6 +32,13 @@ NOT_RUN = {
     "make test ": "runs the whole suite, this test included",
     "pip install -e '.[console]'": "`make demo` and `make test` install the console extra",
     "edge-console run --config": "serves until Ctrl-C; tests/test_console_web.py runs it",
+    'export STORE="sqlite:///$PWD/runs/registry.db"': "trains twice "
+    "(a few minutes); tests/test_training_tracking.py runs train, list, promote and rollback",
+    "pip install -e '.[tracking-ui]'": "installs full MLflow (the UI) and serves until Ctrl-C",
+    "edge-train generate --plant 'VINDH_CHAL STPS'": "simulate needs a broker on 1883; "
+    "tests/test_plants.py runs generate --plant and --fuel",
+    "mosquitto -p 1884 &": "interactive: waits on the demo's first alert; "
+    "tests/test_alarm_lifecycle_integration.py sends each of these commands to a real agent",
 }
 #: First command line of a block (prefix) -> the README section it belongs to; run here.
 RUN = {
@@ -74,7 +81,7 @@ def test_every_bash_block_is_run_or_has_a_reason() -> None:
 def test_the_metric_list_names_every_metric() -> None:
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Operations") : text.index("### Monitoring")]
-    listed = set(re.findall(r"`([a-z_]+)(?:\{[a-z]+\})?`", section))
+    listed = set(re.findall(r"`([a-z0-9_]+)(?:\{[a-z]+\})?`", section))
     for family in Metrics().registry.collect():
         name = family.name.removeprefix("edge_agent_")
         shown = {"counter": name + "_total", "info": name + "_info"}.get(family.type, name)

@@ -191,3 +191,39 @@ def test_a_simulator_csv_replays_line_for_line(model_set: ModelSet, tmp_path: Pa
     assert summary.rejected == 0 and summary.missing_cells == 0
     assert [line["ts"] for line in lines] == [rfc3339(t) for t in result.timestamps.tolist()]
     assert sum(line["scored"] for line in lines) == 60 - WINDOW + 1
+
+
+def test_replay_reads_timestamps_like_training(model_set: ModelSet, tmp_path: Path) -> None:
+    """A historian export with naive timestamps (``2024-05-01 12:00:00``, taken as UTC by
+    ``edge-train``) replays the same as with Unix seconds — one rule for both commands."""
+    from datetime import UTC, datetime
+
+    from training.data import DataSpec, load_csv
+
+    series = faulty_series(60)
+    outputs = []
+    for kind in ("naive", "unix"):
+        path = tmp_path / f"{kind}.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f, delimiter=";")
+            w.writerow(["datetime", *NAMES])
+            for i, row in enumerate(series):
+                ts = T0 + i
+                stamp = (
+                    datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                    if kind == "naive"
+                    else f"{ts:.0f}"
+                )
+                w.writerow([stamp, *row.tolist()])
+        out = tmp_path / f"{kind}.jsonl"
+        summary = replay(
+            settings(), model_set, path, out, timestamp_column="datetime", separator=";",
+            log=Quiet(),
+        )  # fmt: skip
+        assert summary.first_ts == T0
+        outputs.append(out.read_bytes())
+        # and training reads the same instants from the same file
+        data = load_csv(path, DataSpec(timestamp_column="datetime", separator=";",
+                                       label_column=None))  # fmt: skip
+        assert data.timestamps[0] == T0
+    assert outputs[0] == outputs[1]

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--folds", type=int, help="time-ordered folds for out-of-fold calibration")
     g.add_argument(
+        "--holdout",
+        type=float,
+        help="share of the fit part held out to calibrate when it is too large for k-fold",
+    )
+    g.add_argument(
         "--alarms-per-day",
         type=float,
         help="stated false-alarm rate of alarms per unit per day on normal operation; raises "
@@ -220,6 +225,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "threads": "threads",
         "quantile": "calibration.quantile",
         "folds": "calibration.folds",
+        "holdout": "calibration.holdout",
         "alarms_per_day": "calibration.alarms_per_day",
         "test_fraction": "split.test",
         "eval_data": "eval_data",
