@@ -77,7 +77,7 @@ def exported_metric_names() -> set[str]:
 
 
 def queried_metric_names(expr: str) -> set[str]:
-    return set(re.findall(r"\b(?:edge_agent_[a-z_]+|up)\b(?=\s*[{\[)\s=<>!]|$)", expr))
+    return set(re.findall(r"\b(?:edge_agent_[a-z0-9_]+|up)\b(?=\s*[{\[)\s=<>!]|$)", expr))
 
 
 # -- promtool --------------------------------------------------------------------------------
