@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -180,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.setdefault(unit or "", []).append(event)
     for i, (_unit, events) in enumerate(sorted(demo.items())):
         jobs.append((a.models, a.seed + 200 + i, 600, events, a.day_seconds))
-    with ProcessPoolExecutor(max_workers=a.jobs) as pool:
+    # spawn, not fork: a forked copy of a process with onnxruntime threads can deadlock
+    with ProcessPoolExecutor(
+        max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         results = list(pool.map(run_unit, *zip(*jobs, strict=True)))
     healthy = results[: a.units]
     faulty = results[a.units : a.units + a.fault_units]

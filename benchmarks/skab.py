@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -278,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     opt = Options(args.fit_rows, args.window, tuple(args.train_arg), args.config)
     files = files_under(args.data, args.subsets.split(","))
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run_file, files, [opt] * len(files)))
+    if args.jobs <= 1:
+        results = [run_file(f, opt) for f in files]
+    else:  # spawn: forking a process that already runs TensorFlow's threads can deadlock
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
+            results = list(pool.map(run_file, files, [opt] * len(files)))
     summary = pooled(results)
     targets = {k: met(summary["point"]["ensemble"][k], rule) for k, rule in TARGETS.items()}
     print(table(summary))
