@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import orjson
 
@@ -33,14 +33,8 @@ AlertState = Literal[
     "out_of_service",
     "in_service",
 ]
-AUDIT_STATES: tuple[AlertState, ...] = (
-    "acknowledged",
-    "shelved",
-    "unshelved",
-    "shelve_expired",
-    "out_of_service",
-    "in_service",
-)
+#: Everything after raised, cleared and summary.
+AUDIT_STATES: tuple[AlertState, ...] = get_args(AlertState)[3:]
 Severity = Literal["low", "medium", "high"]
 
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
