@@ -19,6 +19,7 @@ from edge_agent.config import (
     LoggingSettings,
     MqttSettings,
     SensorLimits,
+    TopicSettings,
     YamlEnvSettings,
     _env_sets,
     _resolve_paths,
@@ -43,18 +44,22 @@ _REQUIRED: dict[str, frozenset[str]] = {
 }
 
 
+_AGENT_TOPICS = TopicSettings()
+
+
 class ConsoleTopics(_Section):
     """The agents' topic templates (the alarm-lifecycle contract's defaults)."""
 
-    alerts: str = "plant/{plant}/{unit}/alerts"
-    alarms: str = "plant/{plant}/{unit}/alarms"
-    alarm_command: str = "plant/{plant}/{unit}/alarms/command"
-    alarm_reply: str = "plant/{plant}/{unit}/alarms/reply"
-    scores: str = "plant/{plant}/{unit}/scores"
-    status: str = "plant/{plant}/edge/{agent_id}/status"
+    # Defaults are the agent's own (edge_agent.config.TopicSettings): one source of truth.
+    alerts: str = _AGENT_TOPICS.alerts
+    alarms: str = _AGENT_TOPICS.alarms
+    alarm_command: str = _AGENT_TOPICS.alarm_command
+    alarm_reply: str = _AGENT_TOPICS.alarm_reply
+    scores: str = _AGENT_TOPICS.scores
+    status: str = _AGENT_TOPICS.status
     #: The plant's own readings, for the sensor trends (see ``web.sensor_trends``).
-    telemetry: str = "plant/{plant}/{unit}/telemetry"
-    sensor: str = "plant/{plant}/{unit}/sensors/{sensor}"
+    telemetry: str = _AGENT_TOPICS.telemetry
+    sensor: str = _AGENT_TOPICS.sensor
 
     @field_validator("*")
     @classmethod
