@@ -60,7 +60,7 @@ class Stats:
 
 def load_models(models: Path) -> tuple[Any, Any, Any, int]:
     """(sklearn pipeline, Keras model, feature spec, window) — the seed's in-process models."""
-    from edge_agent.features import FeatureSpec
+    from edge_agent.pipeline.features import FeatureSpec
 
     native = common.native_models(models)
     man = common.load_manifest_dict(models)
@@ -76,7 +76,7 @@ async def serve(args: argparse.Namespace, stats: Stats, stop: asyncio.Event) -> 
     import aiomqtt
     import numpy as np
 
-    from edge_agent.features import compute_features
+    from edge_agent.pipeline.features import compute_features
 
     pipe, model, spec, window = load_models(args.models)
     sensors = list(spec.sensors)

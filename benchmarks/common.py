@@ -545,7 +545,7 @@ def scrape(port: int, host: str = HOST, timeout: float = 5.0) -> MetricsSnapshot
 
 def simulated_series(n_steps: int, seed: int = 0, day_seconds: float = 3600.0) -> np.ndarray:
     """(n_steps, 8) healthy readings from the project's thermal-unit simulator."""
-    from edge_agent.simulator import ThermalUnitSimulator
+    from edge_agent.tools.simulator import ThermalUnitSimulator
 
     sim = ThermalUnitSimulator(seed=seed, day_seconds=day_seconds)
     return np.asarray(sim.generate(n_steps).values, dtype=np.float32)
@@ -591,7 +591,7 @@ def build_small_model_set(out: Path) -> Path:
     Same architecture and shapes as the shipped set (200 trees, window 60, LSTM 64-32-32-64);
     only the amount of training differs, which does not change the inference cost.
     """
-    from edge_agent.simulator import generate_dataset
+    from edge_agent.tools.simulator import generate_dataset
     from training.pipeline import load_config, train
 
     print(f"building a small model set in {out} (once; cached) …", flush=True)
@@ -627,9 +627,9 @@ def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Pat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_agent.features import compute_series_features, default_feature_spec
-    from edge_agent.manifest import FORMAT_VERSION, Manifest, sha256_file
-    from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
+    from edge_agent.pipeline.features import compute_series_features, default_feature_spec
+    from edge_agent.pipeline.manifest import FORMAT_VERSION, Manifest, sha256_file
+    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
     from training.iforest import export_iforest, fit_iforest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -805,7 +805,7 @@ def native_models(
     if not result.iforest_pickle.is_file():
         import pickle
 
-        from edge_agent.features import FeatureSpec, compute_series_features
+        from edge_agent.pipeline.features import FeatureSpec, compute_series_features
         from training.iforest import fit_iforest
 
         print(f"fitting a native Isolation Forest in {out} (once; cached) …", flush=True)
@@ -824,7 +824,7 @@ def native_models(
     if keras and not result.keras_file.is_file():
         print(f"building a native Keras LSTM autoencoder in {out} (once; cached) …", flush=True)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from edge_agent.windows import sliding_windows
+        from edge_agent.pipeline.windows import sliding_windows
         from training import lstm_ae
 
         if series is None:
@@ -860,7 +860,7 @@ def native_models(
 
 def _series_for(sensors: list[str], n_steps: int) -> np.ndarray:
     """Simulated readings for these sensors (thermal-unit names), else scaled noise."""
-    from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
+    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 
     names = sensor_names(THERMAL_UNIT_SENSORS)
     if all(s in names for s in sensors):
@@ -876,7 +876,7 @@ def sample_windows(models: Path, count: int, seed: int = 7) -> np.ndarray:
     window = int(man["window"])
     sensors = [s["name"] for s in man["sensors"]]
     series = _series_for(sensors, window + count + 10)
-    from edge_agent.windows import sliding_windows
+    from edge_agent.pipeline.windows import sliding_windows
 
     return np.ascontiguousarray(sliding_windows(series, window)[:count])
 

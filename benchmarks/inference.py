@@ -32,7 +32,7 @@ BATCHES = (1, 16, 256)
 def _ort_session(path_or_bytes: Path | bytes) -> Any:
     import onnxruntime as ort
 
-    from edge_agent.scoring import session_options
+    from edge_agent.pipeline.scoring import session_options
 
     source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
     return ort.InferenceSession(
@@ -105,7 +105,7 @@ def bench_iforest(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import onnx
 
-    from edge_agent.features import FeatureSpec, compute_features
+    from edge_agent.pipeline.features import FeatureSpec, compute_features
     from training.iforest import iforest_to_onnx
 
     man = common.load_manifest_dict(models)
@@ -213,7 +213,7 @@ def bench_lstm(
 
 def bench_model_set(models: Path, seconds: float, batches: tuple[int, ...]) -> list[dict[str, Any]]:
     """The agent's whole scoring call: features + both graphs + vote."""
-    from edge_agent.scoring import ModelSet
+    from edge_agent.pipeline.scoring import ModelSet
 
     ms = ModelSet.load(models, threads=1, mem_arena=False)
     windows = common.sample_windows(models, max(batches))

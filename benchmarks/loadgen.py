@@ -220,8 +220,8 @@ def unit_series(
     for ``fault_len`` steps every ``fault_every`` steps (first at ``fault_every``), clipped
     to the sensor's valid range, so the models and a configured limit both see it.
     """
-    from edge_agent.sensors import THERMAL_UNIT_SENSORS
-    from edge_agent.simulator import ThermalUnitSimulator
+    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+    from edge_agent.tools.simulator import ThermalUnitSimulator
 
     n = max(n_steps, 256)
     bases = [

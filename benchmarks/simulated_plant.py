@@ -1,8 +1,8 @@
 """Is the shipped model set quiet on a healthy plant, and does it see the faults?
 
-Through the product: every unit is simulated (``edge_agent.simulator.settled_run``: a unit
+Through the product: every unit is simulated (``edge_agent.tools.simulator.settled_run``: a unit
 that was already running, seeds outside the training fleet's), written as a CSV and run
-through ``edge_agent.replay.replay`` — the daemon's ingest → align → score → ensemble →
+through ``edge_agent.tools.replay.replay`` — the daemon's ingest → align → score → ensemble →
 alarm code with the data's own clock — with the agent's default alarm delays.
 
 * **Quiet plant**: ``--units`` units × ``--hours`` hours of normal operation (every phase of
@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_agent.config import load_settings  # noqa: E402
-from edge_agent.demo import DEMO_FAULTS  # noqa: E402
-from edge_agent.ingest import parse_table_timestamp  # noqa: E402
-from edge_agent.publisher import parse_fault  # noqa: E402
-from edge_agent.replay import replay  # noqa: E402
-from edge_agent.server import load_model_set  # noqa: E402
-from edge_agent.simulator import FaultEvent, random_fault_schedule, settled_run  # noqa: E402
+from edge_agent.daemon.server import load_model_set  # noqa: E402
+from edge_agent.pipeline.ingest import parse_table_timestamp  # noqa: E402
+from edge_agent.tools.demo import DEMO_FAULTS  # noqa: E402
+from edge_agent.tools.publisher import parse_fault  # noqa: E402
+from edge_agent.tools.replay import replay  # noqa: E402
+from edge_agent.tools.simulator import FaultEvent, random_fault_schedule, settled_run  # noqa: E402
 
 START = 1_767_225_600.0
 #: Alarms that are the detection of a fault (limit alarms are not configured here).

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_agent.cli import main as edge_agent_main  # noqa: E402
-from edge_agent.ingest import parse_table_timestamp  # noqa: E402
+from edge_agent.pipeline.ingest import parse_table_timestamp  # noqa: E402
 from training.cli import main as edge_train_main  # noqa: E402
 from training.metrics import detection_metrics  # noqa: E402
 

@@ -52,7 +52,7 @@ def _config(overrides: dict[str, Any] | None = None) -> Any:
 
 def rerun_all(work: Path) -> dict[str, Any]:
     """``make models`` in a temporary directory: generate, then train (report off)."""
-    from edge_agent.simulator import generate_dataset
+    from edge_agent.tools.simulator import generate_dataset
     from training.pipeline import train
 
     cfg = _config()
@@ -85,8 +85,8 @@ def rerun_iforest() -> dict[str, Any]:
     """Only the Isolation Forest fit, on the configured simulated data size."""
     import numpy as np
 
-    from edge_agent.features import compute_series_features, default_feature_spec
-    from edge_agent.simulator import generate_dataset
+    from edge_agent.pipeline.features import compute_series_features, default_feature_spec
+    from edge_agent.tools.simulator import generate_dataset
     from training.iforest import fit_iforest
     from training.pipeline import normal_windows
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .config import AgentSettings, ConfigError, load_settings
-from .manifest import ManifestError
+from edge_agent import __version__
+from edge_agent.config import AgentSettings, ConfigError, load_settings
+from edge_agent.pipeline.manifest import ManifestError
 
 EXIT_USAGE = 2
 
@@ -31,8 +31,8 @@ def _settings(path: Path | None) -> AgentSettings:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from .logging_setup import configure_logging
-    from .server import Server
+    from edge_agent.daemon.server import Server
+    from edge_agent.logging_setup import configure_logging
 
     settings = _settings(args.config)
     try:
@@ -62,8 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
-    from .alarm_rules import suppression_problems
-    from .server import load_model_set
+    from edge_agent.daemon.server import load_model_set
+    from edge_agent.pipeline.alarm_rules import suppression_problems
 
     try:
         model_set = load_model_set(settings, None)
@@ -110,9 +110,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- replay
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .logging_setup import configure_logging
-    from .replay import replay
-    from .server import load_model_set
+    from edge_agent.daemon.server import load_model_set
+    from edge_agent.logging_setup import configure_logging
+    from edge_agent.tools.replay import replay
 
     settings = _settings(args.config)
     configure_logging("WARNING", "console")
@@ -134,9 +134,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import aiomqtt
 
-    from .plants import REFERENCE_DESIGN, find_plant, unit_design
-    from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
-    from .simulator import FaultEvent
+    from edge_agent.tools.plants import REFERENCE_DESIGN, find_plant, unit_design
+    from edge_agent.tools.publisher import (
+        SimulationPlan,
+        parse_broker_url,
+        parse_fault,
+        publish_simulation,
+    )
+    from edge_agent.tools.simulator import FaultEvent
 
     host, port = parse_broker_url(args.broker)
     faults: dict[str | None, list[FaultEvent]] = {}
@@ -193,7 +198,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from edge_agent.tools.demo import run_demo
 
     return run_demo(args)
 

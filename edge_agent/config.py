@@ -121,7 +121,8 @@ class TopicSettings(_Section):
     alerts: str = "plant/{plant}/{unit}/alerts"
     scores: str = "plant/{plant}/{unit}/scores"
     status: str = "plant/{plant}/edge/{agent_id}/status"
-    #: Alarm lifecycle (see edge_agent.lifecycle): commands in, replies and the retained list out.
+    #: Alarm lifecycle (see edge_agent.pipeline.lifecycle): commands in, replies and the
+    #: retained list out.
     alarm_command: str = "plant/{plant}/{unit}/alarms/command"
     alarm_reply: str = "plant/{plant}/{unit}/alarms/reply"
     alarms: str = "plant/{plant}/{unit}/alarms"
@@ -299,7 +300,7 @@ class IngestSettings(_Section):
 class PlantInfo(_Section):
     """What the plant is, for people reading the status message; every key optional.
 
-    ``edge-agent demo`` fills it from the shipped GPPD extract (:mod:`edge_agent.plants`).
+    ``edge-agent demo`` fills it from the shipped GPPD extract (:mod:`edge_agent.tools.plants`).
     """
 
     name: str | None = Field(default=None, min_length=1)

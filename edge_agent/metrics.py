@@ -147,7 +147,7 @@ class Metrics:
         self.reloads = Counter(
             p + "reloads", "Config/model reloads, by result", ["result"], registry=r
         )
-        # -- alarm lifecycle (edge_agent.lifecycle, alarm_kpi) -----------------------------
+        # -- alarm lifecycle (edge_agent.pipeline.lifecycle, alarm_kpi) ----------------------
         self.alarm_commands = Counter(
             p + "alarm_commands",
             "Alarm commands received, by command and result (accepted, refused)",

@@ -91,7 +91,7 @@ def _port_or_free(port: int) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The console as ``edge-agent demo`` starts it: demo broker, a one-off operator."""
-    from edge_agent.demo import DEMO_LIMITS
+    from edge_agent.tools.demo import DEMO_LIMITS
 
     from .web.auth import hash_password
 

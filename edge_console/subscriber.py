@@ -21,8 +21,8 @@ import aiomqtt
 import orjson
 from paho.mqtt.packettypes import PacketTypes
 
+from edge_agent.daemon.mqtt import _properties, _tls_context, backoff_delays
 from edge_agent.logging_setup import get_logger
-from edge_agent.mqtt import _properties, _tls_context, backoff_delays
 
 from .config import ConsoleSettings
 from .state import LiveState, parse_ts

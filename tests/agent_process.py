@@ -27,8 +27,8 @@ import paho.mqtt.client as paho
 import yaml
 from mosquitto import HOST, free_port
 
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
-from edge_agent.simulator import FaultEvent, ThermalUnitSimulator
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.tools.simulator import FaultEvent, ThermalUnitSimulator
 
 REPO = Path(__file__).resolve().parents[1]
 SENSORS = sensor_names(THERMAL_UNIT_SENSORS)
@@ -283,7 +283,7 @@ class MqttClient:
         self.client.disconnect()
 
 
-#: Steps simulated and dropped first (see edge_agent.publisher.SimulationPlan.burn_in).
+#: Steps simulated and dropped first (see edge_agent.tools.publisher.SimulationPlan.burn_in).
 BURN_IN = 1800
 
 

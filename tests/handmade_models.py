@@ -27,8 +27,8 @@ import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.features import FeatureSpec, compute_series_features, default_feature_spec
-from edge_agent.manifest import (
+from edge_agent.pipeline.features import FeatureSpec, compute_series_features, default_feature_spec
+from edge_agent.pipeline.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     FeatureEntry,
@@ -38,7 +38,7 @@ from edge_agent.manifest import (
     VotingEntry,
     sha256_file,
 )
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 
 #: (center, standard deviation) of each thermal sensor in steady operation.
 THERMAL_NORMAL: dict[str, tuple[float, float]] = {

@@ -41,9 +41,9 @@ from agent_process import (
 from handmade_models import build_model_set, normal_series
 from mosquitto import MosquittoBroker
 
-from edge_agent.alerts import SEVERITIES, alert_json_schema, rfc3339, scores_json_schema
-from edge_agent.manifest import MANIFEST_NAME
-from edge_agent.simulator import FaultEvent
+from edge_agent.pipeline.alerts import SEVERITIES, alert_json_schema, rfc3339, scores_json_schema
+from edge_agent.pipeline.manifest import MANIFEST_NAME
+from edge_agent.tools.simulator import FaultEvent
 
 pytestmark = pytest.mark.slow
 

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from edge_agent.alarm import (
+from edge_agent.config import AlarmSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alarm import (
     AlarmBook,
     AlarmEvent,
     alert_id,
     anomaly_severity,
 )
-from edge_agent.config import AlarmSettings
-from edge_agent.metrics import Metrics
 
 T0 = 1_714_564_800.0
 
@@ -161,8 +161,8 @@ def test_anomaly_severity_from_ensemble_score(score: float, severity: str) -> No
 
 def feed_levels(b: AlarmBook, levels: list[str | None]) -> list[tuple[int, AlarmEvent]]:
     """A limit alarm fed with each step's most severe breached level (None: within limits)."""
-    from edge_agent.alarm import LIMIT_SEVERITY
-    from edge_agent.limits import LEVEL_RANK
+    from edge_agent.pipeline.alarm import LIMIT_SEVERITY
+    from edge_agent.pipeline.limits import LEVEL_RANK
 
     events = []
     for i, level in enumerate(levels):

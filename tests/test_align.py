@@ -9,11 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_agent.align import MAX_PENDING_PER_UNIT, Aligner, ClosedStep
 from edge_agent.config import AgentSettings, AlignSettings
-from edge_agent.ingest import Ingestor, Reading, Readings
 from edge_agent.metrics import Metrics
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.align import MAX_PENDING_PER_UNIT, Aligner, ClosedStep
+from edge_agent.pipeline.ingest import Ingestor, Reading, Readings
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 SENSORS = ["a", "b", "c"]
 T0 = 1_714_564_800.0  # a multiple of every step used here

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.ensemble import vote
-from edge_agent.manifest import ModelEntry, VotingEntry
+from edge_agent.pipeline.ensemble import vote
+from edge_agent.pipeline.manifest import ModelEntry, VotingEntry
 from training.calibration import calibrate, plan, purged
 
 

@@ -26,7 +26,7 @@ from handmade_models import build_model_set
 from mosquitto import MosquittoBroker, free_port
 
 from edge_agent.cli import build_parser, main
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo"}
 SHIPPED_MODELS = REPO / "models"
@@ -435,7 +435,7 @@ def test_demo_without_a_model_set_says_what_to_do(tmp_path: Path) -> None:
 def test_demo_finds_the_checkouts_models_from_anywhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edge_agent.demo import CHECKOUT, default_models_dir
+    from edge_agent.tools.demo import CHECKOUT, default_models_dir
 
     monkeypatch.chdir(tmp_path)
     assert default_models_dir() == CHECKOUT / "models" == REPO / "models"
@@ -447,7 +447,7 @@ def test_demo_finds_the_checkouts_models_from_anywhere(
 def test_the_demo_alarm_board_lists_units_in_alarm() -> None:
     import orjson
 
-    from edge_agent.demo import AlarmBoard, format_alert
+    from edge_agent.tools.demo import AlarmBoard, format_alert
 
     board = AlarmBoard()
     assert board.units_in_alarm() == "none"

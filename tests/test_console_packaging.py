@@ -27,7 +27,7 @@ def test_edge_agent_never_imports_the_console_or_its_libraries() -> None:
 
 def test_agent_import_and_demo_cli_load_none_of_the_console() -> None:
     code = (
-        "import sys, edge_agent.cli, edge_agent.demo, edge_agent.server;"
+        "import sys, edge_agent.cli, edge_agent.tools.demo, edge_agent.daemon.server;"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {CONSOLE_ONLY!r}))"
     )
     out = subprocess.run(

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from edge_agent.demo import DEMO_FAULTS, demo_plan, demo_settings
-from edge_agent.engine import Engine
+from edge_agent.daemon.server import load_model_set
 from edge_agent.metrics import Metrics
-from edge_agent.publisher import step_messages, unit_streams
-from edge_agent.server import load_model_set
+from edge_agent.pipeline.engine import Engine
+from edge_agent.tools.demo import DEMO_FAULTS, demo_plan, demo_settings
+from edge_agent.tools.publisher import step_messages, unit_streams
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = ["unit1", "unit2", "unit3", "unit4", "unit5"]  # unit4, unit5: no faults
@@ -68,7 +68,7 @@ def test_demo_alerts_come_only_from_faulted_units_during_their_faults(
 
 
 def engine_ts(alert: dict[str, object]) -> float:
-    from edge_agent.ingest import parse_table_timestamp
+    from edge_agent.pipeline.ingest import parse_table_timestamp
 
     ts = parse_table_timestamp(str(alert["ts"]))
     assert ts is not None

@@ -14,13 +14,13 @@ import pytest
 from handmade_models import build_model_set, normal_series
 from numpy.typing import NDArray
 
-from edge_agent.alerts import Alert, alert_json_schema, scores_json_schema
 from edge_agent.config import AgentSettings, ConfigError
-from edge_agent.engine import Engine, StepOutcome
-from edge_agent.manifest import ManifestError
 from edge_agent.metrics import Metrics
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.alerts import Alert, alert_json_schema, scores_json_schema
+from edge_agent.pipeline.engine import Engine, StepOutcome
+from edge_agent.pipeline.manifest import ManifestError
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 WINDOW = 30
 T0 = 1_714_564_800.0
@@ -492,7 +492,7 @@ def test_auto_discovered_units_are_bounded_by_max_units(model_set: ModelSet) -> 
 
 
 def test_a_large_backlog_is_scored_in_bounded_batches(model_set: ModelSet) -> None:
-    from edge_agent.engine import MAX_SCORE_BATCH
+    from edge_agent.pipeline.engine import MAX_SCORE_BATCH
 
     units = [f"u{i}" for i in range(300)]
     e, metrics = engine(model_set, units=[{"name": u} for u in units])

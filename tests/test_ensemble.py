@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.ensemble import vote
-from edge_agent.manifest import ModelEntry, VotingEntry
+from edge_agent.pipeline.ensemble import vote
+from edge_agent.pipeline.manifest import ModelEntry, VotingEntry
 
 
 def entry(kind: str, threshold: float, scale: float) -> ModelEntry:

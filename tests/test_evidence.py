@@ -17,12 +17,12 @@ import orjson
 import pytest
 from handmade_models import build_model_set, normal_series
 
-from edge_agent.alerts import Alert, alert_json_schema
 from edge_agent.config import AgentSettings
-from edge_agent.engine import Engine, StepOutcome
 from edge_agent.metrics import Metrics
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+from edge_agent.pipeline.alerts import Alert, alert_json_schema
+from edge_agent.pipeline.engine import Engine, StepOutcome
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 
 WINDOW = 20
 T0 = 1_714_564_800.0

@@ -8,15 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edge_agent.features import (
+from edge_agent.pipeline.features import (
     DERIVED_FEATURES,
     FeatureSpec,
     compute_features,
     compute_series_features,
     default_feature_spec,
 )
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
-from edge_agent.windows import RingBuffer, sliding_windows
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.pipeline.windows import RingBuffer, sliding_windows
 
 THERMAL = sensor_names(THERMAL_UNIT_SENSORS)
 SKAB = [

@@ -32,12 +32,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import AgentSettings
-from edge_agent.engine import Engine
-from edge_agent.ingest import REJECT_REASONS
 from edge_agent.logging_setup import RedactSecrets, _orjson_dumps
 from edge_agent.metrics import Metrics
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.ingest import REJECT_REASONS
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 WINDOW = 20
 PLANT = "p1"

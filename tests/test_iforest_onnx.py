@@ -14,8 +14,8 @@ from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 
-from edge_agent.features import compute_series_features, default_feature_spec
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.pipeline.features import compute_series_features, default_feature_spec
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 from training.iforest import export_iforest, fit_iforest, iforest_to_onnx, scaler_params
 
 SPEC = default_feature_spec(sensor_names(THERMAL_UNIT_SENSORS))

@@ -13,16 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import AgentSettings
-from edge_agent.ingest import (
+from edge_agent.daemon.mqtt import subscription_topics
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.ingest import (
     REJECT_REASONS,
     Ingestor,
     Reading,
     Readings,
     parse_timestamp,
 )
-from edge_agent.metrics import Metrics
-from edge_agent.mqtt import subscription_topics
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 SENSOR_TOPIC = "plant/plant1/u1/sensors/{}"

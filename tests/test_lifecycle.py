@@ -1,4 +1,5 @@
-"""The pure alarm lifecycle (edge_agent.lifecycle): every ISA-18.2 transition, with a fake clock."""
+"""The pure alarm lifecycle (edge_agent.pipeline.lifecycle): every ISA-18.2 transition,
+with a fake clock."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.alarm import alarm_key
-from edge_agent.alarm_kpi import AlarmKpis
-from edge_agent.alarm_rules import CommandRefused
-from edge_agent.alarm_store import AlarmStore
-from edge_agent.alerts import Alert, LimitBreach
-from edge_agent.commands import CommandError, parse_command
 from edge_agent.config import AgentSettings, ConfigError
-from edge_agent.lifecycle import AlarmLifecycle
+from edge_agent.daemon.alarm_store import AlarmStore
 from edge_agent.metrics import Metrics
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.pipeline.alarm import alarm_key
+from edge_agent.pipeline.alarm_kpi import AlarmKpis
+from edge_agent.pipeline.alarm_rules import CommandRefused
+from edge_agent.pipeline.alerts import Alert, LimitBreach
+from edge_agent.pipeline.commands import CommandError, parse_command
+from edge_agent.pipeline.lifecycle import AlarmLifecycle
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 
 SENSORS = sensor_names(THERMAL_UNIT_SENSORS)
 LOAD = SENSORS.index("load")
@@ -282,7 +283,7 @@ def test_committed_command_schema_agrees_with_the_parser() -> None:
 
     import jsonschema
 
-    from edge_agent.commands import command_json_schema
+    from edge_agent.pipeline.commands import command_json_schema
 
     path = Path(__file__).resolve().parents[1] / "edge_agent/schemas/alarm_command.schema.json"
     committed = json.loads(path.read_text(encoding="utf-8"))
@@ -389,7 +390,7 @@ def test_unusable_store_is_logged_counted_and_the_state_kept_in_memory(tmp_path:
 
 
 def test_command_subscription_is_the_plant_wildcard_of_the_template() -> None:
-    from edge_agent.mqtt import command_subscriptions
+    from edge_agent.daemon.mqtt import command_subscriptions
 
     assert command_subscriptions(settings()) == ["plant/p1/+/alarms/command"]
     custom = settings(topics={"alarm_command": "site/{plant}/ops/{unit}/cmd"})

@@ -14,11 +14,11 @@ from agent_process import PLANT, AgentProcess, MqttClient, agent_config, telemet
 from handmade_models import build_model_set, normal_series
 
 from edge_agent.config import AgentSettings
-from edge_agent.engine import Engine
-from edge_agent.lost_data import MAX_KEYS, LostDataWarnings
 from edge_agent.metrics import Metrics
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.lost_data import MAX_KEYS, LostDataWarnings
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 NAMES = [s.name for s in THERMAL_UNIT_SENSORS]
 T0 = 1_795_946_400.0

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from numpy.typing import NDArray
 
-from edge_agent.windows import sliding_windows
+from edge_agent.pipeline.windows import sliding_windows
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")

@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edge_agent.features import default_feature_spec
-from edge_agent.manifest import Manifest, load_manifest, manifest_json_schema
+from edge_agent.pipeline.features import default_feature_spec
+from edge_agent.pipeline.manifest import Manifest, load_manifest, manifest_json_schema
 from training.cli import schema_text
 
 REPO = Path(__file__).resolve().parents[1]

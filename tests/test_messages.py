@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.alerts import Alert, EnvelopeExcursion, FloodDetail, LimitBreach, SensorError
-from edge_agent.messages import alert_message, sensor_title, unit_symbol, with_message
+from edge_agent.pipeline.alerts import (
+    Alert,
+    EnvelopeExcursion,
+    FloodDetail,
+    LimitBreach,
+    SensorError,
+)
+from edge_agent.pipeline.messages import alert_message, sensor_title, unit_symbol, with_message
 
 T0 = 1_795_946_400.0
 

@@ -28,7 +28,7 @@ from handmade_models import build_model_set, normal_series
 from mosquitto import MosquittoBroker, free_port
 from test_reliability import TELEMETRY, snapshot
 
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 pytestmark = pytest.mark.slow
 

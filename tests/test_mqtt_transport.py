@@ -21,10 +21,9 @@ import structlog
 from mosquitto import MosquittoBroker, Pki, free_port
 from structlog.testing import LogCapture
 
-from edge_agent import mqtt as edge_mqtt
 from edge_agent.config import AgentSettings
-from edge_agent.metrics import Metrics
-from edge_agent.mqtt import (
+from edge_agent.daemon import mqtt as edge_mqtt
+from edge_agent.daemon.mqtt import (
     MqttLink,
     _StampedQueue,
     alert_properties,
@@ -34,6 +33,7 @@ from edge_agent.mqtt import (
     status_topic,
     subscription_topics,
 )
+from edge_agent.metrics import Metrics
 
 PROTOCOLS = ["5", "3.1.1"]
 REPO = Path(__file__).resolve().parents[1]
@@ -244,10 +244,10 @@ async def test_online_then_stopped_status_and_messages_flow(
 _AGENT_SCRIPT = """
 import asyncio, json, sys
 import structlog
-from edge_agent import mqtt as edge_mqtt
+from edge_agent.daemon import mqtt as edge_mqtt
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
-from edge_agent.mqtt import MqttLink, subscription_topics
+from edge_agent.daemon.mqtt import MqttLink, subscription_topics
 
 async def main():
     settings = AgentSettings(**json.loads(sys.argv[1]))

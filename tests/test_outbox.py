@@ -22,8 +22,8 @@ import pytest
 from structlog.testing import capture_logs
 from tmpfs import tmpfs
 
+from edge_agent.daemon.outbox import Outbox, mark_resent
 from edge_agent.metrics import Metrics
-from edge_agent.outbox import Outbox, mark_resent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_survives_sigkill(tmp_path: Path) -> None:
         f"""
         import os
         from pathlib import Path
-        from edge_agent.outbox import Outbox
+        from edge_agent.daemon.outbox import Outbox
         ob = Outbox(Path({str(path)!r}), 100, 3600)
         ids = [ob.put("t", b'{{"n": %d}}' % n).id for n in range(6)]
         ob.mark_attempt(ids[0])
@@ -245,7 +245,7 @@ import json, resource, signal, sys
 from pathlib import Path
 from structlog.testing import capture_logs
 from edge_agent.metrics import Metrics
-from edge_agent.outbox import Outbox
+from edge_agent.daemon.outbox import Outbox
 
 now = [1000.0]
 m = Metrics()

@@ -19,7 +19,7 @@ from handmade_models import build_model_set
 from mosquitto import HOST, free_port
 
 from edge_agent.config import load_settings
-from edge_agent.mqtt import RETRY_LOG_EVERY_SECONDS, retry_log_due
+from edge_agent.daemon.mqtt import RETRY_LOG_EVERY_SECONDS, retry_log_due
 
 
 def write(path: Path, doc: dict[str, Any]) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.plants import (
+from edge_agent.tools.plants import (
     REFERENCE_DESIGN,
     design_for_unit,
     find_plant,
@@ -19,7 +19,7 @@ from edge_agent.plants import (
     pick_plants,
     unit_design,
 )
-from edge_agent.simulator import ThermalUnitSimulator, generate_fleet
+from edge_agent.tools.simulator import ThermalUnitSimulator, generate_fleet
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "edge_agent" / "data"

@@ -13,13 +13,13 @@ import pytest
 from handmade_models import build_model_set, normal_series
 from numpy.typing import NDArray
 
-from edge_agent.alerts import alert_json_schema, rfc3339
 from edge_agent.config import AgentSettings
-from edge_agent.engine import Engine
 from edge_agent.metrics import Metrics
-from edge_agent.replay import replay
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.alerts import alert_json_schema, rfc3339
+from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.tools.replay import replay
 
 WINDOW = 20
 T0 = 1_714_564_800.0
@@ -181,7 +181,7 @@ def test_bad_inputs_are_refused_with_a_clear_message(model_set: ModelSet, tmp_pa
 
 
 def test_a_simulator_csv_replays_line_for_line(model_set: ModelSet, tmp_path: Path) -> None:
-    from edge_agent.simulator import ThermalUnitSimulator
+    from edge_agent.tools.simulator import ThermalUnitSimulator
 
     result = ThermalUnitSimulator(seed=3).generate(60)
     result.to_csv(tmp_path / "sim.csv")  # ISO timestamps, plus label and fault_kind columns

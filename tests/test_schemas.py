@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.alarm_state import alarm_list_json_schema
-from edge_agent.alerts import alert_json_schema, scores_json_schema
-from edge_agent.commands import command_json_schema, reply_json_schema
+from edge_agent.pipeline.alarm_state import alarm_list_json_schema
+from edge_agent.pipeline.alerts import alert_json_schema, scores_json_schema
+from edge_agent.pipeline.commands import command_json_schema, reply_json_schema
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge_agent" / "schemas"
 
@@ -26,4 +26,4 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "edge_agent" / "schemas"
 )
 def test_committed_schema_is_current(file: str, schema: object) -> None:
     committed = json.loads((SCHEMAS / file).read_text(encoding="utf-8"))
-    assert committed == schema(), f"{file} is stale: regenerate it from edge_agent.alerts"  # type: ignore[operator]
+    assert committed == schema(), f"{file} is stale: regenerate it from edge_agent.pipeline.alerts"  # type: ignore[operator]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.sdnotify import SystemdNotifier
+from edge_agent.daemon.sdnotify import SystemdNotifier
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import orjson
 from handmade_models import THERMAL_NORMAL, build_model_set, normal_series
 
 from edge_agent.config import AgentSettings
-from edge_agent.engine import Engine
 from edge_agent.metrics import Metrics
-from edge_agent.scoring import ModelSet
-from edge_agent.sensor_health import SensorHealth, longest_runs, roughness_series
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensor_health import SensorHealth, longest_runs, roughness_series
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 
 T0 = 1_714_564_800.0
 NAMES = [s.name for s in THERMAL_UNIT_SENSORS]

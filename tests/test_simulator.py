@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
-from edge_agent.simulator import (
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.tools.simulator import (
     FAULT_KINDS,
     PROCESS_FAULT_KINDS,
     SENSOR_FAULT_KINDS,
@@ -477,7 +477,7 @@ def test_generate_dataset_is_labelled_and_seeded() -> None:
 
 
 def test_fleet_is_units_one_after_another_on_one_grid() -> None:
-    from edge_agent.simulator import generate_fleet
+    from edge_agent.tools.simulator import generate_fleet
 
     fleet = generate_fleet(3, 6000, 6, seed=7, burn_in=600)
     assert fleet.values.shape == (6000, len(THERMAL_UNIT_SENSORS))

@@ -15,9 +15,9 @@ from handmade_models import build_model_set
 from mosquitto import MosquittoBroker
 
 from edge_agent.config import AgentSettings
-from edge_agent.manifest import MANIFEST_NAME, load_manifest
-from edge_agent.mqtt import status_payload
-from edge_agent.plants import find_plant
+from edge_agent.daemon.mqtt import status_payload
+from edge_agent.pipeline.manifest import MANIFEST_NAME, load_manifest
+from edge_agent.tools.plants import find_plant
 
 pytestmark = pytest.mark.slow
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -96,8 +96,9 @@ def test_agent_modules_never_import_training_or_mlflow() -> None:
     import sys
 
     code = (
-        "import sys, edge_agent.server, edge_agent.cli, edge_agent.demo, edge_agent.plants, "
-        "edge_agent.publisher, edge_agent.replay\n"
+        "import sys, edge_agent.daemon.server, edge_agent.cli, edge_agent.tools.demo, "
+        "edge_agent.tools.plants, "
+        "edge_agent.tools.publisher, edge_agent.tools.replay\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'mlflow', 'training', 'tensorflow', 'keras', 'sklearn', 'skl2onnx', 'tf2onnx', "
         "'sqlalchemy', 'alembic'})\n"

@@ -20,11 +20,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge_agent.features import compute_features
-from edge_agent.manifest import load_manifest
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, sensor_names
-from edge_agent.windows import sliding_windows
+from edge_agent.pipeline.features import compute_features
+from edge_agent.pipeline.manifest import load_manifest
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.pipeline.windows import sliding_windows
 from training.cli import build_parser, main, run_train, train_overrides
 from training.metrics import detection_metrics
 from training.pipeline import TrainConfig, load_config
@@ -154,7 +154,7 @@ def test_onnx_scores_equal_native_scores(run: SimpleNamespace) -> None:
 
 
 def test_thresholds_are_quantiles_of_the_out_of_fold_scores(run: SimpleNamespace) -> None:
-    from edge_agent.ensemble import fused_score
+    from edge_agent.pipeline.ensemble import fused_score
 
     m = ModelSet.load(run.out).manifest
     cal = run.result.calibration
@@ -310,7 +310,7 @@ def test_python_dash_m_training_runs_the_cli() -> None:
 
 
 def _export_csv(path: Path, rows: int, seed: int, labels: bool) -> None:
-    from edge_agent.simulator import random_fault_schedule, settled_run
+    from edge_agent.tools.simulator import random_fault_schedule, settled_run
 
     r = settled_run(rows, random_fault_schedule(rows, 1, seed=seed, warmup=150), seed=seed)
     with path.open("w", newline="") as f:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_agent.manifest import Manifest, load_manifest
+from edge_agent.pipeline.manifest import Manifest, load_manifest
 from training.cli import build_parser, main, run_train, train_overrides
 from training.diagnostics import FIGURES as DIAG_FIGURES
 from training.pipeline import load_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.windows import RingBuffer, sliding_windows
+from edge_agent.pipeline.windows import RingBuffer, sliding_windows
 
 
 def test_ring_buffer_keeps_last_window_in_order() -> None:

@@ -2,7 +2,7 @@
 
 An operator never sees a point decision; they see an alarm raised after ``on_delay``
 anomalous steps and held until ``off_delay`` normal ones. Evaluation runs the decisions
-through :class:`edge_agent.alarm.AlarmBook` (the agent's code, not a copy) and reports the
+through :class:`edge_agent.pipeline.alarm.AlarmBook` (the agent's code, not a copy) and reports the
 alarm state per step beside the point decisions.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.alarm import AlarmBook
 from edge_agent.config import AlarmSettings
 from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alarm import AlarmBook
 
 
 def alarm_states(

@@ -15,7 +15,7 @@ has seen those windows), and a chronological 60/20/20 split wastes most of a sma
 
 Thresholds come from these out-of-sample scores only, never from labels: per model a
 quantile (its own decision), a median and a scale (the normalisation the calibrated
-ensemble fuses, see :mod:`edge_agent.ensemble`), and the fused score's quantile — the one
+ensemble fuses, see :mod:`edge_agent.pipeline.ensemble`), and the fused score's quantile — the one
 ensemble threshold. ``quantile`` is the stated point false-alarm rate on normal data:
 0.995 means 0.5 % of normal steps score above it.
 
@@ -37,8 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.ensemble import fused_score
-from edge_agent.manifest import ModelEntry
+from edge_agent.pipeline.ensemble import fused_score
+from edge_agent.pipeline.manifest import ModelEntry
 
 #: Smallest score scale written to a manifest (it must be > 0 and divides the margin).
 MIN_SCORE_SCALE = 1e-9

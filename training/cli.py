@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.manifest import ManifestError
+from edge_agent.pipeline.manifest import ManifestError
 
 from .data import DataError
 from .pipeline import TrainConfigError, load_config
@@ -249,7 +249,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from edge_agent.simulator import generate_dataset, generate_fleet
+    from edge_agent.tools.simulator import generate_dataset, generate_fleet
 
     sim = load_config(args.config).simulator
     steps = args.steps if args.steps is not None else sim.steps
@@ -281,7 +281,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _designs(args: argparse.Namespace, units: int, seed: int) -> tuple[list[Any], str]:
     """Unit designs for ``generate`` and a line saying which plants they are."""
-    from edge_agent.plants import REFERENCE_DESIGN, find_plant, pick_plants, unit_design
+    from edge_agent.tools.plants import REFERENCE_DESIGN, find_plant, pick_plants, unit_design
 
     if args.plant is not None:
         plant = find_plant(args.plant)
@@ -329,7 +329,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from edge_agent.scoring import ModelSet
+    from edge_agent.pipeline.scoring import ModelSet
 
     from .data import load_csv
     from .pipeline import evaluate_scored, score_steps
@@ -397,7 +397,7 @@ def cfg_alarm_text() -> str:
 
 def schema_text() -> str:
     """The manifest schema exactly as committed (sorted keys, 2-space indent, final newline)."""
-    from edge_agent.manifest import manifest_json_schema
+    from edge_agent.pipeline.manifest import manifest_json_schema
 
     return json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
 

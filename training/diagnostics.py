@@ -80,8 +80,8 @@ def _auc(labels: NDArray[np.int8], scores: NDArray[np.float64]) -> float:
 def iforest_permutation_importance(result: TrainResult) -> dict[str, Any]:
     """Per feature: how much worse the Isolation Forest gets when that column is shuffled
     (on the evaluated steps, else on the fit part's out-of-fold steps, without labels)."""
-    from edge_agent.features import compute_features
-    from edge_agent.windows import sliding_windows
+    from edge_agent.pipeline.features import compute_features
+    from edge_agent.pipeline.windows import sliding_windows
 
     m = result.manifest
     scored = result.test if result.test is not None else result.calibration

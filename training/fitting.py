@@ -5,7 +5,7 @@ so a fold model is trained exactly like the model it stands in for. Windows are 
 the step they end at (the step they judge) in the fit part's ``values``.
 
 * Isolation Forest: on the feature rows of those steps (features of the ``rolling`` steps
-  ending there, :mod:`edge_agent.features`).
+  ending there, :mod:`edge_agent.pipeline.features`).
 * LSTM autoencoder: on those windows, the last ``early_stopping_tail`` share of them (in
   time) held back for early stopping and learning-rate reduction.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.features import FeatureSpec, compute_series_features
-from edge_agent.windows import sliding_windows
+from edge_agent.pipeline.features import FeatureSpec, compute_series_features
+from edge_agent.pipeline.windows import sliding_windows
 
 Progress = Callable[[str], None]
 

@@ -237,7 +237,7 @@ def fit_lstm_ae(
     """Train the autoencoder on scaled windows; return the raw-window scoring model and history.
 
     Windows are raw (unscaled) ``(count, window, sensors)`` arrays, e.g. strided views from
-    ``edge_agent.windows.sliding_windows``. Training windows are subsampled (seeded) to at
+    ``edge_agent.pipeline.windows.sliding_windows``. Training windows are subsampled (seeded) to at
     most ``max_train_windows`` and validation windows to a quarter of that, which bounds
     the training time: neighbouring windows overlap by all but one step, so a subset loses
     little. The defaults (20 epochs of at most 5000 windows, batch 64) train the shipped

@@ -9,10 +9,10 @@ The order matters and is the point of this module:
    a threshold: the fit part is taken as normal operation, as a plant's history is;
 3. export both to ONNX; place per-model thresholds, the normalisation and the one ensemble
    threshold on the out-of-sample scores at the stated false-alarm rate;
-4. evaluate **through onnxruntime** (:class:`edge_agent.scoring.ModelSet`, the agent's own
+4. evaluate **through onnxruntime** (:class:`edge_agent.pipeline.scoring.ModelSet`, the agent's own
    code) on the test part or a separate labelled file, as point decisions and as alarm
    episodes after the agent's on/off delays;
-5. write the manifest, load it back with :func:`edge_agent.manifest.load_manifest`, and
+5. write the manifest, load it back with :func:`edge_agent.pipeline.manifest.load_manifest`, and
    only then move the files into the output directory (a failed run never leaves a
    half-written model set where the agent looks).
 """
@@ -40,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 import edge_agent
 from edge_agent.config import AlarmSettings, InstrumentRange
-from edge_agent.ensemble import Votes, vote
-from edge_agent.features import FeatureSpec, default_feature_spec
-from edge_agent.manifest import (
+from edge_agent.pipeline.ensemble import Votes, vote
+from edge_agent.pipeline.features import FeatureSpec, default_feature_spec
+from edge_agent.pipeline.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
@@ -51,9 +51,9 @@ from edge_agent.manifest import (
     load_manifest,
     sha256_file,
 )
-from edge_agent.scoring import ModelSet
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec
-from edge_agent.windows import sliding_windows
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+from edge_agent.pipeline.windows import sliding_windows
 
 from . import calibration
 from .alarm_eval import alarm_states
@@ -377,12 +377,12 @@ def sensor_entries(
 
     Nothing derived from the data ever rejects a reading: the envelope only tells the
     alert which sensor left what training saw; the health limits (frozen run, roughness,
-    see :mod:`edge_agent.sensor_health`) raise a bad-quality alarm, placed like the
+    see :mod:`edge_agent.pipeline.sensor_health`) raise a bad-quality alarm, placed like the
     ensemble's alarm threshold so that a healthy sensor stays quiet, on the ``health``
     steps (the calibration's out-of-sample stretch: for a hold-out, the tail the models never
     saw; a file of several units one after another has jumps between them elsewhere).
     """
-    from edge_agent.sensor_health import longest_runs, roughness_series
+    from edge_agent.pipeline.sensor_health import longest_runs, roughness_series
 
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
     values = data.values[fit]

@@ -11,7 +11,7 @@ the previous one. The registered model's tag ``<alias>.history`` is the JSON lis
 versions promoted so far, oldest first.
 
 Writing the folder: the set is downloaded beside the target, verified with the agent's own
-:func:`edge_agent.manifest.load_manifest` (checksums, and the manifest must name this very
+:func:`edge_agent.pipeline.manifest.load_manifest` (checksums, and the manifest must name this very
 run and version), then moved in file by file with ``manifest.json`` last, the same order the
 training pipeline publishes in, so an agent never reads a manifest whose files are not there.
 """
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edge_agent.pipeline.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 from .tracking import ARTIFACT_PATH, TrackingError, client, default_uri
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 import edge_agent
-from edge_agent.manifest import MANIFEST_NAME, TrackingEntry, load_manifest
+from edge_agent.pipeline.manifest import MANIFEST_NAME, TrackingEntry, load_manifest
 
 from .diagnostics import JSON_NAME as DIAGNOSTICS_JSON
 from .report import REPORT_DIR

@@ -56,8 +56,8 @@ from structlog.typing import FilteringBoundLogger
 
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, TlsSettings
-from edge_agent.lost_data import LostDataWarnings
 from edge_agent.metrics import Metrics
+from edge_agent.pipeline.lost_data import LostDataWarnings
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
 INCOMING_QUEUE_MAX = 10_000
@@ -100,7 +100,8 @@ def status_payload(
     """Retained status JSON: who this agent is, what it runs, and whether it is up.
 
     ``model_set`` traces the running set to its training run and registry version
-    (:attr:`edge_agent.manifest.Manifest.trace`); ``plant_info`` is the configured metadata.
+    (:attr:`edge_agent.pipeline.manifest.Manifest.trace`); ``plant_info`` is the configured
+    metadata.
     """
     body: dict[str, object] = {
         "state": state,
@@ -275,7 +276,7 @@ class _PahoLogRelay(logging.Handler):
 
     def logger(self) -> logging.Logger:
         # Not registered with logging.getLogger: private to one link, never propagates.
-        lib_log = logging.Logger("edge_agent.mqtt.paho", logging.WARNING)
+        lib_log = logging.Logger("edge_agent.daemon.mqtt.paho", logging.WARNING)
         lib_log.addHandler(self)
         return lib_log
 

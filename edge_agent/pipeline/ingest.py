@@ -4,7 +4,7 @@ Everything that arrives from the network is untrusted, so this module rejects an
 instead of raising: a bad message must never stop the agent or reach the models. A message
 that yields no reading increments ``metrics.messages_rejected.labels(reason)`` exactly once
 and is logged at debug level (plus a rate-limited WARNING per reason and unit, see
-:mod:`edge_agent.lost_data`), so ``messages_received = messages_accepted + sum(rejected)``
+:mod:`edge_agent.pipeline.lost_data`), so ``messages_received = messages_accepted + sum(rejected)``
 holds; values dropped one by one from a telemetry message are counted in
 ``metrics.readings_rejected.labels(reason)`` (and the message, if nothing is left of it, once
 in ``messages_rejected`` with the reason of its first dropped value).
@@ -51,10 +51,10 @@ from typing import Annotated, Any, NamedTuple, NotRequired, Protocol
 from pydantic import AllowInfNan, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from .config import AgentSettings
-from .lost_data import LostDataWarnings
-from .metrics import Metrics
-from .sensors import SensorSpec
+from edge_agent.config import AgentSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.lost_data import LostDataWarnings
+from edge_agent.pipeline.sensors import SensorSpec
 
 REJECT_REASONS: tuple[str, ...] = (
     "oversized",

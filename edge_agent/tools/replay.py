@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 import structlog
 
-from .alerts import Alert, rfc3339
-from .config import AgentSettings
-from .engine import Engine, StepOutcome, TickResult
-from .ingest import EventLogger, parse_table_timestamp
-from .metrics import Metrics
-from .scoring import ModelSet
+from edge_agent.config import AgentSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alerts import Alert, rfc3339
+from edge_agent.pipeline.engine import Engine, StepOutcome, TickResult
+from edge_agent.pipeline.ingest import EventLogger, parse_table_timestamp
+from edge_agent.pipeline.scoring import ModelSet
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,9 @@ def replay(
             "and ingest.auto_discover_units is off"
         )
     metrics = Metrics()
-    engine = Engine(settings, model_set, metrics, log or structlog.get_logger("edge_agent.replay"))
+    engine = Engine(
+        settings, model_set, metrics, log or structlog.get_logger("edge_agent.tools.replay")
+    )
     topic = settings.topics.telemetry.format(plant=settings.plant, unit=unit)
     model_names = list(model_set.manifest.models)
     counts = {"rows": 0, "steps": 0, "scored": 0, "anomalous": 0, "missing": 0}

@@ -22,7 +22,9 @@ import orjson
 import structlog
 from numpy.typing import NDArray
 
-from .alarm import (
+from edge_agent.config import AgentSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alarm import (
     LIMIT_SEVERITY,
     AlarmBook,
     AlarmEvent,
@@ -30,7 +32,7 @@ from .alarm import (
     alarm_key,
     anomaly_severity,
 )
-from .alerts import (
+from edge_agent.pipeline.alerts import (
     Alert,
     AlertKind,
     EnvelopeExcursion,
@@ -41,17 +43,15 @@ from .alerts import (
     Severity,
     scores_document,
 )
-from .align import Aligner, ClosedStep
-from .config import AgentSettings
-from .ingest import EventLogger, Ingestor
-from .limits import LEVEL_RANK, compile_limits
-from .lost_data import LostDataWarnings
-from .manifest import ManifestError
-from .messages import with_message
-from .metrics import Metrics
-from .scoring import BatchScores, ModelSet
-from .sensor_health import SensorHealth
-from .windows import RingBuffer
+from edge_agent.pipeline.align import Aligner, ClosedStep
+from edge_agent.pipeline.ingest import EventLogger, Ingestor
+from edge_agent.pipeline.limits import LEVEL_RANK, compile_limits
+from edge_agent.pipeline.lost_data import LostDataWarnings
+from edge_agent.pipeline.manifest import ManifestError
+from edge_agent.pipeline.messages import with_message
+from edge_agent.pipeline.scoring import BatchScores, ModelSet
+from edge_agent.pipeline.sensor_health import SensorHealth
+from edge_agent.pipeline.windows import RingBuffer
 
 #: Alarm kinds reported per step (``flood`` is per window, not per step).
 STEP_ALARM_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality")
@@ -84,7 +84,7 @@ class StepOutcome:
     #: Sensors whose latest reading was impossible (rejected at ingest).
     bad_sensors: tuple[str, ...] = ()
     #: Sensors whose readings are not trusted at this step, with the reason
-    #: (``impossible``, ``frozen``, ``noisy``: see :mod:`edge_agent.sensor_health`).
+    #: (``impossible``, ``frozen``, ``noisy``: see :mod:`edge_agent.pipeline.sensor_health`).
     quality: dict[str, str] = field(default_factory=dict)
     #: Sensors outside their training envelope at this step (scored all the same).
     outside_envelope: tuple[EnvelopeExcursion, ...] = ()

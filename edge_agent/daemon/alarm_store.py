@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from .alarm_state import AlarmEntry, Shelve
-from .logging_setup import get_logger
-from .metrics import Metrics
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alarm_state import AlarmEntry, Shelve
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS alarms ("
@@ -87,7 +87,7 @@ def entry_from_doc(unit: str, alarm: str, raw: bytes) -> AlarmEntry:
 
 
 class AlarmStore:
-    """The :class:`edge_agent.lifecycle.StateStore` of the running agent."""
+    """The :class:`edge_agent.pipeline.lifecycle.StateStore` of the running agent."""
 
     def __init__(self, path: Path, metrics: Metrics) -> None:
         self.path = path

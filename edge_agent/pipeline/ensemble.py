@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .manifest import ModelEntry, VotingEntry
+from edge_agent.pipeline.manifest import ModelEntry, VotingEntry
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from .alerts import rfc3339
+from edge_agent.pipeline.alerts import rfc3339
 
 COMMANDS = ("acknowledge", "shelve", "unshelve", "out_of_service", "in_service")
 

@@ -2,7 +2,7 @@
 
 The server hands this the command messages, the engine's tick results and the clock; it
 returns what to put in the outbox (alerts, audit events) and keeps a set of units whose
-retained alarm list needs publishing. The state itself is :mod:`edge_agent.lifecycle`.
+retained alarm list needs publishing. The state itself is :mod:`edge_agent.pipeline.lifecycle`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import Any
 
 import orjson
 
-from .alarm_kpi import AlarmKpis
-from .alarm_rules import CommandRefused
-from .alarm_store import AlarmStore
-from .alerts import Alert
-from .commands import COMMANDS, CommandError, parse_command, peek, reply_payload
-from .config import AgentSettings
-from .engine import Engine, TickResult
-from .ingest import _template_regex
-from .lifecycle import AlarmLifecycle
-from .logging_setup import get_logger
-from .metrics import Metrics
+from edge_agent.config import AgentSettings
+from edge_agent.daemon.alarm_store import AlarmStore
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alarm_kpi import AlarmKpis
+from edge_agent.pipeline.alarm_rules import CommandRefused
+from edge_agent.pipeline.alerts import Alert
+from edge_agent.pipeline.commands import COMMANDS, CommandError, parse_command, peek, reply_payload
+from edge_agent.pipeline.engine import Engine, TickResult
+from edge_agent.pipeline.ingest import _template_regex
+from edge_agent.pipeline.lifecycle import AlarmLifecycle
 
 #: A refused command is logged at most this often per reason (all are counted).
 REFUSAL_LOG_SECONDS = 10.0

@@ -3,7 +3,8 @@
 Many sensor faults leave the process alone and barely move a window autoencoder — a
 stuck transmitter repeats a plausible value, a failing one adds noise around the right
 level — yet an operator must know the reading cannot be trusted. Both are measured against
-limits training derived from the fit data, label-free (``edge_agent.manifest.SensorEntry``):
+limits training derived from the fit data, label-free
+(``edge_agent.pipeline.manifest.SensorEntry``):
 
 * **frozen**: the same value (exactly) for ``frozen_limit_steps`` consecutive steps —
   twice the longest run of one value in the fit data (historians that compress by
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from .sensors import SensorSpec
+from edge_agent.pipeline.sensors import SensorSpec
 
 #: Why a sensor's readings are not trusted (``Alert.quality``).
 QUALITY_REASONS: tuple[str, ...] = ("impossible", "frozen", "noisy")

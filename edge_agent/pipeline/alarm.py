@@ -14,7 +14,7 @@ reading was impossible — outside the instrument range or not a number — and 
 has come since).
 
 Levels (``limit``): an alarm with levels is one alarm at its most severe breached level
-(ISA-18.2 precedence, see :mod:`edge_agent.limits`). While it is active, a new level that
+(ISA-18.2 precedence, see :mod:`edge_agent.pipeline.limits`). While it is active, a new level that
 holds for ``on_delay`` consecutive steps (an escalation, e.g. HI → HIHI) or ``off_delay``
 steps (a step down, HIHI → HI) moves the alarm to it: the event is ``raised`` again with the
 *same* ``alert_id`` and ``raised_ts``, the step's ``ts``, the new level and its severity.
@@ -44,9 +44,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .alerts import SEVERITIES, Severity
-from .config import AlarmSettings
-from .metrics import Metrics
+from edge_agent.config import AlarmSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alerts import SEVERITIES, Severity
 
 #: Severity per limit level.
 LIMIT_SEVERITY: dict[str, Severity] = {

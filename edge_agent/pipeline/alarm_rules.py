@@ -1,6 +1,6 @@
 """What an operator command may name, why it is refused, and the audit events it leaves.
 
-Split from :mod:`edge_agent.lifecycle` (the state machine) to keep each module small.
+Split from :mod:`edge_agent.pipeline.lifecycle` (the state machine) to keep each module small.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .alerts import Alert, AlertKind, AlertState, AuditDetail, Severity
-from .config import AgentSettings
+from edge_agent.config import AgentSettings
+from edge_agent.pipeline.alerts import Alert, AlertKind, AlertState, AuditDetail, Severity
 
 #: Kinds with one alarm per unit; any other kind is named ``kind/<sensor>``.
 UNIT_KINDS = ("anomaly", "sensor_stale")

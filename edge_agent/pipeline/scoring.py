@@ -17,9 +17,9 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from .ensemble import Votes, vote
-from .features import compute_features
-from .manifest import Manifest, ManifestError, ModelEntry, load_manifest
+from edge_agent.pipeline.ensemble import Votes, vote
+from edge_agent.pipeline.features import compute_features
+from edge_agent.pipeline.manifest import Manifest, ManifestError, ModelEntry, load_manifest
 
 
 @dataclass

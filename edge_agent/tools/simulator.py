@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.plants import REFERENCE_DESIGN, UnitDesign
-from edge_agent.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
+from edge_agent.tools.plants import REFERENCE_DESIGN, UnitDesign
 
 FloatArray = NDArray[np.float64]
 
@@ -48,7 +48,7 @@ SENSOR_FAULT_KINDS: tuple[str, ...] = ("spike", "drift", "stuck", "noise_burst")
 PROCESS_FAULT_KINDS: tuple[str, ...] = ("tube_leak", "bearing_degradation", "fouling")
 FAULT_KINDS: tuple[str, ...] = SENSOR_FAULT_KINDS + PROCESS_FAULT_KINDS
 
-#: The reference unit's rating; other units scale from it (see :mod:`edge_agent.plants`).
+#: The reference unit's rating; other units scale from it (see :mod:`edge_agent.tools.plants`).
 RATED_LOAD_MW = REFERENCE_DESIGN.rated_mw
 _SETPOINT_SD_MW = 35.0
 _SETPOINT_MAX_OFFSET_MW = 70.0
@@ -339,7 +339,7 @@ class ThermalUnitSimulator:
         self.day_seconds = float(day_seconds)
         self.start_time = float(start_time)
         self.sensors = tuple(sensors)
-        #: Ratings, steam conditions, flows (:func:`edge_agent.plants.unit_design`).
+        #: Ratings, steam conditions, flows (:func:`edge_agent.tools.plants.unit_design`).
         self.design = design
         self._models = _scaled_models(design)
         self._out_idx = np.array([_IDX[n] for n in names])

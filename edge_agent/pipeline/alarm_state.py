@@ -1,6 +1,7 @@
 """The state of one alarm as the lifecycle keeps it, and where it is stored.
 
-See :mod:`edge_agent.lifecycle` for the transitions; :mod:`edge_agent.alarm_store` stores it.
+See :mod:`edge_agent.pipeline.lifecycle` for the transitions;
+:mod:`edge_agent.daemon.alarm_store` stores it.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .alerts import Alert, Severity, rfc3339
+from edge_agent.pipeline.alerts import Alert, Severity, rfc3339
 
 ListedState = Literal["unack_active", "ack_active", "unack_rtn", "normal"]
 

@@ -6,7 +6,7 @@ below HIHI steps it down to HI again. Three separate alarms (HI, HIHI and the an
 one temperature excursion would be a small flood of their own. So a sensor's configured
 levels are compiled into one :class:`SensorLimits` and :meth:`SensorLimits.level` returns
 the single most severe level the value breaches (or None); the alarm book debounces level
-changes (see :meth:`edge_agent.alarm.AlarmBook.update`).
+changes (see :meth:`edge_agent.pipeline.alarm.AlarmBook.update`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import AgentSettings, ConfigError
+from edge_agent.config import AgentSettings, ConfigError
 
 LimitLevel = Literal["HIHI", "HI", "LO", "LOLO"]
 

@@ -1,7 +1,7 @@
 """The alarm lifecycle (ISA-18.2 / IEC 62682): what the operator sees and does with an alarm.
 
 The engine's alarm book decides *when* an alarm is active (on/off delays). This module keeps,
-per alarm (unit + :func:`edge_agent.alarm.alarm_key`), the state an operator works with::
+per alarm (unit + :func:`edge_agent.pipeline.alarm.alarm_key`), the state an operator works with::
 
                  raise                          acknowledge
     normal ─────────────────▶ unack_active ─────────────────▶ ack_active
@@ -39,19 +39,26 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from .alarm import alert_id
-from .alarm_kpi import AlarmKpis
-from .alarm_rules import (
+from edge_agent.config import AgentSettings, ConfigError
+from edge_agent.pipeline.alarm import alert_id
+from edge_agent.pipeline.alarm_kpi import AlarmKpis
+from edge_agent.pipeline.alarm_rules import (
     AuditEvents,
     CommandRefused,
     CommandResult,
     check_alarm_name,
     suppression_problems,
 )
-from .alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
-from .alerts import SEVERITIES, Alert, AlertKind, AlertState, AuditDetail, rfc3339
-from .commands import Command, OutOfServiceCommand, ShelveCommand
-from .config import AgentSettings, ConfigError
+from edge_agent.pipeline.alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
+from edge_agent.pipeline.alerts import (
+    SEVERITIES,
+    Alert,
+    AlertKind,
+    AlertState,
+    AuditDetail,
+    rfc3339,
+)
+from edge_agent.pipeline.commands import Command, OutOfServiceCommand, ShelveCommand
 
 
 class AlarmLifecycle:

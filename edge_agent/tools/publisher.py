@@ -20,9 +20,9 @@ import aiomqtt
 import numpy as np
 import orjson
 
-from .plants import REFERENCE_DESIGN, UnitDesign
-from .sensors import THERMAL_UNIT_SENSORS, sensor_names
-from .simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
+from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.tools.plants import REFERENCE_DESIGN, UnitDesign
+from edge_agent.tools.simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
 
 _FAULT_RE = re.compile(
     r"^(?P<kind>[a-z_]+)@(?P<start>\d+)\+(?P<length>\d+)(?::(?P<sensor>\w+))?"
@@ -75,7 +75,7 @@ class SimulationPlan:
     qos: int = 1
     sensor_topic: str = "plant/{plant}/{unit}/sensors/{sensor}"
     telemetry_topic: str = "plant/{plant}/{unit}/telemetry"
-    #: Every unit's design (a real plant's: :func:`edge_agent.plants.unit_design`).
+    #: Every unit's design (a real plant's: :func:`edge_agent.tools.plants.unit_design`).
     design: UnitDesign = REFERENCE_DESIGN
 
 

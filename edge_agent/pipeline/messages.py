@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .alerts import Alert, LimitBreach, rfc3339
+from edge_agent.pipeline.alerts import Alert, LimitBreach, rfc3339
 
 #: ASCII unit spellings (as in manifests and CSV headers) and how they are shown.
 _UNIT_SYMBOLS = {"degC": "°C", "degF": "°F", "deg": "°", "pct": "%", "percent": "%"}

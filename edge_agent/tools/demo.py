@@ -23,12 +23,17 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from .config import AgentSettings, ConfigError, load_settings
-from .logging_setup import configure_logging
-from .metrics import Metrics
-from .plants import Plant, find_plant, unit_design
-from .publisher import SimulationPlan, parse_broker_url, parse_fault, publish_simulation
-from .server import Server
+from edge_agent.config import AgentSettings, ConfigError, load_settings
+from edge_agent.daemon.server import Server
+from edge_agent.logging_setup import configure_logging
+from edge_agent.metrics import Metrics
+from edge_agent.tools.plants import Plant, find_plant, unit_design
+from edge_agent.tools.publisher import (
+    SimulationPlan,
+    parse_broker_url,
+    parse_fault,
+    publish_simulation,
+)
 
 #: Faults chosen so the first alert shows within ~30 s of start and each kind is seen.
 DEMO_FAULTS = (
@@ -70,7 +75,7 @@ def demo_plan(
 #: ``mosquitto_sub -t 'plant/k_gudem_new/+/alerts'`` works), or any free port if it is taken.
 DEFAULT_BROKER_PORT = 1883
 #: The checkout this package runs from (an editable install), whose models/ the demo uses.
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def _free_port(preferred: int = 0) -> int:

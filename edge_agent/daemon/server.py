@@ -24,24 +24,24 @@ from typing import Any
 
 import structlog
 
-from . import __version__
-from .alarm_service import AlarmService, CommandOutcome
-from .alerts import Alert
-from .config import AgentSettings, ConfigError, load_settings
-from .engine import Engine, TickResult
-from .logging_setup import get_logger
-from .manifest import MANIFEST_NAME, ManifestError
-from .metrics import Metrics
-from .mqtt import (
+from edge_agent import __version__
+from edge_agent.config import AgentSettings, ConfigError, load_settings
+from edge_agent.daemon.alarm_service import AlarmService, CommandOutcome
+from edge_agent.daemon.mqtt import (
     MqttLink,
     alert_properties,
     command_subscriptions,
     status_payload,
     subscription_topics,
 )
-from .outbox import Outbox, mark_resent
-from .scoring import ModelSet
-from .sdnotify import SystemdNotifier
+from edge_agent.daemon.outbox import Outbox, mark_resent
+from edge_agent.daemon.sdnotify import SystemdNotifier
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alerts import Alert
+from edge_agent.pipeline.engine import Engine, TickResult
+from edge_agent.pipeline.manifest import MANIFEST_NAME, ManifestError
+from edge_agent.pipeline.scoring import ModelSet
 
 #: Shutdown must finish within systemd's patience; the issue asks for 5 s in total.
 SHUTDOWN_FLUSH_SECONDS = 2.0

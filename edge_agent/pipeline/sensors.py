@@ -30,7 +30,7 @@ class SensorSpec:
     description: str = ""
     envelope_lo: float = -math.inf
     envelope_hi: float = math.inf
-    #: Sensor health limits learned from the fit data (``edge_agent.sensor_health``);
+    #: Sensor health limits learned from the fit data (``edge_agent.pipeline.sensor_health``);
     #: None = not checked.
     frozen_limit_steps: int | None = None
     roughness_hi: float | None = None

@@ -3,9 +3,9 @@
 Alerts carry everything an operator or a downstream system needs without asking the agent
 again: which models said what, which sensors contributed most, the limit that was crossed.
 ``alert_id`` is the same for the ``raised`` and the ``cleared`` message of one alarm
-episode and deterministic (see :func:`edge_agent.alarm.alert_id`), so subscribers can
+episode and deterministic (see :func:`edge_agent.pipeline.alarm.alert_id`), so subscribers can
 de-duplicate redeliveries and resends (``resent`` is set by the outbox, see
-:func:`edge_agent.outbox.mark_resent`).
+:func:`edge_agent.daemon.outbox.mark_resent`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import orjson
 
-from .config import AgentSettings
+from edge_agent.config import AgentSettings
 
 AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood", "maintenance"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
-#: The audit states record operator commands and shelve expiries (edge_agent.lifecycle).
+#: The audit states record operator commands and shelve expiries (edge_agent.pipeline.lifecycle).
 AlertState = Literal[
     "raised",
     "cleared",
@@ -157,10 +157,10 @@ class Alert:
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
     arrival: float | None = None
-    #: One line of plain text for people (see :mod:`edge_agent.messages`).
+    #: One line of plain text for people (see :mod:`edge_agent.pipeline.messages`).
     message: str = ""
-    #: The alarm's name (edge_agent.alarm.alarm_key); None for flood summaries and unit-wide
-    #: maintenance events.
+    #: The alarm's name (edge_agent.pipeline.alarm.alarm_key); None for flood summaries and
+    #: unit-wide maintenance events.
     alarm: str | None = None
     #: Set on audit events (the AUDIT_STATES) only.
     audit: AuditDetail | None = None

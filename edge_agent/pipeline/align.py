@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import AlignSettings
-from .ingest import Reading, Readings
-from .metrics import Metrics
+from edge_agent.config import AlignSettings
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.ingest import Reading, Readings
 
 #: Closed steps waiting for ``close_due`` per unit; only reached if ticks stop running.
 MAX_PENDING_PER_UNIT = 1024
@@ -142,7 +142,7 @@ class Aligner:
         self._max_empty_stale_run = max(1, max_empty_stale_run)
         self._metrics = metrics
         #: Told (what, unit, n) about every late/duplicate reading and dropped backlog step,
-        #: so the engine can log them (see edge_agent.lost_data).
+        #: so the engine can log them (see edge_agent.pipeline.lost_data).
         self._on_lost = on_lost
         self._closed = {
             how: metrics.steps_closed.labels(how)

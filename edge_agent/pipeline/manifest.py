@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from .features import FeatureSpec
-from .sensors import SensorSpec
+from edge_agent.pipeline.features import FeatureSpec
+from edge_agent.pipeline.sensors import SensorSpec
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -46,7 +46,7 @@ class SensorEntry(_Strict):
     description: str = ""
     envelope_lo: float | None = None
     envelope_hi: float | None = None
-    #: Sensor health (``edge_agent.sensor_health``): frozen after this many equal readings;
+    #: Sensor health (``edge_agent.pipeline.sensor_health``): frozen after this many equal readings;
     #: noisy above this roughness. Learned from the fit data; null = not checked.
     frozen_limit_steps: int | None = Field(default=None, ge=2)
     roughness_hi: float | None = Field(default=None, gt=0)
@@ -82,7 +82,7 @@ class ModelEntry(_Strict):
     ``score = score_sign * output[score_output]``; higher is more anomalous and
     ``score > threshold`` is the model's own anomalous decision. ``score_center`` and
     ``score_scale`` normalise it on normal data for the calibrated ensemble (see
-    :mod:`edge_agent.ensemble`): ``(score - score_center) / score_scale``.
+    :mod:`edge_agent.pipeline.ensemble`): ``(score - score_center) / score_scale``.
     """
 
     kind: Literal["iforest", "lstm_ae"]
@@ -101,7 +101,7 @@ class ModelEntry(_Strict):
 
 
 class VotingEntry(_Strict):
-    """How the models' scores become one decision (see :mod:`edge_agent.ensemble`).
+    """How the models' scores become one decision (see :mod:`edge_agent.pipeline.ensemble`).
 
     ``calibrated``: anomalous when the fused normalised score (``fusion``: the largest, or
     the weighted mean) reaches ``fused_threshold`` (placed on normal data at the
