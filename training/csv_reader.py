@@ -1,0 +1,257 @@
+"""Reading a historian CSV's cells: what to read (:class:`DataSpec`), and the raw columns.
+
+Split from :mod:`training.data` (which turns the raw columns into a regular series): this
+module only parses — times that are all ISO 8601 or all Unix seconds, numbers, labels,
+missing-cell tokens — and refuses what it cannot parse with a :class:`DataError` naming the
+file, the column and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from array import array
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.pipeline.ingest import parse_table_timestamp
+
+#: Cell values read as "no reading" rather than as text.
+MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+class DataError(ValueError):
+    """Data that cannot be trained on; the message names the file, column and line."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How to read one historian export.
+
+    ``sensors=None`` takes every numeric column except the timestamp, the label and the
+    ``exclude`` columns. ``step_seconds=None`` uses the median spacing of the timestamps.
+    Gaps of up to ``max_gap_seconds`` (missing cells or missing rows) are linearly
+    interpolated after resampling; longer gaps are an error.
+    """
+
+    timestamp_column: str = "timestamp"
+    separator: str = ","
+    sensors: tuple[str, ...] | None = None
+    label_column: str | None = "label"
+    exclude: tuple[str, ...] = ()
+    step_seconds: float | None = None
+    max_gap_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if len(self.separator) != 1:
+            raise DataError(f"separator must be one character, got {self.separator!r}")
+        if self.step_seconds is not None and not self.step_seconds > 0:
+            raise DataError(f"step_seconds must be positive, got {self.step_seconds}")
+        if not self.max_gap_seconds >= 0:
+            raise DataError(f"max_gap_seconds must be >= 0, got {self.max_gap_seconds}")
+        if self.sensors is not None and len(self.sensors) == 0:
+            raise DataError("sensors must name at least one column (or be null for all)")
+
+    def with_overrides(self, **changes: Any) -> DataSpec:
+        """A copy with the given fields replaced; ``None`` values leave a field unchanged."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _is_missing(cell: str) -> bool:
+    return cell.strip().lower() in MISSING_TOKENS
+
+
+def _parse_number(cell: str) -> float | None:
+    """The cell as a finite float; None when it is not a number (inf counts as not a number)."""
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+class _TimeParser:
+    """Parses a timestamp column that is either all ISO 8601 or all Unix seconds."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.unix: bool | None = None
+
+    def __call__(self, cell: str, line: int) -> float:
+        text = cell.strip()
+        if self.unix is None:
+            self.unix = _parse_number(text) is not None
+        if self.unix:
+            v = _parse_number(text)
+            if v is not None:
+                return v
+        elif _parse_number(text) is None:
+            ts = parse_table_timestamp(text)  # naive historian times are taken as UTC
+            if ts is not None:
+                return ts
+        kind = "Unix seconds like the first row" if self.unix else "ISO 8601 like the first row"
+        raise DataError(
+            f"{self.where}, line {line}: cannot parse timestamp {cell!r} "
+            f"(expected {kind}; timestamps are ISO 8601 or Unix seconds)"
+        )
+
+
+class RawColumn:
+    """Values of one candidate sensor column as read, with what was wrong in it."""
+
+    __slots__ = ("first_numeric", "first_text", "missing", "values")
+
+    def __init__(self) -> None:
+        self.values = array("d")
+        self.first_numeric: bool | None = None
+        self.first_text: tuple[int, str] | None = None
+        self.missing = 0
+
+    def add(self, cell: str, line: int) -> None:
+        if _is_missing(cell):
+            self.values.append(math.nan)
+            self.missing += 1
+            return
+        v = _parse_number(cell)
+        if self.first_numeric is None:
+            self.first_numeric = v is not None
+        if v is None:
+            if self.first_text is None:
+                self.first_text = (line, cell)
+            self.values.append(math.nan)
+        else:
+            self.values.append(v)
+
+
+def _parse_label(cell: str, where: str, line: int) -> int:
+    v = _parse_number(cell)
+    if v is None:
+        low = cell.strip().lower()
+        if low in ("true", "false"):
+            return int(low == "true")
+        what = "missing label" if _is_missing(cell) else f"label {cell!r} is not 0 or 1"
+        raise DataError(f"{where}, line {line}: {what}")
+    if v not in (0.0, 1.0):
+        raise DataError(f"{where}, line {line}: label {cell!r} is not 0 or 1")
+    return int(v)
+
+
+@dataclass
+class RawTable:
+    times: NDArray[np.float64]
+    lines: NDArray[np.int64]
+    raw_times: list[str]
+    columns: dict[str, RawColumn]
+    labels: NDArray[np.int8] | None
+    header: list[str]
+
+
+def read_rows(path: Path, spec: DataSpec) -> RawTable:
+    try:
+        f = path.open("r", encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open: {exc.strerror}") from None
+    with f:
+        reader = csv.reader(f, delimiter=spec.separator)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"{path}: file is empty") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}, line 1: cannot read header: {exc}") from None
+        if len(header) < 2:
+            raise DataError(
+                f"{path}, line 1: header has {len(header)} column ({header!r}); "
+                f"is the separator {spec.separator!r} right?"
+            )
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise DataError(f"{path}, line 1: duplicate column names {dupes}")
+        index = {name: i for i, name in enumerate(header)}
+        ts_col = spec.timestamp_column
+        if ts_col not in index:
+            raise DataError(
+                f"{path}: no timestamp column {ts_col!r} (columns: {header}); "
+                f"set data.timestamp_column or --timestamp-column"
+            )
+        label_col = spec.label_column
+        if label_col is not None and label_col not in index:
+            raise DataError(
+                f"{path}: no label column {label_col!r} (columns: {header}); "
+                f"use --label-column none for unlabelled data"
+            )
+        if spec.sensors is not None:
+            absent = [s for s in spec.sensors if s not in index]
+            if absent:
+                raise DataError(f"{path}: sensor columns {absent} not found (columns: {header})")
+            for s in spec.sensors:
+                if s in (ts_col, label_col):
+                    raise DataError(
+                        f"{path}: column {s!r} cannot be both a sensor and {ts_col!r}/label"
+                    )
+            candidates = list(spec.sensors)
+        else:
+            skip = {ts_col, label_col, *spec.exclude}
+            candidates = [h for h in header if h not in skip]
+        cols = {name: RawColumn() for name in candidates}
+        col_idx = [(index[name], cols[name]) for name in candidates]
+        ts_i = index[ts_col]
+        label_i = index[label_col] if label_col is not None else None
+        times = array("d")
+        lines = array("q")
+        raw_times: list[str] = []
+        labels = array("b")
+        parse_time = _TimeParser(f"{path}, column {ts_col!r}")
+        prev_t = -math.inf
+        prev_line = 0
+        n_fields = len(header)
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != n_fields:
+                    raise DataError(
+                        f"{path}, line {line}: {len(row)} fields, the header has {n_fields}"
+                    )
+                t = parse_time(row[ts_i], line)
+                if t <= prev_t:
+                    prev_raw = raw_times[-1]
+                    if t == prev_t:
+                        raise DataError(
+                            f"{path}, line {line}, column {ts_col!r}: duplicate timestamp "
+                            f"{row[ts_i]!r} (same as line {prev_line})"
+                        )
+                    raise DataError(
+                        f"{path}, line {line}, column {ts_col!r}: timestamp {row[ts_i]!r} is "
+                        f"earlier than line {prev_line} ({prev_raw!r}); rows must be in "
+                        f"chronological order"
+                    )
+                prev_t, prev_line = t, line
+                times.append(t)
+                lines.append(line)
+                raw_times.append(row[ts_i])
+                for i, col in col_idx:
+                    col.add(row[i], line)
+                if label_i is not None:
+                    labels.append(_parse_label(row[label_i], f"{path}, column {label_col!r}", line))
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text: {exc}") from None
+    if len(times) < 2:
+        raise DataError(f"{path}: needs at least 2 data rows, found {len(times)}")
+    return RawTable(
+        times=np.frombuffer(times, dtype=np.float64).copy(),
+        lines=np.frombuffer(lines, dtype=np.int64).copy(),
+        raw_times=raw_times,
+        columns=cols,
+        labels=np.frombuffer(labels, dtype=np.int8).copy() if label_i is not None else None,
+        header=header,
+    )
