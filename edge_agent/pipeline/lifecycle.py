@@ -29,6 +29,10 @@ needs no acknowledgement.
 
 Pure and clock-injected like the engine: every method takes ``now`` (Unix seconds) and
 returns the alerts to publish; persistence goes through a :class:`StateStore`.
+
+One class, the whole state machine (a little over 400 lines): its transitions and the guards
+that suppress annunciation read together; the rules and audit events are in
+:mod:`edge_agent.pipeline.alarm_rules`, the stored state in :mod:`edge_agent.pipeline.alarm_state`.
 """
 
 from __future__ import annotations
