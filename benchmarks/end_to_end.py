@@ -615,7 +615,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"model set: {models}; {len(stages)} stages of {seconds:g}s; agent pinned to "
         f"{procstat.cpu_split()[0] or 'all CPUs'}"
     )
-    results: list[StageResult] = []
+    done: list[StageResult] = []
     failed_modes: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="edge-bench-e2e-") as tmp:
         for i, (mode, units, rate) in enumerate(stages):
@@ -632,7 +632,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 publish_scores=not args.no_scores,
                 profile=Path(tmp) / f"profile{i}.txt" if args.profile else None,
             )
-            results.append(r)
+            done.append(r)
             print(
                 f"  {mode:9s} {units:4d} units {rate:6d}/s offered: received "
                 f"{r.sustained_msgs_per_s:8,.0f} msgs/s, cpu {r.agent_cpu_percent or 0:5.1f}%, "
@@ -662,7 +662,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.lost_messages + r.lost_steps + r.lost_scores,
             r.kept_up,
         ]
-        for r in results
+        for r in done
     ]
     results.print_table(
         [
@@ -686,7 +686,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "End to end (edge-agent run + Mosquitto). p50/p99: reading published -> score received "
         "(subscriber); agent p99: last reading arrived -> scored (agent histogram, bucket bound)",
     )
-    summary, targets = summarise(results)
+    summary, targets = summarise(done)
     results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
@@ -701,7 +701,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "publish_qos": 0,
             "agent_cpus": sorted(procstat.cpu_split()[0] or []),
         },
-        "stages": [r.to_dict() for r in results],
+        "stages": [r.to_dict() for r in done],
         "summary": summary,
         "targets": [t.to_dict() for t in targets],
     }
@@ -710,16 +710,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[results.Target]]:
+def summarise(stages: list[StageResult]) -> tuple[dict[str, Any], list[results.Target]]:
     def best(mode: str) -> StageResult | None:
-        ok = [r for r in results if r.mode == mode and r.kept_up]
+        ok = [r for r in stages if r.mode == mode and r.kept_up]
         return max(ok, key=lambda r: r.sustained_msgs_per_s) if ok else None
 
     sens, tele = best("sensors"), best("telemetry")
     any_best = max(
         [r for r in (sens, tele) if r], key=lambda r: r.sustained_msgs_per_s, default=None
     )
-    at_1k = [r for r in results if 800 <= r.offered_rate <= 1200]
+    at_1k = [r for r in stages if 800 <= r.offered_rate <= 1200]
     p99_1k = max(
         (r.score_latency_p99_ms for r in at_1k if r.score_latency_p99_ms is not None), default=None
     )
@@ -728,13 +728,13 @@ def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[results.
         default=None,
     )
     per_cpu = max(
-        (r.msgs_per_cpu_second for r in results if r.kept_up and r.msgs_per_cpu_second),
+        (r.msgs_per_cpu_second for r in stages if r.kept_up and r.msgs_per_cpu_second),
         default=None,
     )
     tele_per_cpu = max(
         (
             r.msgs_per_cpu_second
-            for r in results
+            for r in stages
             if r.kept_up and r.mode == "telemetry" and r.msgs_per_cpu_second
         ),
         default=None,
@@ -742,7 +742,7 @@ def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[results.
     lag = max(
         (
             r.event_loop_lag_max_s
-            for r in results
+            for r in stages
             if r.kept_up and r.event_loop_lag_max_s is not None
         ),
         default=None,
