@@ -24,9 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
 import end_to_end
+import loadgen
+import model_sets
+import procstat
+import results
+import seed_models
+
+from harness.broker import running_broker
+from harness.process import pin_to_cpu, stop_process
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 200.0
@@ -72,7 +80,7 @@ class BaselineProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
         )
-        common.pin_to_cpu(self.proc.pid, self.cpus)
+        pin_to_cpu(self.proc.pid, self.cpus)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # blocks until ready (or exit)
         if line.strip() != "ready":
@@ -97,7 +105,7 @@ class BaselineProcess:
 
     def stop(self) -> dict[str, Any]:
         if self.proc is not None:
-            common.stop_process(self.proc, 30)
+            stop_process(self.proc, 30)
         return self.stats()
 
 
@@ -112,19 +120,19 @@ def saturated_rate(samples: list[list[float]], start: float, end: float) -> floa
 def measure_baseline(
     models: Path, seconds: float, rate: float, units: int, work: Path
 ) -> dict[str, Any]:
-    agent_cpus, other_cpus = common.cpu_split()
-    with common.running_broker(work / "broker-baseline", cpus=other_cpus) as broker:
+    agent_cpus, other_cpus = procstat.cpu_split()
+    with running_broker(work / "broker-baseline", cpus=other_cpus) as broker:
         proc = BaselineProcess(broker.port, models, work / "baseline.json", cpus=agent_cpus).start()
         summary = work / "loadgen-baseline.json"
-        cpu = common.CpuMeter(proc.pid)
-        gen = common.start_loadgen(
+        cpu = procstat.CpuMeter(proc.pid)
+        gen = loadgen.start_loadgen(
             broker.port, units=units, mode="telemetry", rate=rate, duration=seconds,
             summary=summary, cpus=other_cpus,
         )  # fmt: skip
         cpu.start()
         gen.wait(timeout=seconds + 120)
         cpu_percent = cpu.stop()
-        rss = common.proc_rss_mb(proc.pid)
+        rss = procstat.proc_rss_mb(proc.pid)
         stats = proc.stop()
     sent = json.loads(summary.read_text())
     first = stats.get("first_scored")
@@ -153,8 +161,8 @@ def measure_baseline(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         os.environ["EDGE_BENCH_PIN"] = "1"
-    models = common.resolve_models(args.models, tiny=args.tiny)
-    common.native_models(models)  # build (once) before anything is timed
+    models = model_sets.resolve_models(args.models, tiny=args.tiny)
+    seed_models.native_models(models)  # build (once) before anything is timed
     seconds = min(args.seconds, 8.0) if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="edge-bench-baseline-") as tmp:
         work = Path(tmp)
@@ -202,11 +210,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         agent_per_cpu = best["sustained_msgs_per_s"] / (best["agent_cpu_percent"] / 100.0)
         cpu_ratio = agent_per_cpu / base["per_cpu_second"]
     targets = [
-        common.target(
+        results.target(
             "agent / seed design, windows/s end to end (x)", ratio, ">=", TARGET_RATIO, "x"
         )
     ]
-    common.print_table(
+    results.print_table(
         ["process", "windows/s", "CPU %", "windows per CPU-second", "kept up / saturated"],
         [
             [
@@ -231,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "Seed design vs agent (telemetry: one message = one scored window)",
     )
-    common.print_table(
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
@@ -249,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": [t.to_dict() for t in targets],
     }
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 

@@ -4,7 +4,7 @@ This is what the project replaces, written the straightforward way so the compar
 measured rather than assumed: per message, parse the JSON, update the unit's window of the
 last ``window`` rows, and once the window is full run sklearn ``decision_function`` on its
 features and Keras ``predict`` on the window. The models are the native Keras/sklearn
-models of the same shapes as the agent's model set (see ``common.native_models``).
+models of the same shapes as the agent's model set (see ``seed_models.native_models``).
 
 It prints ``ready`` once the models are loaded and subscribed, and writes its counters to
 ``--out`` (JSON) every second and on exit (SIGTERM/SIGINT).
@@ -25,8 +25,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+import model_sets
+import procstat
+import seed_models
+import timing
+
+from harness.net import HOST
 
 
 class Stats:
@@ -52,9 +58,9 @@ class Stats:
             "first_scored": self.first_scored,
             "last_scored": self.last_scored,
             "samples": self.samples,
-            "latency_p50_ms": common.percentile(lat, 50),
-            "latency_p99_ms": common.percentile(lat, 99),
-            "rss_mb": common.proc_rss_mb(os.getpid()),
+            "latency_p50_ms": timing.percentile(lat, 50),
+            "latency_p99_ms": timing.percentile(lat, 99),
+            "rss_mb": procstat.proc_rss_mb(os.getpid()),
         }
 
 
@@ -62,8 +68,8 @@ def load_models(models: Path) -> tuple[Any, Any, Any, int]:
     """(sklearn pipeline, Keras model, feature spec, window) — the seed's in-process models."""
     from edge_agent.pipeline.features import FeatureSpec
 
-    native = common.native_models(models)
-    man = common.load_manifest_dict(models)
+    native = seed_models.native_models(models)
+    man = model_sets.load_manifest_dict(models)
     return (
         native.load_iforest(),
         native.load_keras(),
@@ -87,7 +93,7 @@ async def serve(args: argparse.Namespace, stats: Stats, stop: asyncio.Event) -> 
     model.predict(warm, verbose=0)
     rows: dict[str, list[float]] = {}
     windows: dict[str, deque[list[float]]] = {}
-    async with aiomqtt.Client(common.HOST, args.port, identifier=f"baseline-{os.getpid()}") as c:
+    async with aiomqtt.Client(HOST, args.port, identifier=f"baseline-{os.getpid()}") as c:
         await c.subscribe(f"plant/{args.plant}/+/telemetry", qos=1)
         await c.subscribe(f"plant/{args.plant}/+/sensors/+", qos=1)
         stats.ready_at = time.time()

@@ -18,23 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    REPO,
-    CpuMeter,
-    percentile,
-    print_table,
-    proc_cpu_seconds,
-    running_broker,
-    target,
-    write_result,
-)
-
-sys.path.insert(0, str(REPO / "tests"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson
-from agent_process import MqttClient
-from console_process import ConsoleProcess, console_config
-from test_console_browser import chrome, wait_until
+import procstat
+import results
+import timing
+
+from harness.broker import running_broker
+from harness.browser import chrome, wait_until
+from harness.console import ConsoleProcess, console_config
+from harness.mqtt_client import MqttClient
 
 WATCH = """
 window.__seen = {}; window.__changes = [];
@@ -64,7 +58,7 @@ def browser_cpu_seconds() -> float:
         except OSError:
             continue
         if b"chromium" in cmdline.split(b"\0")[0]:
-            total += proc_cpu_seconds(int(entry.name)) or 0.0
+            total += procstat.proc_cpu_seconds(int(entry.name)) or 0.0
     return total
 
 
@@ -106,7 +100,7 @@ def main() -> int:
             )
             driver.execute_script(WATCH)
             time.sleep(1.0)
-            meter = CpuMeter(console.proc.pid)  # type: ignore[union-attr]
+            meter = procstat.CpuMeter(console.proc.pid)  # type: ignore[union-attr]
             meter.start()
             browser0 = browser_cpu_seconds()
             t0 = time.monotonic()
@@ -134,7 +128,7 @@ def main() -> int:
             console.stop()
     latencies = [ts - sent[(k, t)] for k, t, ts in changes if (k, t) in sent]
     expected = len(sent)
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    p50, p99 = timing.percentile(latencies, 50), timing.percentile(latencies, 99)
     worst = max(latencies) if latencies else None
     rows = [
         ["units", args.units],
@@ -146,12 +140,12 @@ def main() -> int:
         ["console CPU (% of a core)", cpu],
         ["headless Chromium CPU (% of a core)", browser],
     ]
-    print_table(["figure", "value"], rows, title="console Live page under load")
-    checks = [target("UI update p99", p99, "<=", 1000.0, "ms")]
+    results.print_table(["figure", "value"], rows, title="console Live page under load")
+    checks = [results.target("UI update p99", p99, "<=", 1000.0, "ms")]
     for c in checks:
         print(f"{c.figure}: {c.value} (target {c.target}): {'met' if c.met else 'NOT met'}")
     if not args.no_write:
-        write_result(
+        results.write_result(
             "console_ui",
             {
                 "units": args.units,

@@ -25,7 +25,6 @@ per score), next to the agent's own ``edge_agent_reading_to_score_seconds`` hist
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -39,11 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
 import loadgen
+import model_sets
+import procstat
+import results
+import timing
+
+from harness.agent import PRODUCTION_ENV, AgentProcess
+from harness.broker import running_broker
+from harness.metrics import MetricsSnapshot
+from harness.net import HOST, free_port
+from harness.process import venv_bin, wait_for
+from harness.raw_subscriber import RawSubscriber
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,10 +92,10 @@ class AgentOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def write_agent_config(
+def bench_agent_config(
     work: Path, port: int, metrics_port: int, opts: AgentOptions, client_id: str = "bench-agent"
-) -> Path:
-    """The agent's YAML for one run (state, outbox and logs under ``work``)."""
+) -> dict[str, Any]:
+    """The agent's config for one run (state and outbox under ``work``)."""
     names = sorted(set(opts.units or []) | set(opts.fault_units))
     units = [
         {
@@ -104,7 +113,7 @@ def write_agent_config(
         "plant": "plant1",
         "state_dir": str(work / "state"),
         "mqtt": {
-            "host": common.HOST,
+            "host": HOST,
             "port": port,
             "client_id": client_id,
             "qos": opts.qos,
@@ -116,7 +125,7 @@ def write_agent_config(
         "ingest": {"auto_discover_units": opts.units is None, "max_units": 1000},
         "models": {"dir": str(opts.models), "threads": 1},
         "align": {"step_seconds": opts.step_seconds},
-        "metrics": {"enabled": True, "host": common.HOST, "port": metrics_port},
+        "metrics": {"enabled": True, "host": HOST, "port": metrics_port},
         "logging": {"level": "INFO", "format": "json"},
     }
     for dotted, value in opts.extra.items():
@@ -125,90 +134,31 @@ def write_agent_config(
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    path = work / "agent.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return cfg
 
 
-class AgentProcess:
-    """``edge-agent run`` as a subprocess; ready when its log says so."""
+def start_agent(
+    workdir: Path, config: dict[str, Any], cpus: set[int] | None, executable: str | None = None
+) -> AgentProcess:
+    """The harness's agent process as the benchmarks run it, started and ready.
 
-    def __init__(
-        self,
-        config: Path,
-        log: Path,
-        metrics_port: int,
-        cpus: set[int] | None = None,
-        executable: str | None = None,
-    ) -> None:
-        self.config, self.log_path, self.metrics_port, self.cpus = config, log, metrics_port, cpus
-        #: the ``edge-agent`` console script (default: the running environment's)
-        self.executable = executable or common.venv_bin("edge-agent")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-        self.ready_seconds: float | None = None
-
-    def start(self, timeout: float = 60.0) -> AgentProcess:
-        self.started = time.monotonic()
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [self.executable, "run", "--config", str(self.config)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # as systemd/edge-agent.service and Dockerfile.arm64 run it
-            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
-        )
-        common.pin_to_cpu(self.proc.pid, self.cpus)
-        if not common.wait_for(self._ready, timeout, 0.005):
-            tail = self.log_tail()
-            self.stop()
-            raise RuntimeError(f"agent not ready after {timeout}s:\n{tail}")
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
-        for line in self.log_text().splitlines():
-            with contextlib.suppress(ValueError):
-                if json.loads(line).get("event") == "ready":
-                    self.ready_seconds = time.monotonic() - self.started
-                    return True
-        return False
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-    def errors(self) -> list[str]:
-        out = []
-        for line in self.log_text().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if doc.get("level") in ("error", "critical"):
-                    out.append(line[:300])
-        return out
-
-    def metrics(self) -> common.MetricsSnapshot:
-        return common.scrape(self.metrics_port)
-
-    def stop(self) -> int | None:
-        code = None
-        if self.proc is not None:
-            code = common.stop_process(self.proc, 15)
-        with contextlib.suppress(AttributeError):
-            self._log.close()
-        return code
+    The ``edge-agent`` console script (default: the running environment's), with the
+    environment of the systemd unit, pinned to ``cpus``; the log is polled every 5 ms, since
+    start-to-ready is one of the figures. Stopped again if it does not get ready.
+    """
+    agent = AgentProcess(
+        workdir,
+        config,
+        env=PRODUCTION_ENV,
+        command=[executable or venv_bin("edge-agent")],
+        cwd=Path.cwd(),
+        cpus=cpus,
+    )
+    try:
+        return agent.start(timeout=60.0, interval=0.005)
+    except BaseException:
+        agent.stop()
+        raise
 
 
 # ------------------------------------------------------------------------------ subscriber
@@ -295,11 +245,11 @@ class OutputCounter:
 
 def subscribe(
     port: int, counter: OutputCounter, client_id: str = "bench-out", scores: bool = True
-) -> common.RawSubscriber:
+) -> RawSubscriber:
     filters = [("plant/plant1/+/alerts", 1), ("plant/plant1/edge/+/status", 1)]
     if scores:
         filters.append(("plant/plant1/+/scores", 0))
-    return common.RawSubscriber(port, filters, counter.on_message, client_id=client_id).start()
+    return RawSubscriber(port, filters, counter.on_message, client_id=client_id).start()
 
 
 # ------------------------------------------------------------------------------ one stage
@@ -390,18 +340,18 @@ def run_stage(
 ) -> StageResult:
     """One fresh broker + agent, one load-generator run, full accounting."""
     plan = loadgen.Plan(units, rate, mode)
-    window = window or int(common.load_manifest_dict(models)["window"])
-    agent_cpus, other_cpus = common.cpu_split()
+    window = window or int(model_sets.load_manifest_dict(models)["window"])
+    agent_cpus, other_cpus = procstat.cpu_split()
     work.mkdir(parents=True, exist_ok=True)
     res = StageResult(mode, units, rate, plan.step_seconds, seconds, publish_scores=publish_scores)
     fault_names = [plan.unit_name(u) for u in range(fault_units)]
-    with common.running_broker(work / "broker", cpus=other_cpus) as broker:
-        metrics_port = common.free_port()
+    with running_broker(work / "broker", cpus=other_cpus) as broker:
+        metrics_port = free_port()
         opts = AgentOptions(
             models, plan.step_seconds, None, fault_names, publish_scores, extra=agent_extra or {}
         )
-        config = write_agent_config(work, broker.port, metrics_port, opts)
-        agent = AgentProcess(config, work / "agent.log", metrics_port, agent_cpus).start()
+        config = bench_agent_config(work, broker.port, metrics_port, opts)
+        agent = start_agent(work / "agent", config, agent_cpus)
         res.agent_ready_seconds = agent.ready_seconds
         counter = OutputCounter(plan)
         sub = subscribe(broker.port, counter, scores=publish_scores)
@@ -409,7 +359,7 @@ def run_stage(
             summary_path = work / "loadgen.json"
             # Warm-up: every unit's window fills before the measured window starts.
             warmup = (window + 5) * plan.step_seconds + 0.5
-            gen = common.start_loadgen(
+            gen = loadgen.start_loadgen(
                 broker.port, units=units, mode=mode, rate=rate, duration=warmup + seconds,
                 summary=summary_path, cpus=other_cpus, announce=True,
                 qos=qos_in, fault_units=fault_units, fault_every=fault_every, fault_len=20,
@@ -419,14 +369,14 @@ def run_stage(
             if not line.startswith("publishing"):
                 raise RuntimeError(f"load generator did not start: {line!r}")
             time.sleep(max(0.0, float(line.split()[1]) + warmup - time.time()))
-            before = agent.metrics()
+            before = agent.scrape()
             t_window = time.monotonic()
-            cpu = common.CpuMeter(agent.pid)
+            cpu = procstat.CpuMeter(agent.pid)
             cpu.start()
             spy = _start_profiler(agent.pid, seconds, profile) if profile else None
             line = gen.stdout.readline()  # "done <time>" as soon as the last write is out
             res.agent_cpu_percent = cpu.stop()
-            at_end = agent.metrics()
+            at_end = agent.scrape()
             window_seconds = time.monotonic() - t_window
             gen.wait(timeout=warmup + seconds + 120)
             sent = json.loads(summary_path.read_text())
@@ -438,8 +388,8 @@ def run_stage(
             expected_warmup = sum(min(s, window - 1) for s in sent["steps_per_unit"])
             t_end = time.monotonic()
 
-            def accounted() -> tuple[common.MetricsSnapshot, bool]:
-                m = agent.metrics()
+            def accounted() -> tuple[MetricsSnapshot, bool]:
+                m = agent.scrape()
                 steps = (
                     m.value("edge_agent_steps_scored")
                     + m.value("edge_agent_steps_stale")
@@ -458,10 +408,10 @@ def run_stage(
             if done:
                 res.drained_seconds = time.monotonic() - t_end
             # scores are published after scoring: give the last ones a moment to arrive
-            common.wait_for(lambda: counter.scored >= m.value("edge_agent_steps_scored"), 3.0)
+            wait_for(lambda: counter.scored >= m.value("edge_agent_steps_scored"), 3.0)
             time.sleep(0.2)
-            m = agent.metrics()
-            res.agent_rss_mb = common.proc_rss_mb(agent.pid)
+            m = agent.scrape()
+            res.agent_rss_mb = procstat.proc_rss_mb(agent.pid)
             if spy is not None and profile is not None:
                 spy.wait(timeout=60)
                 res.profile = summarise_profile(profile)
@@ -488,7 +438,7 @@ def run_stage(
 def _start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     """py-spy (if installed) sampling the agent for the measured window, collapsed stacks."""
     try:
-        spy = common.venv_bin("py-spy")
+        spy = venv_bin("py-spy")
     except FileNotFoundError:
         print("  (py-spy not installed: no profile)", flush=True)
         return None
@@ -553,15 +503,15 @@ def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
-def _steps_published(m: common.MetricsSnapshot) -> float:
+def _steps_published(m: MetricsSnapshot) -> float:
     """Closed steps that produce a scores message (all but silently skipped ones)."""
     return m.value("edge_agent_steps_closed") - m.value("edge_agent_steps_closed", how="skipped")
 
 
 def _account(
     res: StageResult,
-    m: common.MetricsSnapshot,
-    before: common.MetricsSnapshot,
+    m: MetricsSnapshot,
+    before: MetricsSnapshot,
     counter: OutputCounter,
     expected_warmup: int,
     sent: dict[str, Any],
@@ -592,11 +542,11 @@ def _account(
     with counter.lock:
         res.scores_with_score = counter.scored
     res.lost_scores = max(0, int(res.steps_scored - res.scores_with_score))
-    res.score_latency_p50_ms = common.percentile(lat, 50)
-    res.score_latency_p99_ms = common.percentile(lat, 99)
+    res.score_latency_p50_ms = timing.percentile(lat, 50)
+    res.score_latency_p99_ms = timing.percentile(lat, 99)
     res.score_latency_max_ms = lat[-1] if lat else None
-    res.alert_latency_p50_ms = common.percentile(alat, 50)
-    res.alert_latency_p99_ms = common.percentile(alat, 99)
+    res.alert_latency_p50_ms = timing.percentile(alat, 50)
+    res.alert_latency_p99_ms = timing.percentile(alat, 99)
     r2s = m.histogram("edge_agent_reading_to_score_seconds").minus(
         before.histogram("edge_agent_reading_to_score_seconds")
     )
@@ -658,14 +608,14 @@ def parse_stage(text: str) -> tuple[str, int, int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         os.environ["EDGE_BENCH_PIN"] = "1"
-    models = common.resolve_models(args.models, tiny=args.tiny)
+    models = model_sets.resolve_models(args.models, tiny=args.tiny)
     stages = list(args.stage or (QUICK_STAGES if args.quick else DEFAULT_STAGES))
     seconds = min(args.seconds, 2.0) if args.quick else args.seconds
     print(
         f"model set: {models}; {len(stages)} stages of {seconds:g}s; agent pinned to "
-        f"{common.cpu_split()[0] or 'all CPUs'}"
+        f"{procstat.cpu_split()[0] or 'all CPUs'}"
     )
-    results: list[StageResult] = []
+    done: list[StageResult] = []
     failed_modes: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="edge-bench-e2e-") as tmp:
         for i, (mode, units, rate) in enumerate(stages):
@@ -682,7 +632,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 publish_scores=not args.no_scores,
                 profile=Path(tmp) / f"profile{i}.txt" if args.profile else None,
             )
-            results.append(r)
+            done.append(r)
             print(
                 f"  {mode:9s} {units:4d} units {rate:6d}/s offered: received "
                 f"{r.sustained_msgs_per_s:8,.0f} msgs/s, cpu {r.agent_cpu_percent or 0:5.1f}%, "
@@ -712,9 +662,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.lost_messages + r.lost_steps + r.lost_scores,
             r.kept_up,
         ]
-        for r in results
+        for r in done
     ]
-    common.print_table(
+    results.print_table(
         [
             "mode",
             "units",
@@ -736,8 +686,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "End to end (edge-agent run + Mosquitto). p50/p99: reading published -> score received "
         "(subscriber); agent p99: last reading arrived -> scored (agent histogram, bucket bound)",
     )
-    summary, targets = summarise(results)
-    common.print_table(
+    summary, targets = summarise(done)
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
@@ -749,27 +699,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "publish_scores": not args.no_scores,
             "fault_units": args.fault_units,
             "publish_qos": 0,
-            "agent_cpus": sorted(common.cpu_split()[0] or []),
+            "agent_cpus": sorted(procstat.cpu_split()[0] or []),
         },
-        "stages": [r.to_dict() for r in results],
+        "stages": [r.to_dict() for r in done],
         "summary": summary,
         "targets": [t.to_dict() for t in targets],
     }
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 
-def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[common.Target]]:
+def summarise(stages: list[StageResult]) -> tuple[dict[str, Any], list[results.Target]]:
     def best(mode: str) -> StageResult | None:
-        ok = [r for r in results if r.mode == mode and r.kept_up]
+        ok = [r for r in stages if r.mode == mode and r.kept_up]
         return max(ok, key=lambda r: r.sustained_msgs_per_s) if ok else None
 
     sens, tele = best("sensors"), best("telemetry")
     any_best = max(
         [r for r in (sens, tele) if r], key=lambda r: r.sustained_msgs_per_s, default=None
     )
-    at_1k = [r for r in results if 800 <= r.offered_rate <= 1200]
+    at_1k = [r for r in stages if 800 <= r.offered_rate <= 1200]
     p99_1k = max(
         (r.score_latency_p99_ms for r in at_1k if r.score_latency_p99_ms is not None), default=None
     )
@@ -778,13 +728,13 @@ def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[common.T
         default=None,
     )
     per_cpu = max(
-        (r.msgs_per_cpu_second for r in results if r.kept_up and r.msgs_per_cpu_second),
+        (r.msgs_per_cpu_second for r in stages if r.kept_up and r.msgs_per_cpu_second),
         default=None,
     )
     tele_per_cpu = max(
         (
             r.msgs_per_cpu_second
-            for r in results
+            for r in stages
             if r.kept_up and r.mode == "telemetry" and r.msgs_per_cpu_second
         ),
         default=None,
@@ -792,7 +742,7 @@ def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[common.T
     lag = max(
         (
             r.event_loop_lag_max_s
-            for r in results
+            for r in stages
             if r.kept_up and r.event_loop_lag_max_s is not None
         ),
         default=None,
@@ -814,39 +764,39 @@ def summarise(results: list[StageResult]) -> tuple[dict[str, Any], list[common.T
         "agent_cpu_percent_at_best": any_best.agent_cpu_percent if any_best else None,
     }
     targets = [
-        common.target(
+        results.target(
             "sustained msgs/s, one core, 0 loss",
             summary["sustained_msgs_per_s"],
             ">=",
             10000,
             "msgs/s",
         ),
-        common.target(
+        results.target(
             "sustained readings/s via telemetry",
             summary["sustained_telemetry_readings_per_s"],
             ">=",
             80000,
             "readings/s",
         ),
-        common.target(
+        results.target(
             "msgs per agent CPU-second (one-core estimate)", per_cpu, ">=", 10000, "msgs/s"
         ),
-        common.target(
+        results.target(
             "telemetry readings per agent CPU-second",
             summary["telemetry_readings_per_agent_cpu_second_best"],
             ">=",
             80000,
             "readings/s",
         ),
-        common.target("p99 reading->score at 1k msgs/s (ms)", p99_1k, "<=", 20, "ms"),
-        common.target(
+        results.target("p99 reading->score at 1k msgs/s (ms)", p99_1k, "<=", 20, "ms"),
+        results.target(
             "  same, agent histogram (bucket bound, ms)",
             summary["agent_histogram_p99_reading_to_score_ms_at_1k"],
             "<=",
             20,
             "ms",
         ),
-        common.target(
+        results.target(
             "event loop lag max (ms)", None if lag is None else lag * 1000, "<=", 50, "ms"
         ),
     ]

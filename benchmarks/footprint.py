@@ -35,10 +35,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline
-import common
 import end_to_end
+import loadgen
+import model_sets
+import procstat
+import results
+import seed_models
+
+from harness.broker import running_broker
+from harness.net import free_port
+from harness.process import wait_for
+from harness.raw_subscriber import RawSubscriber
 
 HERE = Path(__file__).resolve().parent
 SEED_REQUIREMENTS = ("aiomqtt", "numpy", "tensorflow-cpu", "keras", "scikit-learn", "PyYAML")
@@ -127,11 +137,11 @@ def fresh_venv_size(work: Path) -> dict[str, Any]:
     src = work / "agent-src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("edge_agent", "training"):
-        if (common.REPO / name).is_dir():
-            shutil.copytree(common.REPO / name, src / name, ignore=ignore)
+        if (results.REPO / name).is_dir():
+            shutil.copytree(results.REPO / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
-        if (common.REPO / name).is_file():
-            shutil.copy2(common.REPO / name, src / name)
+        if (results.REPO / name).is_file():
+            shutil.copy2(results.REPO / name, src / name)
     if not (src / "README.md").is_file():
         (src / "README.md").write_text("edge-agent\n")
     proc = subprocess.run(
@@ -191,28 +201,25 @@ def agent_start(
     models: Path, work: Path, step: float, executable: str | None = None
 ) -> dict[str, Any]:
     """One start of the agent: seconds to the ready log line and to the online status."""
-    agent_cpus, other_cpus = common.cpu_split()
-    with common.running_broker(work / "broker", cpus=other_cpus) as broker:
+    agent_cpus, other_cpus = procstat.cpu_split()
+    with running_broker(work / "broker", cpus=other_cpus) as broker:
         watch = StatusWatch()
-        sub = common.RawSubscriber(
+        sub = RawSubscriber(
             broker.port,
             [("plant/plant1/edge/+/status", 1)],
             watch.on_message,
             client_id="footprint-status",
         ).start()
-        metrics_port = common.free_port()
-        cfg = end_to_end.write_agent_config(
+        metrics_port = free_port()
+        cfg = end_to_end.bench_agent_config(
             work, broker.port, metrics_port, end_to_end.AgentOptions(models, step)
         )
         t0 = time.time()
-        agent = end_to_end.AgentProcess(
-            cfg, work / "agent.log", metrics_port, agent_cpus, executable=executable
-        )
+        agent = end_to_end.start_agent(work / "agent", cfg, agent_cpus, executable)
         try:
-            agent.start()
-            common.wait_for(lambda: watch.online_at is not None, 10)
+            wait_for(lambda: watch.online_at is not None, 10)
             time.sleep(1.0)
-            rss = common.proc_rss_mb(agent.pid)
+            rss = procstat.proc_rss_mb(agent.pid)
         finally:
             agent.stop()
             sub.close()
@@ -232,43 +239,41 @@ def agent_under_load(
     sample_every: float,
     mode: str = "sensors",
 ) -> dict[str, Any]:
-    agent_cpus, other_cpus = common.cpu_split()
+    agent_cpus, other_cpus = procstat.cpu_split()
     plan = end_to_end.loadgen.Plan(units, rate, mode)
     samples: list[dict[str, float | None]] = []
-    with common.running_broker(work / "broker-load", cpus=other_cpus) as broker:
-        metrics_port = common.free_port()
-        cfg = end_to_end.write_agent_config(
+    with running_broker(work / "broker-load", cpus=other_cpus) as broker:
+        metrics_port = free_port()
+        cfg = end_to_end.bench_agent_config(
             work,
             broker.port,
             metrics_port,
             end_to_end.AgentOptions(models, plan.step_seconds, fault_units=[plan.unit_name(0)]),
         )
-        agent = end_to_end.AgentProcess(
-            cfg, work / "agent-load.log", metrics_port, agent_cpus
-        ).start()
+        agent = end_to_end.start_agent(work / "agent-load", cfg, agent_cpus)
         counter = end_to_end.OutputCounter(None)
         sub = end_to_end.subscribe(broker.port, counter, client_id="footprint-out")
         try:
-            rss0 = common.proc_rss_mb(agent.pid)
+            rss0 = procstat.proc_rss_mb(agent.pid)
             seconds = minutes * 60.0
-            gen = common.start_loadgen(
+            gen = loadgen.start_loadgen(
                 broker.port, units=units, mode=mode, rate=rate, duration=seconds,
                 summary=work / "loadgen-load.json", cpus=other_cpus, fault_units=1,
             )  # fmt: skip
             t0 = time.monotonic()
-            cpu = common.CpuMeter(agent.pid)
+            cpu = procstat.CpuMeter(agent.pid)
             cpu.start()
             while gen.poll() is None:
                 time.sleep(sample_every)
                 samples.append(
                     {
                         "t": time.monotonic() - t0,
-                        "rss_mb": common.proc_rss_mb(agent.pid),
-                        "fds": common.proc_fd_count(agent.pid),
+                        "rss_mb": procstat.proc_rss_mb(agent.pid),
+                        "fds": procstat.proc_fd_count(agent.pid),
                     }
                 )
             cpu_percent = cpu.stop()
-            m = agent.metrics()
+            m = agent.scrape()
         finally:
             sub.close()
             agent.stop()
@@ -301,15 +306,15 @@ def agent_under_load(
 def baseline_footprint(
     models: Path, work: Path, load_seconds: float, starts: int
 ) -> dict[str, Any]:
-    agent_cpus, other_cpus = common.cpu_split()
+    agent_cpus, other_cpus = procstat.cpu_split()
     ready, rss_start = [], []
-    with common.running_broker(work / "broker-seed", cpus=other_cpus) as broker:
+    with running_broker(work / "broker-seed", cpus=other_cpus) as broker:
         for i in range(starts):
             p = baseline.BaselineProcess(
                 broker.port, models, work / f"seed{i}.json", ready_only=True, cpus=agent_cpus
             ).start()
             time.sleep(1.0)
-            rss_start.append(common.proc_rss_mb(p.pid))
+            rss_start.append(procstat.proc_rss_mb(p.pid))
             ready.append(p.ready_seconds)
             p.stop()
     loaded = (
@@ -331,7 +336,7 @@ def baseline_footprint(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         os.environ["EDGE_BENCH_PIN"] = "1"
-    models = common.resolve_models(args.models, tiny=args.tiny)
+    models = model_sets.resolve_models(args.models, tiny=args.tiny)
     minutes = min(args.minutes, 0.1) if args.quick else args.minutes
     starts = 1 if args.quick else args.starts
     out: dict[str, Any] = {"models": str(models)}
@@ -370,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         if not args.no_baseline:
-            common.native_models(models)  # build (once) before timing its start
+            seed_models.native_models(models)  # build (once) before timing its start
             out["seed"] = baseline_footprint(
                 models, work, 0 if args.quick else args.baseline_load_seconds, starts
             )
@@ -402,7 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
     _report(out)
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, out)}")
+        print(f"\nwrote {results.write_result(args.name, out)}")
     return out
 
 
@@ -429,23 +434,23 @@ def _report(out: dict[str, Any]) -> None:
                 None,
             ]
         )
-    common.print_table(["figure", "edge-agent", "seed design (Keras+sklearn)"], rows, "Footprint")
+    results.print_table(["figure", "edge-agent", "seed design (Keras+sklearn)"], rows, "Footprint")
     targets = [
-        common.target(
+        results.target(
             "agent RSS at load (MB)",
             load.get("rss_max_mb") or out["agent_rss_after_start_mb"],
             "<=",
             120,
             "MB",
         ),
-        common.target(
+        results.target(
             "agent RSS growth after warm-up (MB)", load.get("growth_after_warmup_mb"), "<=", 5, "MB"
         ),
-        common.target("agent start-to-ready (s)", out["agent_ready_seconds"], "<=", 1.5, "s"),
+        results.target("agent start-to-ready (s)", out["agent_ready_seconds"], "<=", 1.5, "s"),
     ]
     if out.get("agent_fresh_venv_ready_seconds") is not None:
         targets.append(
-            common.target(
+            results.target(
                 "agent start-to-ready, agent-only venv (s)",
                 out["agent_fresh_venv_ready_seconds"],
                 "<=",
@@ -464,12 +469,12 @@ def _report(out: dict[str, Any]) -> None:
         else None,
         "installed_seed_over_agent": s_mb / a_mb if a_mb else None,
     }
-    common.print_table(
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
     )
-    common.print_table(
+    results.print_table(
         ["ratio (seed / agent)", "x"], [[k, v] for k, v in out["ratios"].items()], "Ratios"
     )
 

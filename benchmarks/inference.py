@@ -23,8 +23,12 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+import model_sets
+import results
+import seed_models
+import timing
 
 BATCHES = (1, 16, 256)
 
@@ -54,7 +58,7 @@ def _skl2onnx_default(pipe: Any, n_features: int) -> bytes:
     return data
 
 
-def _row(name: str, batch: int, t: common.Timing) -> dict[str, Any]:
+def _row(name: str, batch: int, t: timing.Timing) -> dict[str, Any]:
     return {
         "case": name,
         "batch": batch,
@@ -76,16 +80,18 @@ def best_of_rounds(
     Other processes steal the CPU now and then; a round they hit has a higher median. The
     best of interleaved rounds is the usual defence of a microbenchmark on a shared machine.
     """
-    best: dict[int, common.Timing] = {}
+    best: dict[int, timing.Timing] = {}
     for _ in range(rounds):
         for i, (_name, _batch, fn) in enumerate(cases):
-            t = common.time_calls(fn, seconds=seconds / rounds, warmup=2)
+            t = timing.time_calls(fn, seconds=seconds / rounds, warmup=2)
             if i not in best or t.cpu_median_ms < best[i].cpu_median_ms:
                 best[i] = t
     return [_row(name, batch, best[i]) for i, (name, batch, _fn) in enumerate(cases)]
 
 
-def _default_graph(native: common.NativeModels, pipe: Any, n_features: int) -> tuple[bytes, float]:
+def _default_graph(
+    native: seed_models.NativeModels, pipe: Any, n_features: int
+) -> tuple[bytes, float]:
     """skl2onnx's stock graph of the native forest, cached (converting 200 trees takes minutes)."""
     path = native.dir / "iforest-skl2onnx-default.onnx"
     meta = native.dir / "iforest-skl2onnx-default.json"
@@ -101,17 +107,17 @@ def _default_graph(native: common.NativeModels, pipe: Any, n_features: int) -> t
 
 
 def bench_iforest(
-    models: Path, native: common.NativeModels, seconds: float, batches: tuple[int, ...]
+    models: Path, native: seed_models.NativeModels, seconds: float, batches: tuple[int, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import onnx
 
     from edge_agent.pipeline.features import FeatureSpec, compute_features
     from training.iforest import iforest_to_onnx
 
-    man = common.load_manifest_dict(models)
+    man = model_sets.load_manifest_dict(models)
     spec = FeatureSpec.from_dict(man["features"])
     entry = man["models"]["iforest"]
-    windows = common.sample_windows(models, max(batches))
+    windows = model_sets.sample_windows(models, max(batches))
     feats = compute_features(windows, spec)
     pipe = native.load_iforest()
     t0 = time.perf_counter()
@@ -154,11 +160,11 @@ def bench_iforest(
 
 
 def bench_lstm(
-    models: Path, native: common.NativeModels | None, seconds: float, batches: tuple[int, ...]
+    models: Path, native: seed_models.NativeModels | None, seconds: float, batches: tuple[int, ...]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    man = common.load_manifest_dict(models)
+    man = model_sets.load_manifest_dict(models)
     entry = man["models"]["lstm_ae"]
-    windows = common.sample_windows(models, max(batches))
+    windows = model_sets.sample_windows(models, max(batches))
     sess = _ort_session(models / entry["file"])
     info: dict[str, Any] = {"onnx_file_bytes": (models / entry["file"]).stat().st_size}
     names = [entry["score_output"]]
@@ -190,7 +196,7 @@ def bench_lstm(
             _row(
                 "keras predict",
                 batch,
-                common.time_calls(
+                timing.time_calls(
                     lambda x=x: model.predict(x, verbose=0), seconds=seconds, min_calls=5, warmup=2
                 ),
             )
@@ -199,7 +205,7 @@ def bench_lstm(
             _row(
                 "keras __call__",
                 batch,
-                common.time_calls(
+                timing.time_calls(
                     lambda x=x: model(x, training=False), seconds=0, min_calls=3, warmup=1
                 ),
             )
@@ -216,7 +222,7 @@ def bench_model_set(models: Path, seconds: float, batches: tuple[int, ...]) -> l
     from edge_agent.pipeline.scoring import ModelSet
 
     ms = ModelSet.load(models, threads=1, mem_arena=False)
-    windows = common.sample_windows(models, max(batches))
+    windows = model_sets.sample_windows(models, max(batches))
     inputs = {b: np.ascontiguousarray(windows[:b]) for b in batches}
     cases: list[tuple[str, int, Callable[[], Any]]] = [
         ("ModelSet.score (both models + vote)", batch, lambda w=inputs[batch]: ms.score(w))
@@ -236,7 +242,7 @@ def _find(
 
 def summarise(
     if_rows: list[dict[str, Any]], lstm_rows: list[dict[str, Any]], batches: tuple[int, ...]
-) -> tuple[dict[str, Any], list[common.Target]]:
+) -> tuple[dict[str, Any], list[results.Target]]:
     big = max(batches)
     ours1 = _find(if_rows, "onnx ours (shipped file)", 1)
     lstm1 = _find(lstm_rows, "onnx (shipped file)", 1)
@@ -263,10 +269,10 @@ def summarise(
     kp1_wall = _find(lstm_rows, "keras predict", 1, "per_window_wall_ms")
     lstm1_wall = _find(lstm_rows, "onnx (shipped file)", 1, "per_window_wall_ms")
     targets = [
-        common.target("IF single row (ms)", ours1, "<=", 0.05, "ms"),
-        common.target("LSTM single window (ms)", lstm1, "<=", 1.0, "ms"),
-        common.target(f"LSTM per window, batch {big} (ms)", lstm_b, "<=", 0.25, "ms"),
-        common.target("LSTM vs Keras predict, single window (x)", speedup, ">=", 100, "x"),
+        results.target("IF single row (ms)", ours1, "<=", 0.05, "ms"),
+        results.target("LSTM single window (ms)", lstm1, "<=", 1.0, "ms"),
+        results.target(f"LSTM per window, batch {big} (ms)", lstm_b, "<=", 0.25, "ms"),
+        results.target("LSTM vs Keras predict, single window (x)", speedup, ">=", 100, "x"),
     ]
     summary = {
         "iforest_single_ms": ours1,
@@ -294,10 +300,10 @@ def summarise(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    models = common.resolve_models(args.models, tiny=args.tiny)
+    models = model_sets.resolve_models(args.models, tiny=args.tiny)
     batches = (1, 16) if args.quick else BATCHES
     seconds = min(args.seconds, 0.2) if args.quick else args.seconds
-    native = common.native_models(models, epochs=args.keras_epochs, keras=not args.no_keras)
+    native = seed_models.native_models(models, epochs=args.keras_epochs, keras=not args.no_keras)
     print(f"model set: {models}")
     if_rows, if_info = bench_iforest(models, native, seconds, batches)
     lstm_rows, lstm_info = bench_lstm(models, None if args.no_keras else native, seconds, batches)
@@ -318,22 +324,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for r in rows
         ]
 
-    common.print_table(
+    results.print_table(
         headers,
         table(if_rows),
         f"Isolation Forest ({if_info['native_trees']} trees; graph nodes: ours "
         f"{if_info['ours_nodes']}, skl2onnx default "
         f"{if_info['skl2onnx_default_nodes']})",
     )
-    common.print_table(headers, table(lstm_rows), "LSTM autoencoder")
-    common.print_table(headers, table(set_rows), "Agent scoring call")
+    results.print_table(headers, table(lstm_rows), "LSTM autoencoder")
+    results.print_table(headers, table(set_rows), "Agent scoring call")
     summary, targets = summarise(if_rows, lstm_rows, batches)
-    common.print_table(
+    results.print_table(
         ["ratio", "x"],
         [[k, v] for k, v in summary["ratios"].items()],
         "Ratios of CPU time per window (same run; >1 means ours is faster)",
     )
-    common.print_table(
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
@@ -362,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": [t.to_dict() for t in targets],
     }
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 

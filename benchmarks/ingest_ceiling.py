@@ -24,8 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+import loadgen
+import procstat
+import results
+
+from harness.broker import running_broker
+from harness.net import HOST
+from harness.process import pin_to_cpu, stop_process
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,7 +67,7 @@ async def receive(
                 return
 
     async with aiomqtt.Client(
-        common.HOST, port, identifier=f"ceiling-{parser}", protocol=version
+        HOST, port, identifier=f"ceiling-{parser}", protocol=version
     ) as client:
         await client.subscribe("plant/#", qos=1)
         print("ready", flush=True)
@@ -90,8 +97,8 @@ def measure(
     """One receiver run; ``case`` is ``parser/protocol``, e.g. ``orjson/5``."""
     parser, _, protocol = case.partition("/")
     protocol = protocol or "3.1.1"
-    agent_cpus, other_cpus = common.cpu_split()
-    with common.running_broker(work / f"broker-{parser}-{protocol}", cpus=other_cpus) as broker:
+    agent_cpus, other_cpus = procstat.cpu_split()
+    with running_broker(work / f"broker-{parser}-{protocol}", cpus=other_cpus) as broker:
         out = work / f"recv-{parser}-{protocol}.json"
         recv = subprocess.Popen(
             [
@@ -114,21 +121,21 @@ def measure(
             stdout=subprocess.PIPE,
             text=True,
         )
-        common.pin_to_cpu(recv.pid, agent_cpus)
+        pin_to_cpu(recv.pid, agent_cpus)
         try:
             assert recv.stdout is not None
             line = recv.stdout.readline()
             if line.strip() != "ready":
                 raise RuntimeError(f"receiver did not start: {line!r}")
             summary_path = work / f"loadgen-{parser}-{protocol}.json"
-            gen = common.start_loadgen(
+            gen = loadgen.start_loadgen(
                 broker.port, units=units, mode=mode, rate=rate, duration=seconds + 2,
                 summary=summary_path, cpus=other_cpus,
             )  # fmt: skip
             recv.wait(timeout=seconds + 120)
             gen.wait(timeout=seconds + 120)
         finally:
-            common.stop_process(recv)
+            stop_process(recv)
         sent = json.loads(summary_path.read_text())
         got = json.loads(out.read_text())
     return {
@@ -200,7 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     case, seconds, rates, args.units, args.mode, Path(tmp) / case.replace("/", "-")
                 )
             )
-    common.print_table(
+    results.print_table(
         ["parser", "MQTT", "ceiling msgs/s", "CPU %", "msgs per CPU-second", "max received/s"],
         [
             [
@@ -237,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ceilings": {f"{r['parser']}/{r['protocol']}": r["ceiling"] for r in rows},
     }
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 

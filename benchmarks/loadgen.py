@@ -26,7 +26,7 @@ import math
 import os
 import signal
 import socket
-import struct
+import subprocess
 import sys
 import threading
 import time
@@ -37,8 +37,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the repo: the harness
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.net import HOST
+from harness.process import pin_to_cpu
+from harness.raw_mqtt import DISCONNECT_PACKET, publish_packet, raw_connect
 
 SENSORS = (
     "steam_temperature", "steam_pressure", "feedwater_flow", "turbine_vibration", "load",
@@ -99,35 +102,7 @@ def step_index_of(plan: Plan, ts: float) -> int:
     )
 
 
-# ------------------------------------------------------------------------------ MQTT bytes
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: bytes) -> bytes:
-    return struct.pack("!H", len(s)) + s
-
-
-def connect_packet(client_id: str, keepalive: int = 0) -> bytes:
-    body = (
-        _str(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive) + _str(client_id.encode())
-    )
-    return b"\x10" + _varint(len(body)) + body
-
-
-def publish_packet(topic: bytes, payload: bytes, qos: int = 0, packet_id: int = 0) -> bytes:
-    if qos:
-        body = _str(topic) + struct.pack("!H", packet_id) + payload
-        return b"\x32" + _varint(len(body)) + body
-    body = _str(topic) + payload
-    return b"\x30" + _varint(len(body)) + body
+# ------------------------------------------------------------------------------ publishing
 
 
 class RawPublisher:
@@ -141,13 +116,17 @@ class RawPublisher:
         self._reader: threading.Thread | None = None
 
     def connect(self, timeout: float = 5.0) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        sock.sendall(connect_packet(self.client_id))
-        ack = _recv_exact(sock, 4)
-        if ack[0] != 0x20 or ack[3] != 0:
-            raise ConnectionError(f"CONNACK refused: {ack!r}")
+        sock = raw_connect(
+            self.port,
+            self.client_id,
+            host=self.host,
+            keepalive=0,
+            sockopts=[
+                (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+                (socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024),
+            ],
+            timeout=timeout,
+        )
         sock.settimeout(None)
         self.sock = sock
         if self.qos:
@@ -183,23 +162,13 @@ class RawPublisher:
     def close(self) -> None:
         if self.sock is not None:
             with contextlib.suppress(OSError):
-                self.sock.sendall(b"\xe0\x00")
+                self.sock.sendall(DISCONNECT_PACKET)
                 self.sock.shutdown(socket.SHUT_WR)
             if self._reader is not None and self.qos:
                 self._reader.join(timeout=5)
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed during CONNACK")
-        data += chunk
-    return data
 
 
 # ------------------------------------------------------------------------------ values
@@ -406,7 +375,7 @@ def _reconnect(pub: RawPublisher, stop: threading.Event | None, end_us: int) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default=common.HOST)
+    p.add_argument("--host", default=HOST)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--units", type=int, default=10)
     p.add_argument("--mode", choices=["telemetry", "sensors"], default="telemetry")
@@ -423,6 +392,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id")
     p.add_argument("--summary", type=Path, help="write the JSON summary here (else stdout)")
     return p
+
+
+def start_loadgen(
+    port: int,
+    *,
+    units: int,
+    mode: str,
+    rate: float,
+    duration: float,
+    summary: Path,
+    cpus: set[int] | None = None,
+    announce: bool = False,
+    **options: Any,
+) -> subprocess.Popen[str]:
+    """Start ``loadgen.py`` in its own process, pinned to ``cpus``.
+
+    ``options`` become flags (``fault_units=2`` → ``--fault-units 2``). With ``announce`` its
+    stdout is a pipe whose first line says when publishing starts; otherwise it is discarded.
+    """
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()),
+        "--port", str(port), "--units", str(units), "--mode", mode,
+        "--rate", str(rate), "--duration", str(duration), "--summary", str(summary),
+    ]  # fmt: skip
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    gen = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE if announce else subprocess.DEVNULL, text=True
+    )
+    pin_to_cpu(gen.pid, cpus)
+    return gen
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+import model_sets
+import results
+import seed_models
 
 HERE = Path(__file__).resolve().parent
 SKAB_DATA = Path("..") / "shared" / "data" / "skab"  # relative to the repository root
@@ -58,9 +61,9 @@ def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, A
         cmd.append("--pin")
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     t0, started = time.monotonic(), time.time()
-    proc = subprocess.run(cmd, cwd=common.REPO, check=False)
+    proc = subprocess.run(cmd, cwd=results.REPO, check=False)
     seconds = time.monotonic() - t0
-    result_file = common.RESULTS_DIR / f"{name}.json"
+    result_file = results.RESULTS_DIR / f"{name}.json"
     targets: list[dict[str, Any]] = []
     fresh = result_file.is_file() and result_file.stat().st_mtime >= started - 1
     if fresh:
@@ -75,7 +78,7 @@ def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, A
 
 
 def run_skab() -> dict[str, Any] | None:
-    data = (common.REPO / SKAB_DATA).resolve()
+    data = (results.REPO / SKAB_DATA).resolve()
     script = HERE / "skab.py"
     if not data.is_dir() or not script.is_file():
         print(f"\n=== skab: skipped ({data} or {script.name} not found)", flush=True)
@@ -83,12 +86,12 @@ def run_skab() -> dict[str, Any] | None:
     cmd = [sys.executable, str(script), "--data", str(SKAB_DATA)]
     print(f"\n=== skab: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=common.REPO, check=False)
+    proc = subprocess.run(cmd, cwd=results.REPO, check=False)
     return {
         "name": "skab",
         "exit_code": proc.returncode,
         "seconds": time.monotonic() - t0,
-        "result_file": str(common.RESULTS_DIR / "skab.json"),
+        "result_file": str(results.RESULTS_DIR / "skab.json"),
         "targets": [],
     }
 
@@ -112,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     t0 = time.monotonic()
-    models = common.resolve_models(args.models)
-    common.native_models(models)  # Keras/sklearn twins: built once, before anything is timed
+    models = model_sets.resolve_models(args.models)
+    seed_models.native_models(models)  # Keras/sklearn twins: built once, before anything is timed
     print(f"model set: {models}", flush=True)
     runs = [run_one(name, extra, models, args.pin) for name, extra in plan(args)]
     if args.skab and not args.only:
@@ -128,17 +131,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([r["name"], f"FAILED (exit {r['exit_code']})", "-", None])
         for t in r["targets"]:
             rows.append([r["name"], t["figure"], t["target"], t["met"], t["value"]])
-    common.print_table(
+    results.print_table(
         ["benchmark", "figure", "target", "met", "value"],
         [row + [None] * (5 - len(row)) for row in rows],
         f"Summary ({total / 60:.1f} min; 'NO' = missed, '-' = not measured)",
     )
-    common.print_table(
+    results.print_table(
         ["benchmark", "seconds", "exit"],
         [[r["name"], r["seconds"], r["exit_code"]] for r in runs],
         "Durations",
     )
-    path = common.write_result(
+    path = results.write_result(
         "summary", {"models": str(models), "total_seconds": total, "runs": runs}
     )
     print(f"\nwrote {path}")

@@ -26,10 +26,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
 import end_to_end
 import loadgen
+import model_sets
+import procstat
+import results
+
+from harness.broker import MosquittoBroker
+from harness.net import free_port
+from harness.process import pin_to_cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,20 +44,20 @@ HERE = Path(__file__).resolve().parent
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pin:
         os.environ["EDGE_BENCH_PIN"] = "1"
-    models = common.resolve_models(args.models, tiny=args.tiny)
+    models = model_sets.resolve_models(args.models, tiny=args.tiny)
     seconds = args.minutes * 60.0
     plan = loadgen.Plan(args.units, args.rate, args.mode)
     fault_units = min(args.fault_units, args.units)
-    agent_cpus, other_cpus = common.cpu_split()
+    agent_cpus, other_cpus = procstat.cpu_split()
     samples: list[dict[str, Any]] = []
     restarts: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="edge-bench-soak-") as tmp:
         work = Path(tmp)
-        broker = common.make_broker(work / "broker")
+        broker = MosquittoBroker(work / "broker")
         broker.start()
-        common.pin_to_cpu(broker.pid, other_cpus)
+        pin_to_cpu(broker.pid, other_cpus)
         try:
-            metrics_port = common.free_port()
+            metrics_port = free_port()
             opts = end_to_end.AgentOptions(
                 models,
                 plan.step_seconds,
@@ -59,23 +66,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # the soak counts alert delivery, not the flood guard's arithmetic
                 extra={"alarm.flood_max": 100000},
             )
-            cfg = end_to_end.write_agent_config(
+            cfg = end_to_end.bench_agent_config(
                 work, broker.port, metrics_port, opts, client_id="soak-agent"
             )
-            agent = end_to_end.AgentProcess(
-                cfg, work / "agent.log", metrics_port, agent_cpus
-            ).start()
+            agent = end_to_end.start_agent(work / "agent", cfg, agent_cpus)
             counter = end_to_end.OutputCounter(plan)
             sub = end_to_end.subscribe(
                 broker.port, counter, client_id="soak-subscriber", scores=False
             )
-            gen = common.start_loadgen(
+            gen = loadgen.start_loadgen(
                 broker.port, units=args.units, mode=args.mode, rate=args.rate,
                 duration=seconds, summary=work / "loadgen.json", cpus=other_cpus,
                 fault_units=fault_units, fault_every=args.fault_every, fault_len=args.fault_len,
             )  # fmt: skip
             t0 = time.monotonic()
-            cpu = common.CpuMeter(agent.pid)
+            cpu = procstat.CpuMeter(agent.pid)
             cpu.start()
             restart_at = seconds / 2 if not args.no_restart else None
             next_sample = 0.0
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if restart_at is not None and now >= restart_at:
                     r0 = time.monotonic()
                     broker.restart()
-                    common.pin_to_cpu(broker.pid, other_cpus)
+                    pin_to_cpu(broker.pid, other_cpus)
                     restarts.append({"at_s": now, "down_s": time.monotonic() - r0})
                     print(f"  broker restarted at {now:.0f}s", flush=True)
                     restart_at = None
@@ -92,8 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     samples.append(
                         {
                             "t": round(now, 1),
-                            "rss_mb": common.proc_rss_mb(agent.pid),
-                            "fds": common.proc_fd_count(agent.pid),
+                            "rss_mb": procstat.proc_rss_mb(agent.pid),
+                            "fds": procstat.proc_fd_count(agent.pid),
                         }
                     )
                     next_sample += args.sample_every
@@ -101,9 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu_percent = cpu.stop()
             # Let the outbox deliver what is pending, then compare.
             deadline = time.monotonic() + 30
-            m = agent.metrics()
+            m = agent.scrape()
             while time.monotonic() < deadline:
-                m = agent.metrics()
+                m = agent.scrape()
                 with counter.lock:
                     got = len(counter.raised)
                 if m.value("edge_agent_outbox_depth") == 0 and got >= m.value(
@@ -112,12 +117,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 time.sleep(0.5)
             time.sleep(1.0)
-            m = agent.metrics()
+            m = agent.scrape()
             samples.append(
                 {
                     "t": round(time.monotonic() - t0, 1),
-                    "rss_mb": common.proc_rss_mb(agent.pid),
-                    "fds": common.proc_fd_count(agent.pid),
+                    "rss_mb": procstat.proc_rss_mb(agent.pid),
+                    "fds": procstat.proc_fd_count(agent.pid),
                 }
             )
             sub.close()
@@ -175,14 +180,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "agent_errors": errors,
     }
     targets = [
-        common.target("alerts lost", lost, "<=", 0),
-        common.target("RSS growth after warm-up (MB)", rss_growth, "<=", 5, "MB"),
-        common.target("file descriptor growth", fd_growth, "<=", 0),
+        results.target("alerts lost", lost, "<=", 0),
+        results.target("RSS growth after warm-up (MB)", rss_growth, "<=", 5, "MB"),
+        results.target("file descriptor growth", fd_growth, "<=", 0),
     ]
     if raised_total == 0:
-        targets[0] = common.Target("alerts lost", None, "<= 0 (no alert was raised)", None)
+        targets[0] = results.Target("alerts lost", None, "<= 0 (no alert was raised)", None)
     result["targets"] = [t.to_dict() for t in targets]
-    common.print_table(
+    results.print_table(
         ["figure", "value"],
         [
             [
@@ -201,13 +206,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         f"Soak: {args.minutes:g} min at {args.rate:g} msgs/s",
     )
-    common.print_table(
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
     )
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 

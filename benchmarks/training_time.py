@@ -19,14 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
+import model_sets
+import results
 
-TRAINING_CONFIG = common.REPO / "config" / "training.yaml"
+TRAINING_CONFIG = results.REPO / "config" / "training.yaml"
 
 
 def recorded(models: Path) -> dict[str, Any]:
-    man = common.load_manifest_dict(models)
+    man = model_sets.load_manifest_dict(models)
     metrics = man.get("metrics", {})
     train = metrics.get("train_seconds", {})
     lstm = man["models"].get("lstm_ae", {}).get("params", {})
@@ -119,7 +121,7 @@ def rerun_iforest() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     models = None
     if not (args.rerun or args.rerun_iforest):
-        models = common.resolve_models(args.models, tiny=args.tiny)
+        models = model_sets.resolve_models(args.models, tiny=args.tiny)
         fig = recorded(models)
     elif args.rerun:
         with tempfile.TemporaryDirectory(prefix="edge-bench-train-") as tmp:
@@ -128,10 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fig = rerun_iforest()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     targets = [
-        common.target("IF training (s)", fig.get("iforest_seconds"), "<=", 30, "s"),
-        common.target("LSTM training (s)", fig.get("lstm_ae_seconds"), "<=", 300, "s"),
+        results.target("IF training (s)", fig.get("iforest_seconds"), "<=", 30, "s"),
+        results.target("LSTM training (s)", fig.get("lstm_ae_seconds"), "<=", 300, "s"),
     ]
-    common.print_table(
+    results.print_table(
         ["figure", "seconds"],
         [
             ["Isolation Forest fit", fig.get("iforest_seconds")],
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         f"Training time ({fig['source']}; machine has {cores} cores)",
     )
-    common.print_table(
+    results.print_table(
         ["figure", "value", "target", "met"],
         [[t.figure, t.value, t.target, t.met] for t in targets],
         "Targets",
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "note": "targets are for 2 cores; the figures were taken on this machine",
     }
     if not args.no_write:
-        print(f"\nwrote {common.write_result(args.name, result)}")
+        print(f"\nwrote {results.write_result(args.name, result)}")
     return result
 
 

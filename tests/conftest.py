@@ -1,4 +1,4 @@
-"""Shared fixtures. Broker fixtures start real Mosquitto processes (see tests/mosquitto.py)."""
+"""Shared fixtures. Broker fixtures start real Mosquitto processes (see harness/broker.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mosquitto import MosquittoBroker, Pki, make_pki
+
+from harness.broker import MosquittoBroker
+from harness.pki import Pki, make_pki
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from mosquitto import HOST, free_port, port_open
+from harness.net import HOST, free_port, port_open
 
 USER = "console"
 

@@ -28,22 +28,16 @@ import numpy as np
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from agent_process import (
-    PLANT,
-    REPO,
-    SENSORS,
-    AgentProcess,
-    Message,
-    MqttClient,
-    agent_config,
-    simulated_steps,
-)
 from handmade_models import build_model_set, normal_series
-from mosquitto import MosquittoBroker
 
 from edge_agent.pipeline.alerts import SEVERITIES, alert_json_schema, rfc3339, scores_json_schema
 from edge_agent.pipeline.manifest import MANIFEST_NAME
 from edge_agent.tools.simulator import FaultEvent
+from harness import REPO
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.mqtt_client import Message, MqttClient
+from harness.telemetry import PLANT, SENSORS, simulated_steps
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,12 @@ import numpy as np
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from agent_process import PLANT, SENSORS, AgentProcess, agent_config
 from handmade_models import build_model_set, normal_series
-from mosquitto import HOST, MosquittoBroker
+
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.net import HOST
+from harness.telemetry import PLANT, SENSORS
 
 pytestmark = pytest.mark.slow
 
@@ -483,8 +486,9 @@ def test_shipped_acl_lets_only_the_console_user_command_alarms(
 ) -> None:
     """config/mosquitto.conf as shipped (users, ACL example): the agent runs under its user;
     the console user can acknowledge; the agent's own credentials and anonymous clients cannot."""
-    from mosquitto import free_port
     from test_mosquitto_conf import SAMPLE, USERS, adapt, broker
+
+    from harness.net import free_port
 
     port = free_port()
     conf = adapt(SAMPLE.read_text(encoding="utf-8"), tmp_path / "broker", port)

@@ -1,6 +1,6 @@
 """Smoke tests of benchmarks/: each script's smallest mode runs for real, so none can rot.
 
-They use a TensorFlow-free tiny model set (benchmarks/common.py) and real Mosquitto brokers;
+They use a TensorFlow-free tiny model set (benchmarks/model_sets.py) and real Mosquitto brokers;
 they check that the measurements add up (what was sent was received, what the agent scored
 reached the subscriber), not how fast this machine is. The Keras half of the seed-design
 baseline is left to `make bench` (importing TensorFlow alone would take this file's budget).
@@ -19,24 +19,22 @@ sys.path.insert(0, str(BENCH))
 
 import baseline  # noqa: E402
 import baseline_agent  # noqa: E402
-import common  # noqa: E402
 import end_to_end  # noqa: E402
 import footprint  # noqa: E402
 import inference  # noqa: E402
 import ingest_ceiling  # noqa: E402
 import loadgen  # noqa: E402
+import model_sets  # noqa: E402
 import run_all  # noqa: E402
 import soak  # noqa: E402
 import training_time  # noqa: E402
-
-from edge_agent.metrics import Metrics  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return common.build_tiny_model_set(tmp_path_factory.mktemp("bench-models"), trees=10)
+    return model_sets.build_tiny_model_set(tmp_path_factory.mktemp("bench-models"), trees=10)
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +74,6 @@ def test_loadgen_schedule_lands_in_the_right_steps() -> None:
             assert k * plan.step_seconds <= t < (k + 1) * plan.step_seconds
             # the agent's scores carry the step start truncated to milliseconds
             assert loadgen.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
-    packet = loadgen.publish_packet(b"a/b", b"xy")
-    assert packet == b"\x30\x07\x00\x03a/bxy"
 
 
 def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path: Path) -> None:
@@ -88,22 +84,6 @@ def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path
     assert r.scores_with_score >= r.steps_scored, r.why_not
     assert r.agent_ready_seconds is not None and r.agent_rss_mb is not None
     assert r.agent_errors == []
-
-
-def test_metrics_parsing_matches_prometheus_client() -> None:
-    from prometheus_client import generate_latest
-
-    m = Metrics()
-    m.messages_received.inc(7)
-    m.messages_rejected.labels("bad_json").inc(2)
-    for v in (0.004, 0.004, 0.015, 0.3):
-        m.reading_to_score_seconds.observe(v)
-    snap = common.MetricsSnapshot.parse(generate_latest(m.registry).decode())
-    assert snap.value("edge_agent_messages_received") == 7
-    assert snap.by_label("edge_agent_messages_rejected", "reason") == {"bad_json": 2}
-    h = snap.histogram("edge_agent_reading_to_score_seconds")
-    assert h.count == 4
-    assert h.quantile(0.5) == 0.005 and h.quantile(0.99) == 0.5 and h.max_bound() == 0.5
 
 
 def test_footprint_closure_and_training_time(tiny_models: Path) -> None:

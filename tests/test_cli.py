@@ -21,12 +21,15 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_process import REPO, SENSORS, MqttClient
 from handmade_models import build_model_set
-from mosquitto import MosquittoBroker, free_port
 
 from edge_agent.cli import build_parser, main
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+from harness import REPO
+from harness.broker import MosquittoBroker
+from harness.mqtt_client import MqttClient
+from harness.net import free_port
+from harness.telemetry import SENSORS
 
 SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo"}
 SHIPPED_MODELS = REPO / "models"

@@ -12,7 +12,6 @@ change to ``ack_active``. Screenshots of every page are written to
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +23,17 @@ import pytest
 pytest.importorskip("nicegui")
 pytest.importorskip("selenium")
 
-from agent_process import REPO, AgentProcess, MqttClient, agent_config, telemetry_payload
-from console_process import PASSWORD, ConsoleProcess, console_config
 from handmade_models import build_model_set, normal_series
-from mosquitto import MosquittoBroker
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+
+from harness import REPO
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.browser import chrome, wait_until
+from harness.console import PASSWORD, ConsoleProcess, console_config
+from harness.mqtt_client import MqttClient
+from harness.telemetry import telemetry_payload
 
 pytestmark = pytest.mark.slow
 
@@ -41,39 +44,6 @@ STEPS_PER_SECOND = 10.0
 ARTIFACTS = Path(
     os.environ.get("EDGE_CONSOLE_TEST_ARTIFACTS", REPO / "runs/test-artifacts/console")
 )
-
-
-def chrome() -> WebDriver:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver")
-    if browser is None or driver_bin is None:
-        raise RuntimeError(
-            "headless Chromium is needed: apt-get install chromium chromium-driver "
-            "(`make test` installs them)"
-        )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--disable-dev-shm-usage",
-                # A control-room screen is visible: no throttling of a "hidden" headless page.
-                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                "--disable-backgrounding-occluded-windows"):  # fmt: skip
-        opts.add_argument(arg)
-    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(driver_bin))
-
-
-def wait_until(what: str, cond: object, timeout: float = 20.0, every: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()  # type: ignore[operator]
-            if value:
-                return value
-        except Exception as exc:  # stale or missing elements while the page updates
-            last_error = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} ({last_error!r})")
 
 
 def attr(driver: WebDriver, testid: str, name: str) -> str | None:

@@ -14,9 +14,10 @@ import pytest
 
 pytest.importorskip("nicegui")
 
-from agent_process import REPO
 from handmade_models import build_model_set
-from mosquitto import free_port, port_open
+
+from harness import REPO
+from harness.net import free_port, port_open
 
 pytestmark = pytest.mark.slow
 

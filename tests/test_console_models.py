@@ -9,9 +9,8 @@ import pytest
 
 pytest.importorskip("nicegui")
 
-from agent_process import REPO
-
 from edge_console.web.models_page import find_manifests, trace_text
+from harness import REPO
 
 
 def test_manifests_by_version(tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from agent_process import MqttClient
-from mosquitto import MosquittoBroker
 
 from edge_agent.config import ConfigError
 from edge_console.commands import CommandError, build_command, send_command
@@ -18,6 +16,8 @@ from edge_console.config import ConsoleSettings, load_console_settings
 from edge_console.state import LiveState
 from edge_console.subscriber import Subscriber
 from edge_console.topics import TopicMap
+from harness.broker import MosquittoBroker
+from harness.mqtt_client import MqttClient
 
 
 def settings(port: int, **extra: Any) -> ConsoleSettings:
@@ -273,7 +273,7 @@ def test_readings_feed_the_sensor_trends_one_point_per_second() -> None:
 
 
 def test_shipped_console_config_is_valid_and_documents_every_key() -> None:
-    from agent_process import REPO
+    from harness import REPO
 
     path = REPO / "config" / "console.yaml"
     s = load_console_settings(path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tomllib
 
-from agent_process import REPO
+from harness import REPO
 
 CONSOLE_ONLY = ("edge_console", "nicegui", "sqlalchemy", "psycopg", "pwdlib", "fastapi")
 

@@ -15,11 +15,10 @@ import pytest
 
 pytest.importorskip("nicegui")
 
-from agent_process import REPO
-from console_process import PASSWORD, ConsoleProcess, console_config
-from mosquitto import MosquittoBroker
-
 from edge_console.training import progress_of, sniff_csv, training_available
+from harness import REPO
+from harness.broker import MosquittoBroker
+from harness.console import PASSWORD, ConsoleProcess, console_config
 
 SIM_HEADER = (
     "timestamp,steam_temperature,steam_pressure,feedwater_flow,turbine_vibration,load,"
@@ -69,7 +68,9 @@ def test_progress_lines() -> None:
 def test_train_from_the_browser(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from test_console_browser import ARTIFACTS, chrome, wait_until
+    from test_console_browser import ARTIFACTS
+
+    from harness.browser import chrome, wait_until
 
     data = tmp_path / "plant.csv"
     subprocess.run(

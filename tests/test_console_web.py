@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("nicegui")
 
-from agent_process import MqttClient
-from console_process import PASSWORD, Browserless, ConsoleProcess, console_config
-from mosquitto import MosquittoBroker
+from harness.broker import MosquittoBroker
+from harness.console import PASSWORD, Browserless, ConsoleProcess, console_config
+from harness.mqtt_client import MqttClient
 
 pytestmark = pytest.mark.slow
 

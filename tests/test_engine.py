@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from edge_agent.config import AgentSettings, ConfigError
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.alerts import Alert, alert_json_schema, scores_json_schema
+from edge_agent.pipeline.alerts import Alert, alert_json_schema, rfc3339, scores_json_schema
 from edge_agent.pipeline.engine import Engine, StepOutcome
 from edge_agent.pipeline.manifest import ManifestError
 from edge_agent.pipeline.scoring import ModelSet
@@ -384,7 +384,7 @@ def test_per_sensor_messages_give_the_same_scores_as_telemetry(model_set: ModelS
     plant = Plant(e)
     for i, row in enumerate(series):
         ts = T0 + i
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+        stamp = rfc3339(ts, "seconds")
         for name, value in reversed(list(zip(NAMES, row.tolist(), strict=True))):
             payload = orjson.dumps({"ts": stamp, "value": value})
             e.handle_message(f"plant/plant1/u1/sensors/{name}", payload, ts + 0.2)

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from agent_process import PLANT, AgentProcess, MqttClient, agent_config, telemetry_payload
 from handmade_models import build_model_set, normal_series
 
 from edge_agent.config import AgentSettings
@@ -19,6 +18,9 @@ from edge_agent.pipeline.engine import Engine
 from edge_agent.pipeline.lost_data import MAX_KEYS, LostDataWarnings
 from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+from harness.agent import AgentProcess, agent_config
+from harness.mqtt_client import MqttClient
+from harness.telemetry import PLANT, telemetry_payload
 
 NAMES = [s.name for s in THERMAL_UNIT_SENSORS]
 T0 = 1_795_946_400.0

@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_process import SENSORS, AgentProcess, agent_config, deep_merge
 from handmade_models import build_model_set, normal_series
-from mosquitto import MosquittoBroker, free_port
 from test_reliability import TELEMETRY, snapshot
 
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+from harness.agent import AgentProcess, agent_config, deep_merge
+from harness.broker import MosquittoBroker
+from harness.net import free_port
+from harness.telemetry import SENSORS
 
 pytestmark = pytest.mark.slow
 
@@ -313,7 +315,7 @@ def test_bad_model_sets_are_refused_at_start(tmp_path: Path) -> None:
 
 
 def publish_steps(port: int, start: int, n: int, seed: int) -> None:
-    from agent_process import MqttClient
+    from harness.mqtt_client import MqttClient
 
     client = MqttClient(port, f"plant-{seed}")
     try:

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from mosquitto import Pki, free_port, mosquitto_binary, port_open
+
+from harness.broker import mosquitto_binary
+from harness.net import free_port, port_open
+from harness.pki import Pki
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "config" / "mosquitto.conf"

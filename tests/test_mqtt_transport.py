@@ -1,4 +1,4 @@
-"""The agent's MQTT link against real Mosquitto brokers (tests/mosquitto.py starts them)."""
+"""The agent's MQTT link against real Mosquitto brokers (harness/broker.py starts them)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 import aiomqtt
 import pytest
 import structlog
-from mosquitto import MosquittoBroker, Pki, free_port
 from structlog.testing import LogCapture
 
 from edge_agent.config import AgentSettings
@@ -34,6 +33,9 @@ from edge_agent.daemon.mqtt import (
     subscription_topics,
 )
 from edge_agent.metrics import Metrics
+from harness.broker import MosquittoBroker
+from harness.net import free_port
+from harness.pki import Pki
 
 PROTOCOLS = ["5", "3.1.1"]
 REPO = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_process import AgentProcess, agent_config
 from handmade_models import build_model_set
-from mosquitto import HOST, free_port
 
 from edge_agent.config import load_settings
 from edge_agent.daemon.mqtt import RETRY_LOG_EVERY_SECONDS, retry_log_due
+from harness.agent import AgentProcess, agent_config
+from harness.net import HOST, free_port
 
 
 def write(path: Path, doc: dict[str, Any]) -> Path:

@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_process import PLANT, AgentProcess, MqttClient, agent_config, telemetry_payload
 from handmade_models import build_model_set, normal_series
-from mosquitto import HOST, free_port
 
 from edge_agent.metrics import Metrics
+from harness.agent import AgentProcess, agent_config
+from harness.mqtt_client import MqttClient
+from harness.net import HOST, free_port
+from harness.telemetry import PLANT, telemetry_payload
 
 REPO = Path(__file__).resolve().parents[1]
 PROM_DIR = REPO / "config" / "prometheus"

@@ -1,7 +1,7 @@
 """Faults the agent meets in months unattended, with real Mosquitto and the real agent process.
 
-Each test runs ``python -m edge_agent run`` (tests/agent_process.py) against brokers started
-by tests/mosquitto.py and kills, restarts, starves or floods them for real.
+Each test runs ``python -m edge_agent run`` (harness/agent.py) against brokers started
+by harness/broker.py and kills, restarts, starves or floods them for real.
 
 How alerts come to be raised *while the broker is down*: readings can only arrive over MQTT,
 so the scenario (:func:`publish_outage_burst`) delivers every reading before the broker dies
@@ -33,12 +33,17 @@ import numpy as np
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from agent_process import PLANT, SENSORS, AgentProcess, MqttClient, agent_config
 from handmade_models import build_model_set, normal_series
-from mosquitto import HOST, MosquittoBroker, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from tmpfs import tmpfs
+
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.mqtt_client import MqttClient
+from harness.net import HOST, free_port
+from harness.raw_mqtt import publish_packet, raw_connect, subscribe_packet
+from harness.telemetry import PLANT, SENSORS
 
 pytestmark = pytest.mark.slow
 
@@ -620,43 +625,12 @@ def test_read_only_state_dir_degrades_then_recovers(
 # -- flood -----------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(b: bytes) -> bytes:
-    return len(b).to_bytes(2, "big") + b
-
-
-def raw_mqtt_connect(port: int, client_id: str, rcvbuf: int | None = None) -> socket.socket:
-    """An MQTT 3.1.1 connection on a bare socket: the test controls every byte and every
-    read (paho would read and acknowledge behind our back)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect((HOST, port))
-    body = _str(b"MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _str(client_id.encode())
-    sock.sendall(b"\x10" + _varint(len(body)) + body)
-    assert sock.recv(4)[:2] == b"\x20\x02", "no CONNACK"
-    return sock
-
-
-def raw_publish(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """A QoS 1 PUBLISH packet."""
-    body = _str(topic.encode()) + packet_id.to_bytes(2, "big") + payload
-    return b"\x32" + _varint(len(body)) + body
-
-
 def slow_subscriber(port: int, topics: Sequence[str]) -> socket.socket:
     """Subscribes at QoS 1 with a 4 kB receive buffer, then never reads again."""
-    sock = raw_mqtt_connect(port, "slow-consumer", rcvbuf=4096)
-    body = (1).to_bytes(2, "big") + b"".join(_str(t.encode()) + b"\x01" for t in topics)
-    sock.sendall(b"\x82" + _varint(len(body)) + body)
+    sock = raw_connect(
+        port, "slow-consumer", sockopts=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    )
+    sock.sendall(subscribe_packet((t, 1) for t in topics))
     assert sock.recv(2 + 2 + len(topics))[:1] == b"\x90", "no SUBACK"
     return sock
 
@@ -690,11 +664,11 @@ def flood_messages(t0: int) -> tuple[list[bytes], int]:
         for unit in FLOOD_UNITS:
             pid = pid % 65535 + 1
             body = orjson.dumps({"ts": t0 + k, "values": values, "pad": pad})
-            packets.append(raw_publish(f"plant/{PLANT}/{unit}/telemetry", body, pid))
+            packets.append(publish_packet(f"plant/{PLANT}/{unit}/telemetry".encode(), body, 1, pid))
         if k % 4 == 0:
             pid = pid % 65535 + 1
             junk = b"[" * 70_000 if k % 8 == 0 else b'{"values": {"load": 1,'
-            packets.append(raw_publish(TELEMETRY, junk, pid))
+            packets.append(publish_packet(TELEMETRY.encode(), junk, 1, pid))
     return packets, sum(map(len, packets))
 
 
@@ -731,7 +705,7 @@ def test_reading_flood_with_a_slow_subscriber_keeps_memory_bounded_and_counts_ev
         sent_before = agent.metric("messages_received")
 
         packets, size = flood_messages(int(time.time()) - FLOOD_STEPS - 10)
-        flooder = raw_mqtt_connect(broker.port, "flooder")
+        flooder = raw_connect(broker.port, "flooder")
         peak = baseline
         t0 = time.monotonic()
         with contextlib.closing(flooder):

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_process import AgentProcess, agent_config
 from handmade_models import build_model_set
-from mosquitto import MosquittoBroker, free_port
+
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.net import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The agent on a locked-down broker, as the real process: TLS, passwords, an ACL, secrets.
 
-Mosquitto here runs TLS only (certificates made by the test, tests/mosquitto.py), with a
+Mosquitto here runs TLS only (certificates made by the test, harness/pki.py), with a
 password file and an ACL that lets the agent read its plant's sensor topics and write only
 its alert, score and status topics. Every log line of the agent is checked for the password,
 at DEBUG level (paho's and aiomqtt's own debug output included).
@@ -19,8 +19,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from agent_process import PLANT, SENSORS, AgentProcess, agent_config
-from mosquitto import HOST, MosquittoBroker, Pki
 from test_reliability import (
     BREACH,
     LIMITS,
@@ -34,6 +32,11 @@ from test_reliability import (
 )
 
 from edge_agent.config import MetricsSettings
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.net import HOST
+from harness.pki import Pki
+from harness.telemetry import PLANT, SENSORS
 
 pytestmark = pytest.mark.slow
 

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_process import PLANT, AgentProcess, MqttClient, agent_config
 from handmade_models import build_model_set
-from mosquitto import MosquittoBroker
 
 from edge_agent.config import AgentSettings
 from edge_agent.daemon.mqtt import status_payload
 from edge_agent.pipeline.manifest import MANIFEST_NAME, load_manifest
 from edge_agent.tools.plants import find_plant
+from harness.agent import AgentProcess, agent_config
+from harness.broker import MosquittoBroker
+from harness.mqtt_client import MqttClient
+from harness.telemetry import PLANT
 
 pytestmark = pytest.mark.slow
 RUN_ID = "0123456789abcdef0123456789abcdef"

@@ -41,7 +41,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from typing import Any, Literal
@@ -57,6 +56,7 @@ from structlog.typing import FilteringBoundLogger
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, TlsSettings
 from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alerts import rfc3339
 from edge_agent.pipeline.lost_data import LostDataWarnings
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
@@ -107,7 +107,7 @@ def status_payload(
         "state": state,
         "agent_id": settings.agent_id,
         "plant": settings.plant,
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": rfc3339(time.time()),
         "versions": {
             "edge_agent": __version__,
             "model_set": model_set_version,

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from edge_agent.daemon.server import Server
 from edge_agent.logging_setup import configure_logging
 from edge_agent.metrics import Metrics
 from edge_agent.tools.plants import Plant, find_plant, unit_design
+from edge_agent.tools.ports import free_port
 from edge_agent.tools.publisher import (
     SimulationPlan,
     parse_broker_url,
@@ -76,18 +76,6 @@ def demo_plan(
 DEFAULT_BROKER_PORT = 1883
 #: The checkout this package runs from (an editable install), whose models/ the demo uses.
 CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def _free_port(preferred: int = 0) -> int:
-    """``preferred`` if it can be bound on loopback now, else any free port."""
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port on 127.0.0.1")
 
 
 def default_models_dir() -> Path:
@@ -292,7 +280,7 @@ async def _demo(args: argparse.Namespace) -> int:
         from amqtt.broker import Broker
 
         host, protocol = "127.0.0.1", "3.1.1"
-        port = args.port if args.port is not None else _free_port(DEFAULT_BROKER_PORT)
+        port = args.port if args.port is not None else free_port(DEFAULT_BROKER_PORT)
         broker = Broker(
             {
                 "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -335,7 +323,7 @@ async def _demo(args: argparse.Namespace) -> int:
         )
         await asyncio.wait_for(printer_ready.wait(), 10)
         if args.console:
-            web_port = _free_port(args.console_port)
+            web_port = free_port(args.console_port)
             console = _start_console(host, port, protocol, settings.plant, args.models, web_port)
             if console is not None and not await _console_ready(console, web_port, 30.0):
                 print("warning: the console did not come up; the demo goes on", flush=True)

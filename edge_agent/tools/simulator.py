@@ -33,12 +33,12 @@ import csv
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.pipeline.alerts import rfc3339
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
 from edge_agent.tools.faults import (
     FAULT_KINDS,
@@ -114,12 +114,7 @@ class SimulationResult:
                 kinds,
                 strict=True,
             ):
-                writer.writerow([iso_utc(ts), *row, label, kind])
-
-
-def iso_utc(ts: float) -> str:
-    """Unix seconds as ISO 8601 UTC with milliseconds and a Z, e.g. 2026-01-01T00:00:00.000Z."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                writer.writerow([rfc3339(ts), *row, label, kind])
 
 
 class ThermalUnitSimulator:
@@ -418,7 +413,6 @@ __all__: list[str] = [
     "ThermalUnitSimulator",
     "generate_dataset",
     "generate_fleet",
-    "iso_utc",
     "random_fault_schedule",
     "settled_run",
 ]

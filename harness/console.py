@@ -1,4 +1,4 @@
-"""`edge-console run` as a subprocess, and an HTTP client with a cookie jar."""
+"""`edge-console run` as a subprocess, and an HTTP client with a cookie jar (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mosquitto import HOST, free_port
 
 from edge_console.web.auth import hash_password
+from harness.broker import client_config
+from harness.net import HOST, free_port
+from harness.process import stop_process
 
 PASSWORD = "correct horse battery"
 
@@ -28,13 +30,7 @@ def console_config(workdir: Path, broker_port: int, **extra: Any) -> dict[str, A
         "console_id": "test",
         "plants": ["p1"],
         "state_dir": str(workdir / "state"),
-        "mqtt": {
-            "host": HOST,
-            "port": broker_port,
-            "keepalive": 5,
-            "reconnect_min_seconds": 0.2,
-            "reconnect_max_seconds": 1.0,
-        },
+        "mqtt": client_config(broker_port),
         "web": {"port": free_port(), "session_secret": "test-secret-0123456789"},
         "users": [{"name": "alice", "password_hash": hash_password(PASSWORD)}],
         "logging": {"level": "INFO", "format": "json"},
@@ -91,13 +87,8 @@ class ConsoleProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
 
 
 class Browserless:

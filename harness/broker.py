@@ -1,31 +1,32 @@
-"""Real Mosquitto brokers for the tests, each on its own free port in its own directory.
+"""Real Mosquitto brokers, each on its own free port in its own directory.
 
-Integration tests talk to the broker the agent will meet in a plant, not to a fake: a
-:class:`MosquittoBroker` writes a config file, starts ``mosquitto -c`` and waits until the
-port accepts connections. Persistence is on, so :meth:`MosquittoBroker.restart` keeps
+Integration tests and benchmarks talk to the broker the agent will meet in a plant, not to a
+fake: a :class:`MosquittoBroker` writes a config file, starts ``mosquitto -c`` and waits until
+the port accepts connections. Persistence is on, so :meth:`MosquittoBroker.restart` keeps
 sessions, subscriptions and queued QoS 1 messages. Mosquitto writes its database on a clean
 shutdown (SIGTERM, :meth:`stop`) and every ``autosave_interval`` seconds; after
 :meth:`kill` (SIGKILL) whatever changed since the last autosave (1 s by default) is lost,
-as it would be after a power cut.
-
-:func:`make_pki` creates a throw-away CA, server and client certificates with the
-``openssl`` command-line tool (the ``cryptography`` package is not a dependency).
+as it would be after a power cut. TLS certificates for it: :mod:`harness.pki`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-HOST = "127.0.0.1"
+from harness.net import HOST, free_port, port_open
+from harness.pki import Pki
+from harness.process import pin_to_cpu
+
 _START_TIMEOUT_S = 10.0
 
 
@@ -44,97 +45,6 @@ def mosquitto_binary() -> str:
             "(`make test` installs it)"
         )
     return found
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the broker retries if someone takes it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False
-
-
-@dataclass(frozen=True)
-class Pki:
-    """Certificates for TLS tests; ``other_ca_cert`` signed nothing the broker uses."""
-
-    ca_cert: Path
-    ca_key: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca_cert: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError(
-            "the openssl command is needed for the TLS tests: apt-get install openssl"
-        )
-    proc = subprocess.run(
-        [openssl, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=30
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
-
-
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
-    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key.name, cwd=directory)
-    _openssl(
-        "req", "-x509", "-new", "-key", key.name, "-sha256", "-days", "2",
-        "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-out", cert.name, cwd=directory,
-    )  # fmt: skip
-    return cert, key
-
-
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
-    key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
-    ext_file = directory / f"{name}.ext"
-    ext_file.write_text(ext, encoding="utf-8")
-    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key.name, cwd=directory)
-    _openssl(
-        "req", "-new", "-key", key.name, "-subj", f"/CN={name}", "-out", csr.name, cwd=directory
-    )
-    _openssl(
-        "x509", "-req", "-in", csr.name, "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-        "-CAcreateserial", "-days", "2", "-sha256", "-extfile", ext_file.name,
-        "-out", cert.name, cwd=directory,
-    )  # fmt: skip
-    return cert, key
-
-
-def make_pki(directory: Path) -> Pki:
-    """CA + server cert (SAN 127.0.0.1 and localhost) + client cert, and an unrelated CA."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca = _ca(directory, "test-ca")
-    server = _leaf(
-        directory,
-        "server",
-        ca,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    client = _leaf(directory, "edge-agent-client", ca, "extendedKeyUsage=clientAuth\n")
-    other_ca = _ca(directory, "other-ca")
-    return Pki(
-        ca_cert=ca[0],
-        ca_key=ca[1],
-        server_cert=server[0],
-        server_key=server[1],
-        client_cert=client[0],
-        client_key=client[1],
-        other_ca_cert=other_ca[0],
-    )
 
 
 class MosquittoBroker:
@@ -345,3 +255,44 @@ class MosquittoBroker:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"MosquittoBroker({self.host}:{self.port}, {state}, tls={self.tls is not None})"
+
+
+def client_config(port: int, host: str = HOST) -> dict[str, Any]:
+    """The ``mqtt`` section of an agent or console config for a harness broker: short
+    keepalive and quick reconnects, so restarts and outages play out in seconds."""
+    return {
+        "host": host,
+        "port": port,
+        "keepalive": 5,
+        "reconnect_min_seconds": 0.2,
+        "reconnect_max_seconds": 1.0,
+    }
+
+
+@contextlib.contextmanager
+def running_broker(
+    workdir: Path, cpus: set[int] | None = None, **options: Any
+) -> Iterator[MosquittoBroker]:
+    """A started broker (pinned to ``cpus`` when given), killed on exit."""
+    broker = MosquittoBroker(workdir, **options)
+    broker.start()
+    if broker.pid is not None:
+        pin_to_cpu(broker.pid, cpus)
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+def mosquitto_version() -> str | None:
+    """The installed broker's version (``mosquitto -h``), None when it is not installed."""
+    try:
+        binary = mosquitto_binary()
+    except MosquittoMissing:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=5)
+        m = re.search(r"mosquitto version (\S+)", out.stdout + out.stderr)
+        if m:
+            return m.group(1)
+    return None
