@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
-    from edge_agent.daemon.server import load_model_set
+    from edge_agent.model_loading import load_model_set
     from edge_agent.pipeline.alarm_rules import suppression_problems
 
     try:
@@ -110,8 +110,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- replay
 def cmd_replay(args: argparse.Namespace) -> int:
-    from edge_agent.daemon.server import load_model_set
     from edge_agent.logging_setup import configure_logging
+    from edge_agent.model_loading import load_model_set
     from edge_agent.tools.replay import replay
 
     settings = _settings(args.config)
