@@ -493,7 +493,7 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
     return OutboxItem(
         id=int(row[0]),
         topic=str(row[1]),
-        payload=bytes(row[2]),
+        payload=_as_bytes(row[2]),
         qos=int(row[3]),
         created=float(row[4]),
         attempts=int(row[5]),
@@ -503,6 +503,10 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
             arrival=None if row[8] is None else float(row[8]),
         ),
     )
+
+
+def _as_bytes(value: object) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
 
 
 def _meta_row(meta: AlertMeta) -> tuple[str | None, str | None, float | None]:
@@ -523,7 +527,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT id, payload FROM outbox").fetchall()
         conn.executemany(
             "UPDATE outbox SET alert_id = ?, model_set_version = ?, arrival = ? WHERE id = ?",
-            [(*_meta_row(AlertMeta.from_payload(bytes(p))), int(i)) for i, p in rows],
+            [(*_meta_row(AlertMeta.from_payload(_as_bytes(p))), int(i)) for i, p in rows],
         )
     except BaseException:
         with suppress(sqlite3.Error):
