@@ -31,7 +31,7 @@ def _settings(path: Path | None) -> AgentSettings:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.daemon.server import Server
+    from edge_agent.daemon.server import Server, TaskCrashed
     from edge_agent.logging_setup import configure_logging
 
     settings = _settings(args.config)
@@ -55,7 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.install_signal_handlers()
         await server.serve()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TaskCrashed as exc:  # exit non-zero so systemd (Restart=on-failure) restarts us
+        return _fail([str(exc)])
     return 0
 
 

@@ -445,7 +445,9 @@ def test_reconfigure_keeps_windows_and_refuses_incompatible_sets(
         e.reconfigure(e.settings, ModelSet.load(build_model_set(tmp_path / "w", window=WINDOW + 1)))
     fewer = THERMAL_UNIT_SENSORS[:6]
     with pytest.raises(ManifestError, match="sensors"):
-        e.reconfigure(e.settings, ModelSet.load(build_model_set(tmp_path / "s", fewer, window=WINDOW)))
+        e.reconfigure(
+            e.settings, ModelSet.load(build_model_set(tmp_path / "s", fewer, window=WINDOW))
+        )
     assert e.model_set is other
 
 
