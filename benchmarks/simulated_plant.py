@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_agent.config import load_settings  # noqa: E402
-from edge_agent.daemon.server import load_model_set  # noqa: E402
+from edge_agent.model_loading import load_model_set  # noqa: E402
 from edge_agent.pipeline.ingest import parse_table_timestamp  # noqa: E402
 from edge_agent.tools.demo import DEMO_FAULTS  # noqa: E402
 from edge_agent.tools.publisher import parse_fault  # noqa: E402

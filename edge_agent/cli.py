@@ -31,7 +31,7 @@ def _settings(path: Path | None) -> AgentSettings:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.daemon.server import Server
+    from edge_agent.daemon.server import Server, TaskCrashed
     from edge_agent.logging_setup import configure_logging
 
     settings = _settings(args.config)
@@ -55,14 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.install_signal_handlers()
         await server.serve()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TaskCrashed as exc:  # exit non-zero so systemd (Restart=on-failure) restarts us
+        return _fail([str(exc)])
     return 0
 
 
 # ---------------------------------------------------------------------------- check
 def check_problems(settings: AgentSettings) -> tuple[list[str], str]:
     """Everything `check` verifies beyond the config schema; returns (problems, summary)."""
-    from edge_agent.daemon.server import load_model_set
+    from edge_agent.model_loading import load_model_set
     from edge_agent.pipeline.alarm_rules import suppression_problems
 
     try:
@@ -110,8 +113,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- replay
 def cmd_replay(args: argparse.Namespace) -> int:
-    from edge_agent.daemon.server import load_model_set
     from edge_agent.logging_setup import configure_logging
+    from edge_agent.model_loading import load_model_set
     from edge_agent.tools.replay import replay
 
     settings = _settings(args.config)

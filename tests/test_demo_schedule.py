@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from edge_agent.daemon.server import load_model_set
 from edge_agent.metrics import Metrics
+from edge_agent.model_loading import load_model_set
 from edge_agent.pipeline.engine import Engine
 from edge_agent.tools.demo import DEMO_FAULTS, demo_plan, demo_settings
 from edge_agent.tools.publisher import step_messages, unit_streams

@@ -426,7 +426,7 @@ def test_flood_guard_summarises_limit_alert_floods(model_set: ModelSet) -> None:
     ALERT_SCHEMA.validate(orjson.loads(summary.to_json()))
 
 
-def test_swap_model_set_keeps_windows_and_refuses_incompatible_sets(
+def test_reconfigure_keeps_windows_and_refuses_incompatible_sets(
     model_set: ModelSet, tmp_path: Path
 ) -> None:
     e, _ = engine(model_set)
@@ -435,17 +435,19 @@ def test_swap_model_set_keeps_windows_and_refuses_incompatible_sets(
     plant.stream(series[:40])
     other = ModelSet.load(build_model_set(tmp_path / "v2", window=WINDOW, lstm_threshold=1.7))
     assert other.version != model_set.version
-    e.swap_model_set(other)
+    e.reconfigure(e.settings, other)
     plant.stream(series[40:], t0=T0 + 40)
     assert plant.step(T0 + 40).scored  # the window carried over: no new warm-up
     assert plant.step(T0 + 40).models["lstm_ae"].threshold == 1.7
     doc = orjson.loads(e.scores_payload(plant.step(T0 + 45)))
     assert doc["model_set_version"] == other.version
     with pytest.raises(ManifestError, match="window"):
-        e.swap_model_set(ModelSet.load(build_model_set(tmp_path / "w", window=WINDOW + 1)))
+        e.reconfigure(e.settings, ModelSet.load(build_model_set(tmp_path / "w", window=WINDOW + 1)))
     fewer = THERMAL_UNIT_SENSORS[:6]
     with pytest.raises(ManifestError, match="sensors"):
-        e.swap_model_set(ModelSet.load(build_model_set(tmp_path / "s", fewer, window=WINDOW)))
+        e.reconfigure(
+            e.settings, ModelSet.load(build_model_set(tmp_path / "s", fewer, window=WINDOW))
+        )
     assert e.model_set is other
 
 

@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 from tmpfs import tmpfs
 
-from edge_agent.daemon.outbox import Outbox, mark_resent
+from edge_agent.daemon.outbox import AlertMeta, Outbox, mark_resent
 from edge_agent.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,3 +352,72 @@ def test_read_only_state_directory_degrades_then_recovers(tmp_path: Path, clock:
         assert [i.payload for i in ob.pending()] == [alert(0), alert(1)]
         assert not ob.degraded
         ob.close()
+
+
+def test_stored_before_the_connection_came_up_is_a_resend(tmp_path: Path, clock: FakeClock) -> None:
+    """The one resend rule production uses: attempted before, or older than the connection."""
+    with Outbox(tmp_path / "o.sqlite", 100, 3600, clock=clock) as ob:
+        old = ob.put("t", alert(0))
+        clock.now += 5
+        new = ob.put("t", alert(1))
+        connected_at = clock.now - 1  # the link came up between the two
+        [a, b] = ob.pending()
+        assert a.is_resend(connected_at) and not b.is_resend(connected_at)
+        assert orjson.loads(a.wire_payload(connected_at))["resent"] is True
+        assert b.wire_payload(connected_at) == alert(1)
+        assert (a.id, b.id) == (old.id, new.id)
+
+
+def test_metadata_is_stored_in_columns(tmp_path: Path, clock: FakeClock) -> None:
+    meta = AlertMeta("a7", "ms-3", 123.5)
+    with Outbox(tmp_path / "o.sqlite", 100, 3600, clock=clock) as ob:
+        ob.put("t", b'{"not": "an alert"}', meta=meta)
+    with Outbox(tmp_path / "o.sqlite", 100, 3600, clock=clock) as ob:
+        [item] = ob.pending()
+        assert item.meta == meta  # from the columns, not from the (unrelated) JSON
+
+
+def test_an_old_outbox_file_is_migrated_in_place(tmp_path: Path, clock: FakeClock) -> None:
+    """A file from before the metadata columns gets them, filled in from the stored JSON."""
+    import sqlite3
+
+    from edge_agent.pipeline.alerts import Alert
+
+    path = tmp_path / "o.sqlite"
+    doc = Alert(
+        alert_id="old-1",
+        plant="p",
+        unit="u1",
+        kind="anomaly",
+        state="raised",
+        severity="high",
+        ts=clock.now - 10,
+        raised_at=clock.now - 10,
+        model_set_version="ms-old",
+        agent_id="a",
+        arrival=clock.now - 9.5,
+    ).to_json()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL, qos INTEGER NOT NULL, created REAL NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0)"
+    )
+    conn.execute(
+        "INSERT INTO outbox (topic, payload, qos, created, attempts) VALUES (?, ?, 1, ?, 2)",
+        ("t", doc, clock.now - 10),
+    )
+    conn.execute(
+        "INSERT INTO outbox (topic, payload, qos, created, attempts) VALUES ('t', 'junk', 1, ?, 0)",
+        (clock.now - 5,),
+    )
+    conn.commit()
+    conn.close()
+    with Outbox(path, 100, 3600, clock=clock) as ob:
+        first, junk = ob.pending()
+        assert first.meta.alert_id == "old-1" and first.meta.model_set_version == "ms-old"
+        assert first.meta.arrival == pytest.approx(clock.now - 9.5)
+        assert first.attempts == 2 and first.payload == doc
+        assert junk.meta == AlertMeta()  # unparseable: kept, published without metadata
+    with Outbox(path, 100, 3600, clock=clock) as ob:  # a second open does not migrate again
+        assert [i.meta.alert_id for i in ob.pending()] == ["old-1", None]

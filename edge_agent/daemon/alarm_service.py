@@ -16,6 +16,7 @@ import orjson
 
 from edge_agent.config import AgentSettings
 from edge_agent.daemon.alarm_store import AlarmStore
+from edge_agent.daemon.outbox import AlertMeta, OutgoingAlert
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alarm_kpi import AlarmKpis
@@ -36,8 +37,8 @@ KPI_SECONDS = 2.0
 class CommandOutcome:
     reply_topic: str
     reply: bytes
-    #: (topic, payload) for the outbox: the audit event and any released alerts.
-    alerts: list[tuple[str, bytes]] = field(default_factory=list)
+    #: For the outbox: the audit event and any released alerts.
+    alerts: list[OutgoingAlert] = field(default_factory=list)
 
 
 class AlarmService:
@@ -152,7 +153,7 @@ class AlarmService:
 
     # -- engine results and time -------------------------------------------------------------
 
-    def process_tick(self, result: TickResult, now: float) -> list[tuple[str, bytes]]:
+    def process_tick(self, result: TickResult, now: float) -> list[OutgoingAlert]:
         """The tick's alerts through the lifecycle: what to publish, in order."""
         lc = self.lifecycle
         out: list[Alert] = []
@@ -167,7 +168,7 @@ class AlarmService:
             out.extend(lc.on_alert(alert, now))
         return [self._out(a) for a in out]
 
-    def housekeeping(self, now: float) -> list[tuple[str, bytes]]:
+    def housekeeping(self, now: float) -> list[OutgoingAlert]:
         """Expire shelves and refresh the KPI gauges; returns audit events to publish."""
         out = [self._out(a) for a in self.lifecycle.expire(now)]
         if out or self.lifecycle.changed or now >= self._kpis_due:
@@ -211,8 +212,9 @@ class AlarmService:
             for state in ("unack_active", "ack_active", "unack_rtn"):
                 m.alarms_listed.labels(unit, state).set(sum(e.state == state for e in entries))
 
-    def _out(self, alert: Alert) -> tuple[str, bytes]:
-        return self._topic(self.settings.topics.alerts, alert.unit), alert.to_json()
+    def _out(self, alert: Alert) -> OutgoingAlert:
+        topic = self._topic(self.settings.topics.alerts, alert.unit)
+        return OutgoingAlert(topic, alert.to_json(), AlertMeta.of(alert))
 
     def _topic(self, template: str, unit: str) -> str:
         s = self.settings

@@ -461,6 +461,17 @@ class MqttLink:
             return False
         return True
 
+    async def use_model_set(
+        self, version: str, trace: Mapping[str, str | int | None] | None = None
+    ) -> None:
+        """Name this model set in status messages from now on (the next connect included) and
+        re-publish the retained ``online`` status now if connected."""
+        self.model_set_version = version
+        self.model_trace = trace
+        if self.connected:
+            payload = status_payload("online", self.settings, version, trace)
+            await self.publish(self.status_topic, payload, qos=1, retain=True)
+
     # -- main loop -------------------------------------------------------------------------
 
     async def run(self) -> None:

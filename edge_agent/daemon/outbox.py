@@ -32,6 +32,7 @@ import orjson
 
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
+from edge_agent.pipeline.alerts import Alert
 
 # AUTOINCREMENT never reuses an id, so a late ack cannot delete a newer row.
 _SCHEMA = (
@@ -41,10 +42,50 @@ _SCHEMA = (
     " payload BLOB NOT NULL,"
     " qos INTEGER NOT NULL,"
     " created REAL NOT NULL,"
-    " attempts INTEGER NOT NULL DEFAULT 0)",
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " alert_id TEXT,"
+    " model_set_version TEXT,"
+    " arrival REAL)",
     "CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created)",
 )
-_COLUMNS = "id, topic, payload, qos, created, attempts"
+#: Columns added after the first release; an older file gets them (and a backfill) on open.
+_ADDED_COLUMNS = {"alert_id": "TEXT", "model_set_version": "TEXT", "arrival": "REAL"}
+_COLUMNS = "id, topic, payload, qos, created, attempts, alert_id, model_set_version, arrival"
+_INSERT = (
+    "INSERT INTO outbox (topic, payload, qos, created, attempts, alert_id, model_set_version,"
+    " arrival) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class AlertMeta:
+    """What publishing needs to know about an alert without parsing its JSON again."""
+
+    alert_id: str | None = None
+    model_set_version: str | None = None
+    #: When the reading behind the alert arrived (Unix s), for the reading→alert latency.
+    arrival: float | None = None
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> AlertMeta:
+        """Parse a stored alert once (migrating rows written before the columns existed)."""
+        alert = Alert.from_json(payload)
+        if alert is None:
+            return cls()
+        return cls.of(alert)
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertMeta:
+        return cls(alert.alert_id, alert.model_set_version, alert.arrival)
+
+
+@dataclass(frozen=True)
+class OutgoingAlert:
+    """An alert on its way into the outbox: topic, JSON payload and its metadata."""
+
+    topic: str
+    payload: bytes
+    meta: AlertMeta = AlertMeta()
 
 
 @dataclass(frozen=True)
@@ -55,10 +96,17 @@ class OutboxItem:
     qos: int
     created: float
     attempts: int
+    meta: AlertMeta = AlertMeta()
 
-    def wire_payload(self) -> bytes:
-        """What to publish: marked ``"resent": true`` when an earlier attempt was made."""
-        return mark_resent(self.payload) if self.attempts > 0 else self.payload
+    def is_resend(self, connected_at: float = float("-inf")) -> bool:
+        """The resend rule: an earlier attempt was made, or the alert was stored before the
+        current connection came up (it may have gone out on the previous one unacknowledged).
+        """
+        return self.attempts > 0 or self.created < connected_at
+
+    def wire_payload(self, connected_at: float = float("-inf")) -> bytes:
+        """What to publish: marked ``"resent": true`` when :meth:`is_resend`."""
+        return mark_resent(self.payload) if self.is_resend(connected_at) else self.payload
 
 
 def mark_resent(payload: bytes) -> bytes:
@@ -123,21 +171,24 @@ class Outbox:
         """True while alerts cannot be stored on disk (they are kept in memory)."""
         return self._conn is None
 
-    def put(self, topic: str, payload: bytes, qos: int = 1) -> OutboxItem:
+    def put(
+        self, topic: str, payload: bytes, qos: int = 1, meta: AlertMeta | None = None
+    ) -> OutboxItem:
         """Store an alert; when storage works it is on disk (fsynced) before this returns."""
+        meta = meta if meta is not None else AlertMeta()
         if self._closed:
             raise RuntimeError("outbox is closed")
         now = self._clock()
         self._maybe_retry(now)
         if self._conn is not None:
             try:
-                item = self._put_db(topic, payload, qos, now)
+                item = self._put_db(topic, payload, qos, now, meta)
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc, "put")
             else:
                 self._publish_depth()
                 return item
-        item = self._put_memory(topic, payload, qos, now)
+        item = self._put_memory(topic, payload, qos, now, meta)
         self._publish_depth()
         return item
 
@@ -243,6 +294,7 @@ class Outbox:
                 raise _CorruptDatabase(f"quick_check: {check[0] if check else 'no result'}")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _migrate(conn)
             self._db_rows = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except BaseException:
             conn.close()
@@ -302,15 +354,16 @@ class Outbox:
             raise
         conn.execute("COMMIT")
 
-    def _put_db(self, topic: str, payload: bytes, qos: int, now: float) -> OutboxItem:
+    def _put_db(
+        self, topic: str, payload: bytes, qos: int, now: float, meta: AlertMeta
+    ) -> OutboxItem:
         rows_before = self._db_rows
         try:
             with self._transaction() as conn:
                 self._expire_db(conn, now)
                 cur = conn.execute(
-                    "INSERT INTO outbox (topic, payload, qos, created, attempts)"
-                    " VALUES (?, ?, ?, ?, 0)",
-                    (topic, payload, qos, now),
+                    _INSERT,
+                    (topic, payload, qos, now, 0, *_meta_row(meta)),
                 )
                 row_id = cur.lastrowid
                 assert row_id is not None
@@ -319,7 +372,7 @@ class Outbox:
         except BaseException:
             self._db_rows = rows_before  # rolled back
             raise
-        return OutboxItem(row_id, topic, payload, qos, now, 0)
+        return OutboxItem(row_id, topic, payload, qos, now, 0, meta)
 
     def _expire_db(self, conn: sqlite3.Connection, now: float) -> None:
         cur = conn.execute("DELETE FROM outbox WHERE created < ?", (now - self._max_age,))
@@ -350,9 +403,15 @@ class Outbox:
                     self._db_rows -= cur.rowcount
                 for item in self._memory.values():
                     cur = conn.execute(
-                        "INSERT INTO outbox (topic, payload, qos, created, attempts)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (item.topic, item.payload, item.qos, item.created, item.attempts),
+                        _INSERT,
+                        (
+                            item.topic,
+                            item.payload,
+                            item.qos,
+                            item.created,
+                            item.attempts,
+                            *_meta_row(item.meta),
+                        ),
                     )
                     assert cur.lastrowid is not None
                     moved.append((item.id, cur.lastrowid))
@@ -401,8 +460,10 @@ class Outbox:
             ),
         )
 
-    def _put_memory(self, topic: str, payload: bytes, qos: int, now: float) -> OutboxItem:
-        item = OutboxItem(self._next_memory_id, topic, payload, qos, now, 0)
+    def _put_memory(
+        self, topic: str, payload: bytes, qos: int, now: float, meta: AlertMeta
+    ) -> OutboxItem:
+        item = OutboxItem(self._next_memory_id, topic, payload, qos, now, 0, meta)
         self._next_memory_id -= 1
         self._memory[item.id] = item
         self._expire_memory(now)
@@ -432,11 +493,48 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
     return OutboxItem(
         id=int(row[0]),
         topic=str(row[1]),
-        payload=bytes(row[2]),
+        payload=_as_bytes(row[2]),
         qos=int(row[3]),
         created=float(row[4]),
         attempts=int(row[5]),
+        meta=AlertMeta(
+            alert_id=None if row[6] is None else str(row[6]),
+            model_set_version=None if row[7] is None else str(row[7]),
+            arrival=None if row[8] is None else float(row[8]),
+        ),
     )
+
+
+def _as_bytes(value: object) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
+
+
+def _meta_row(meta: AlertMeta) -> tuple[str | None, str | None, float | None]:
+    return meta.alert_id, meta.model_set_version, meta.arrival
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Give an outbox file from an older release the metadata columns, filled in once from
+    the stored JSON, so publishing never parses an alert to find its id."""
+    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(outbox)")}
+    missing = [name for name in _ADDED_COLUMNS if name not in have]
+    if not missing:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in missing:
+            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
+        rows = conn.execute("SELECT id, payload FROM outbox").fetchall()
+        conn.executemany(
+            "UPDATE outbox SET alert_id = ?, model_set_version = ?, arrival = ? WHERE id = ?",
+            [(*_meta_row(AlertMeta.from_payload(_as_bytes(p))), int(i)) for i, p in rows],
+        )
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    get_logger(component="outbox").info("outbox_migrated", added=missing, rows=len(rows))
 
 
 def _condition(exc: BaseException) -> str:

@@ -2,8 +2,11 @@
 
 Modelled on uvicorn: configuration comes in as one object, signals are handled in one
 place (:meth:`Server.install_signal_handlers`), and everything the process owns — the
-model set, the engine, the outbox, the MQTT link, the metrics endpoint — is created in
-:meth:`startup` and released in :meth:`shutdown`.
+engine, the outbox, the MQTT link, the metrics endpoint — is created in :meth:`startup` and
+released in :meth:`shutdown`. The jobs themselves have their own modules: tick scheduling
+(:mod:`.ticker`), alerts out (:mod:`.alert_publisher`), scores out (:mod:`.score_publisher`),
+the watchdog (:mod:`.watchdog`), ``/metrics`` (:mod:`.metrics_http`); the engine owns the
+pipeline's state and the reload rules (:meth:`Engine.reconfigure`).
 
 Timing rules: intake (``on_message``) only parses and buffers; scoring happens in the
 tick loop in batches; alert publishing waits for PUBACKs in its own task, so a slow
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import signal
 import time
 from collections.abc import Callable
@@ -27,70 +29,53 @@ import structlog
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, ConfigError, load_settings
 from edge_agent.daemon.alarm_service import AlarmService, CommandOutcome
-from edge_agent.daemon.mqtt import (
-    MqttLink,
-    alert_properties,
-    command_subscriptions,
-    status_payload,
-    subscription_topics,
-)
-from edge_agent.daemon.outbox import Outbox, mark_resent
+from edge_agent.daemon.alert_publisher import AlertHook, AlertPublisher
+from edge_agent.daemon.metrics_http import MetricsEndpoint
+from edge_agent.daemon.mqtt import MqttLink, command_subscriptions, subscription_topics
+from edge_agent.daemon.outbox import Outbox, OutgoingAlert
+from edge_agent.daemon.score_publisher import ScorePublisher
 from edge_agent.daemon.sdnotify import SystemdNotifier
+from edge_agent.daemon.ticker import Ticker
+from edge_agent.daemon.watchdog import Watchdog
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.alerts import Alert
+from edge_agent.model_loading import load_model_set
 from edge_agent.pipeline.engine import Engine, TickResult
-from edge_agent.pipeline.manifest import MANIFEST_NAME, ManifestError
+from edge_agent.pipeline.manifest import ManifestError
+from edge_agent.pipeline.reconfigure import ReloadReport
 from edge_agent.pipeline.scoring import ModelSet
 
 #: Shutdown must finish within systemd's patience; the issue asks for 5 s in total.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 SHUTDOWN_STOP_SECONDS = 1.5
-#: Completed steps are scored this long after the message that completed them, so that
-#: steps completing together share one batch.
-TICK_COALESCE_SECONDS = 0.005
 #: How often a degraded outbox retries its storage.
 MAINTENANCE_SECONDS = 10.0
 #: How often shelve expiry, KPI gauges and retained alarm lists are looked after.
 ALARM_HOUSEKEEPING_SECONDS = 0.5
 #: A retained alarm list the broker did not take is tried again after this long.
 ALARM_LIST_RETRY_SECONDS = 5.0
-#: Scores are best-effort (QoS 0): at most this many publishes in flight, the rest are dropped.
-MAX_SCORE_PUBLISHES_IN_FLIGHT = 2000
+#: Tasks whose crash ends the process (systemd restarts it): the agent cannot work without.
+ESSENTIAL_TASKS = frozenset({"mqtt", "tick", "publisher"})
+
+
+class TaskCrashed(RuntimeError):
+    """An essential task ended with an exception; :meth:`Server.serve` raises it."""
 
 
 @dataclass
 class ServerHooks:
     """Callbacks for embedding the server (the demo prints alerts as they are published)."""
 
-    on_alert_published: Callable[[Alert | None, bytes], None] | None = None
+    on_alert_published: AlertHook | None = None
     on_tick: Callable[[TickResult], None] | None = None
-
-
-def load_model_set(settings: AgentSettings, pinned_sensors: list[str] | None) -> ModelSet:
-    """Load and verify the configured model set (checksums, sensors, ONNX I/O shapes)."""
-    manifest = (settings.models.dir / MANIFEST_NAME).absolute()
-    if not manifest.is_file():
-        raise ManifestError(
-            f"config key models.dir: no model set at {manifest.parent} ({manifest} not found)"
-        )
-    expected = settings.models.expected_sensors or pinned_sensors
-    return ModelSet.load(
-        settings.models.dir,
-        expected_sensors=list(expected) if expected else None,
-        threads=settings.models.threads,
-        mem_arena=settings.models.enable_cpu_mem_arena,
-    )
 
 
 @dataclass
 class _State:
     accepting: bool = False
     ready_sent: bool = False
-    connected_at: float = 0.0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    score_publishes: int = 0
-    tick_scheduled: bool = False
+    crashed: BaseException | None = None
 
 
 class Server:
@@ -112,30 +97,43 @@ class Server:
         self.clock = clock
         self.log = get_logger(component="server", agent_id=settings.agent_id)
         self.notifier = SystemdNotifier()
-        self.model_set: ModelSet | None = None
         self.engine: Engine | None = None
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
         self.alarms: AlarmService | None = None
-        self.metrics_port: int | None = None
-        self._metrics_httpd: Any = None
+        self.ticker: Ticker | None = None
+        self.alerts: AlertPublisher | None = None
+        self.scores: ScorePublisher | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self._state = _State()
         self._should_exit = asyncio.Event()
-        self._outbox_wakeup = asyncio.Event()
-        self._steps_ready = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._last_tick = 0.0
         self._alarm_wakeup = asyncio.Event()
         self._replies: set[asyncio.Task[bool]] = set()
 
+    @property
+    def model_set(self) -> ModelSet | None:
+        """The running model set (the engine's: it owns it)."""
+        return self.engine.model_set if self.engine is not None else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else None
+
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> None:
-        """Start, run until asked to exit, shut down. Raises ManifestError on a bad model set."""
+        """Start, run until asked to exit, shut down.
+
+        Raises ManifestError on a bad model set, and :class:`TaskCrashed` after shutting
+        down when an essential task crashed (so the process exits non-zero).
+        """
         await self.startup()
         try:
             await self._should_exit.wait()
         finally:
             await self.shutdown()
+        if self._state.crashed is not None:
+            raise TaskCrashed(f"task crashed: {self._state.crashed!r}") from self._state.crashed
 
     def handle_exit(self) -> None:
         """Ask the server to stop (idempotent; called from signal handlers or by embedders)."""
@@ -153,8 +151,8 @@ class Server:
     async def startup(self) -> None:
         s = self.settings
         self.log.info("starting", version=__version__, models=str(s.models.dir))
-        self.model_set = await asyncio.to_thread(load_model_set, s, None)
-        self.engine = Engine(s, self.model_set, self.metrics)  # publishes model_set_info
+        model_set = await asyncio.to_thread(load_model_set, s, None)
+        self.engine = engine = Engine(s, model_set, self.metrics)  # publishes model_set_info
         _can_create(s.state_dir)  # the outbox reports (and survives) an unusable state dir
         self.outbox = Outbox(
             s.outbox_path,
@@ -163,10 +161,10 @@ class Server:
             metrics=self.metrics,
             clock=self.clock,
         )
-        self.alarms = AlarmService(s, self.engine, self.metrics)
+        self.alarms = AlarmService(s, engine, self.metrics)
         if s.metrics.enabled:
-            self._start_metrics_endpoint()
-        self.link = MqttLink(
+            self.metrics_endpoint = MetricsEndpoint(s.metrics, self.metrics)
+        self.link = link = MqttLink(
             s,
             self.metrics,
             get_logger(component="mqtt", agent_id=s.agent_id),
@@ -174,19 +172,25 @@ class Server:
             on_message=self._on_message,
             on_connect=self._on_connect,
             on_retained=self.alarms.refuse_retained,
-            model_set_version=self.model_set.version,
-            model_trace=self.model_set.manifest.trace,
+            model_set_version=model_set.version,
+            model_trace=model_set.manifest.trace,
         )
+        self.alerts = AlertPublisher(
+            s, self.outbox, link, self.metrics, self.clock, self.hooks.on_alert_published
+        )
+        self.scores = ScorePublisher(s, link, self.metrics, engine.scores_payload)
+        self.ticker = ticker = Ticker(engine, self.metrics, self.clock, self._handle_tick)
+        watchdog = Watchdog(self.notifier, lambda: ticker.last_tick, lambda: ticker.interval)
         self._state.accepting = True
-        self._spawn(self.link.run(), "mqtt")
-        self._spawn(self._tick_loop(), "tick")
-        self._spawn(self._publisher_loop(), "publisher")
-        self._spawn(self._watchdog_loop(), "watchdog")
+        self._spawn(link.run(), "mqtt")
+        self._spawn(ticker.run(), "tick")
+        self._spawn(self.alerts.run(), "publisher")
+        self._spawn(watchdog.run(), "watchdog")
         self._spawn(self._maintenance_loop(), "maintenance")
         self._spawn(self._alarm_loop(), "alarms")
         self.log.info(
             "started",
-            model_set=self.model_set.version,
+            model_set=model_set.version,
             units=len(s.units),
             metrics_port=self.metrics_port,
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
@@ -197,11 +201,11 @@ class Server:
         self.log.info("stopping")
         self.notifier.stopping()
         self._state.accepting = False
-        if self.engine is not None:
-            self._handle_tick(self.engine.tick(self.clock()))
-        if self.link is not None and self.link.connected:
+        if self.ticker is not None:
+            self.ticker.tick_now()
+        if self.link is not None and self.link.connected and self.alerts is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain_outbox(), SHUTDOWN_FLUSH_SECONDS)
+                await asyncio.wait_for(self.alerts.drain(), SHUTDOWN_FLUSH_SECONDS)
         if self.link is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.link.stop(final_status=True), SHUTDOWN_STOP_SECONDS)
@@ -212,9 +216,8 @@ class Server:
             self.outbox.close()
         if self.alarms is not None:
             self.alarms.close()
-        if self._metrics_httpd is not None:
-            self._metrics_httpd.shutdown()
-            self._metrics_httpd.server_close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.log.info("stopped")
 
     # ------------------------------------------------------------------ intake
@@ -223,19 +226,13 @@ class Server:
             if self._state.accepting:
                 self._on_command(self.alarms.handle_command(topic, payload, self.clock()))
             return
-        if self._state.accepting and self.engine is not None:
+        if self._state.accepting and self.engine is not None and self.ticker is not None:
             self.engine.handle_message(topic, payload, received)
-            if self.engine.steps_ready and not self._state.tick_scheduled:
-                self._state.tick_scheduled = True
-                asyncio.get_running_loop().call_later(TICK_COALESCE_SECONDS, self._wake_tick)
-
-    def _wake_tick(self) -> None:
-        self._state.tick_scheduled = False
-        self._steps_ready.set()
+            self.ticker.steps_maybe_ready()
 
     async def _on_connect(self) -> None:
-        self._state.connected_at = self.clock()
-        self._outbox_wakeup.set()
+        if self.alerts is not None:
+            self.alerts.connected(self.clock())
         if self.alarms is not None:  # a broker that lost its retained messages gets them back
             self.alarms.mark_all_changed()
             self._alarm_wakeup.set()
@@ -244,75 +241,18 @@ class Server:
             self.notifier.ready()
             self.log.info("ready")
 
-    # ------------------------------------------------------------------ scoring
-    @property
-    def tick_interval(self) -> float:
-        step = self.model_set.manifest.step_seconds if self.model_set else 1.0
-        step = self.settings.align.step_seconds or step
-        return max(0.01, min(0.1, step / 10.0))
-
-    async def _tick_loop(self) -> None:
-        """Score on a periodic tick (deadlines, staleness) and soon after a step completes.
-
-        A completed step wakes the loop after ``TICK_COALESCE_SECONDS``, so steps that
-        complete together are still scored in one batch while latency stays a few ms.
-        The periodic wake-up doubles as the event-loop lag probe.
-        """
-        interval = self.tick_interval
-        assert self.engine is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + interval
-            try:
-                await asyncio.wait_for(self._steps_ready.wait(), interval)
-            except TimeoutError:
-                self.metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - due))
-            self._steps_ready.clear()
-            self._last_tick = time.monotonic()
-            try:
-                self._handle_tick(self.engine.tick(self.clock()))
-            except Exception:  # one bad tick must not stop scoring for months
-                self.log.exception("tick failed")
-
     def _handle_tick(self, result: TickResult) -> None:
-        assert self.outbox is not None and self.engine is not None and self.alarms is not None
+        assert self.alarms is not None and self.scores is not None
         # The alarm lifecycle holds back alerts of shelved, suppressed and out-of-service alarms.
         self._put_alerts(self.alarms.process_tick(result, self.clock()))
-        if self.settings.topics.publish_scores and result.steps:
-            self._publish_scores(result)
+        self.scores.publish(result)
         if self.hooks.on_tick is not None:
             self.hooks.on_tick(result)
 
-    def _publish_scores(self, result: TickResult) -> None:
-        assert self.engine is not None and self.link is not None
-        if not self.link.connected:
-            self.metrics.publish_dropped.labels("disconnected").inc(len(result.steps))
-            return
-        for step in result.steps:
-            if not step.scored:
-                continue
-            if self._state.score_publishes >= MAX_SCORE_PUBLISHES_IN_FLIGHT:
-                self.metrics.publish_dropped.labels("backlog").inc()
-                continue
-            topic = self._topic(self.settings.topics.scores, step.unit)
-            self._state.score_publishes += 1
-            task = asyncio.create_task(
-                self.link.publish(topic, self.engine.scores_payload(step), qos=0)
-            )
-            task.add_done_callback(self._score_published)
-
-    def _score_published(self, task: asyncio.Task[bool]) -> None:
-        self._state.score_publishes -= 1
-        if task.cancelled() or task.exception() is not None or not task.result():
-            self.metrics.publish_dropped.labels("failed").inc()
-
     # ------------------------------------------------------------------ alarm lifecycle
-    def _put_alerts(self, alerts: list[tuple[str, bytes]]) -> None:
-        assert self.outbox is not None
-        for topic, payload in alerts:
-            self.outbox.put(topic, payload, qos=1)
-        if alerts:
-            self._outbox_wakeup.set()
+    def _put_alerts(self, alerts: list[OutgoingAlert]) -> None:
+        assert self.alerts is not None
+        if self.alerts.put(alerts):
             self._alarm_wakeup.set()
 
     def _on_command(self, outcome: CommandOutcome | None) -> None:
@@ -348,54 +288,15 @@ class Server:
                 self.log.exception("alarm housekeeping failed")
                 await asyncio.sleep(1.0)
 
-    # ------------------------------------------------------------------ alerts out
-    async def _publisher_loop(self) -> None:
-        while True:
-            await self._outbox_wakeup.wait()
-            self._outbox_wakeup.clear()
-            try:
-                await self._drain_outbox()
-            except Exception:
-                self.log.exception("publishing alerts failed")
-                await asyncio.sleep(1.0)
-                self._outbox_wakeup.set()
-
-    async def _drain_outbox(self) -> None:
-        """Publish pending alerts oldest first; stop at the first failure (order matters)."""
-        assert self.outbox is not None and self.link is not None and self.model_set is not None
-        expiry = self.settings.mqtt.alert_expiry_seconds
-        while self.link.connected:
-            items = self.outbox.pending(limit=100)
-            if not items:
-                return
-            for item in items:
-                resend = item.attempts > 0 or item.created < self._state.connected_at
-                payload = mark_resent(item.payload) if resend else item.payload
-                self.outbox.mark_attempt(item.id)
-                alert = Alert.from_json(payload)
-                props = None
-                if self.settings.mqtt.protocol == "5" and alert is not None:
-                    props = alert_properties(alert.alert_id, alert.model_set_version, expiry)
-                ok = await self.link.publish(item.topic, payload, qos=item.qos, properties=props)
-                if not ok:
-                    return
-                self.outbox.ack(item.id)
-                self.metrics.alerts_published.inc()
-                if alert is not None and alert.arrival is not None and not resend:
-                    self.metrics.reading_to_alert_seconds.observe(
-                        max(0.0, self.clock() - alert.arrival)
-                    )
-                if self.hooks.on_alert_published is not None:
-                    self.hooks.on_alert_published(alert, payload)
-
     # ------------------------------------------------------------------ reload
     def request_reload(self) -> None:
         """SIGHUP: reload config and model set; the old set keeps running if the new one is bad."""
         self._spawn(self.reload(), "reload")
 
-    async def reload(self) -> bool:
+    async def reload(self) -> ReloadReport | None:
+        """Reload; the engine applies or refuses each changed key. None: refused entirely."""
         async with self._reload_lock:
-            assert self.engine is not None and self.model_set is not None
+            assert self.engine is not None and self.link is not None
             try:
                 settings = (
                     await asyncio.to_thread(load_settings, self.config_path)
@@ -403,88 +304,31 @@ class Server:
                     else self.settings
                 )
                 model_set = await asyncio.to_thread(
-                    load_model_set, settings, self.model_set.manifest.sensor_names
+                    load_model_set, settings, self.engine.model_set.manifest.sensor_names
                 )
-                self.engine.swap_model_set(model_set)
+                report = self.engine.reconfigure(settings, model_set)
             except (ConfigError, ManifestError, ValueError) as exc:
                 self.metrics.reloads.labels("refused").inc()
                 self.log.error("reload refused, keeping the running model set", error=str(exc))
-                return False
-            old, new = self.settings.model_dump(), settings.model_dump()
-            changed = sorted(k for k in new if k != "models" and new[k] != old[k])
-            if changed:
-                # The engine's buffers and alarm states are built on these; a reload keeps them.
-                self.log.warning(
-                    "configuration changes outside 'models' take effect on restart",
-                    sections=changed,
-                )
-            self.settings = self.settings.model_copy(update={"models": settings.models})
-            self.model_set = model_set
+                return None
+            self.settings = self.engine.settings
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
-            await self._announce_model_set(model_set.version, model_set.manifest.trace)
-            return True
-
-    async def _announce_model_set(
-        self, version: str, trace: dict[str, str | int | None] | None = None
-    ) -> None:
-        """Re-publish the retained ``online`` status so it names the model set now running."""
-        if self.link is None:
-            return
-        self.link.model_set_version = version  # also used by the next (re)connect
-        self.link.model_trace = trace
-        if self.link.connected:
-            payload = status_payload("online", self.link.settings, version, trace)
-            await self.link.publish(self.link.status_topic, payload, qos=1, retain=True)
+            await self.link.use_model_set(model_set.version, model_set.manifest.trace)
+            return report
 
     # ------------------------------------------------------------------ health
-    async def _watchdog_loop(self) -> None:
-        """WATCHDOG=1 only while the tick loop is alive, so systemd restarts a hung agent."""
-        interval = self.notifier.watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self._last_tick < max(interval, 5 * self.tick_interval):
-                self.notifier.watchdog()
-            else:
-                self.log.warning("tick loop stalled; withholding watchdog ping")
-
     async def _maintenance_loop(self) -> None:
         """Retry a degraded outbox and keep slow-moving gauges current."""
-        assert self.outbox is not None and self.engine is not None
+        assert self.outbox is not None and self.engine is not None and self.alerts is not None
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             if self.outbox.degraded and self.outbox.retry_storage():
                 self.log.info("outbox storage recovered")
-                self._outbox_wakeup.set()
+                self.alerts.wake()
             self.metrics.units_tracked.set(self.engine.units_tracked)
 
     # ------------------------------------------------------------------ helpers
-    def _start_metrics_endpoint(self) -> None:
-        from prometheus_client import start_http_server
-
-        m = self.settings.metrics
-        try:
-            httpd, _thread = start_http_server(m.port, addr=m.host, registry=self.metrics.registry)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                problem = (
-                    f"port {m.port} on {m.host} is already in use (another agent or "
-                    "`edge-agent demo` running?); set metrics.port (EDGE_AGENT_METRICS__PORT) "
-                    "to a free port, or 0 for any free port"
-                )
-            else:
-                problem = f"cannot listen on {m.host}:{m.port}: {exc.strerror or exc}"
-            raise ConfigError([f"config key metrics.port: {problem}"]) from None
-        self._metrics_httpd = httpd
-        self.metrics_port = int(httpd.server_address[1])
-
-    def _topic(self, template: str, unit: str) -> str:
-        return template.format(
-            plant=self.settings.plant, unit=unit, agent_id=self.settings.agent_id
-        )
-
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._state.tasks.append(task)
@@ -497,7 +341,9 @@ class Server:
             structlog.get_logger().error(
                 "task crashed", task=task.get_name(), error=repr(task.exception())
             )
-            if task.get_name() in {"mqtt", "tick", "publisher"}:
+            if task.get_name() in ESSENTIAL_TASKS:
+                if self._state.crashed is None:
+                    self._state.crashed = task.exception()
                 self.handle_exit()
 
 

@@ -49,6 +49,12 @@ from edge_agent.pipeline.limits import LEVEL_RANK, compile_limits
 from edge_agent.pipeline.lost_data import LostDataWarnings
 from edge_agent.pipeline.manifest import ManifestError
 from edge_agent.pipeline.messages import with_message
+from edge_agent.pipeline.reconfigure import (
+    RELOADABLE_KEYS,
+    RESTART_REASON,
+    ReloadReport,
+    changed_keys,
+)
 from edge_agent.pipeline.scoring import BatchScores, ModelSet
 from edge_agent.pipeline.sensor_health import SensorHealth
 from edge_agent.pipeline.windows import RingBuffer
@@ -251,11 +257,13 @@ class Engine:
         self.metrics.units_tracked.set(len(self._aligner.units))
         return result
 
-    def swap_model_set(self, model_set: ModelSet) -> None:
-        """Adopt a reloaded model set (SIGHUP); windows and alarms carry over.
+    def reconfigure(self, settings: AgentSettings, model_set: ModelSet) -> ReloadReport:
+        """The one reload path (SIGHUP): adopt ``model_set`` and every reloadable key of
+        ``settings``; windows and alarms carry over. Every other changed key is refused, with
+        the reason, in the returned report (and logged), never silently ignored.
 
-        Refuses (ManifestError) a set with another sensor list, window or step period: the
-        buffered windows would no longer mean what the new models expect.
+        Raises ManifestError, changing nothing, for a set with another sensor list, window or
+        step period: the buffered windows would no longer mean what the new models expect.
         """
         m = model_set.manifest
         if m.sensor_names != self.sensors:
@@ -268,12 +276,27 @@ class Engine:
             raise ManifestError(
                 f"new model set has step_seconds {m.step_seconds}, running {self.step_seconds}"
             )
+        report = ReloadReport()
+        for key in changed_keys(self.settings, settings):
+            if key in RELOADABLE_KEYS:
+                report.applied.append(key)
+            else:
+                report.refused[key] = RESTART_REASON
+        self.settings = self.settings.model_copy(update={"models": settings.models})
+        self._stride = settings.models.stride
         old = self._model_set.version
         self._model_set = model_set
         self._ingest.set_sensors([s.to_spec() for s in m.sensors])
         self._set_envelope(m.sensors)
         self._publish_model_info()
-        self.log.info("model_set_swapped", old=old, new=model_set.version)
+        self.log.info("model_set_swapped", old=old, new=model_set.version, applied=report.applied)
+        if report.refused:
+            self.log.warning(
+                "configuration changes take effect on restart",
+                keys=sorted(report.refused),
+                reason=RESTART_REASON,
+            )
+        return report
 
     def scores_payload(self, step: StepOutcome) -> bytes:
         """The JSON scores message of one step, for the scores topic."""

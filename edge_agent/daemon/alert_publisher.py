@@ -1,0 +1,106 @@
+"""Alerts out: the outbox is drained to MQTT in order, each alert deleted on its PUBACK.
+
+Alerts are put in the outbox before anything is published (so a crash or a dead broker loses
+nothing) and published oldest first by :meth:`AlertPublisher.run`; publishing waits for
+PUBACKs in its own task, so a slow broker never stalls intake or scoring. Whether an alert is
+a resend is :meth:`OutboxItem.is_resend`'s rule; the metadata comes from the outbox's columns,
+so no alert JSON is parsed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from edge_agent.config import AgentSettings
+from edge_agent.daemon.mqtt import MqttLink, alert_properties
+from edge_agent.daemon.outbox import Outbox, OutboxItem, OutgoingAlert
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+
+#: Alerts read from the outbox per batch.
+BATCH = 100
+
+AlertHook = Callable[[OutboxItem, bytes], None]
+
+
+class AlertPublisher:
+    """Owns the path outbox → MQTT: storing, draining, resends and their metrics."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        outbox: Outbox,
+        link: MqttLink,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        on_published: AlertHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.link = link
+        self.metrics = metrics
+        self.clock = clock
+        self.on_published = on_published
+        self.log = get_logger(component="alerts", agent_id=settings.agent_id)
+        #: When the current broker connection came up: older alerts count as resends.
+        self.connected_at = 0.0
+        self._wakeup = asyncio.Event()
+
+    def put(self, alerts: Iterable[OutgoingAlert]) -> int:
+        """Store alerts (durably) and wake the publisher; returns how many were stored."""
+        n = 0
+        for alert in alerts:
+            self.outbox.put(alert.topic, alert.payload, qos=1, meta=alert.meta)
+            n += 1
+        if n:
+            self._wakeup.set()
+        return n
+
+    def connected(self, at: float) -> None:
+        """The link (re)connected: send the backlog."""
+        self.connected_at = at
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self.drain()
+            except Exception:
+                self.log.exception("publishing alerts failed")
+                await asyncio.sleep(1.0)
+                self._wakeup.set()
+
+    async def drain(self) -> None:
+        """Publish pending alerts oldest first; stop at the first failure (order matters)."""
+        mqtt = self.settings.mqtt
+        while self.link.connected:
+            items = self.outbox.pending(limit=BATCH)
+            if not items:
+                return
+            for item in items:
+                resend = item.is_resend(self.connected_at)
+                payload = item.wire_payload(self.connected_at)
+                self.outbox.mark_attempt(item.id)
+                meta = item.meta
+                props = None
+                if mqtt.protocol == "5" and meta.alert_id is not None:
+                    props = alert_properties(
+                        meta.alert_id, meta.model_set_version or "", mqtt.alert_expiry_seconds
+                    )
+                ok = await self.link.publish(item.topic, payload, qos=item.qos, properties=props)
+                if not ok:
+                    return
+                self.outbox.ack(item.id)
+                self.metrics.alerts_published.inc()
+                if meta.arrival is not None and not resend:
+                    self.metrics.reading_to_alert_seconds.observe(
+                        max(0.0, self.clock() - meta.arrival)
+                    )
+                if self.on_published is not None:
+                    self.on_published(item, payload)

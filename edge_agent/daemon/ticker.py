@@ -1,0 +1,80 @@
+"""Tick scheduling: when the engine scores.
+
+Scoring runs on a periodic tick (deadlines, staleness) and soon after a message completes a
+step: the wake-up comes ``TICK_COALESCE_SECONDS`` later, so steps that complete together are
+scored in one batch while latency stays a few ms. The periodic wake-up doubles as the
+event-loop lag probe, and ``last_tick`` feeds the watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from edge_agent.logging_setup import get_logger
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline.engine import Engine, TickResult
+
+#: Completed steps are scored this long after the message that completed them.
+TICK_COALESCE_SECONDS = 0.005
+
+
+def tick_interval(step_seconds: float) -> float:
+    """A tenth of the step period, between 10 ms and 100 ms."""
+    return max(0.01, min(0.1, step_seconds / 10.0))
+
+
+class Ticker:
+    """Runs ``engine.tick`` and hands each result to ``on_result``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        on_result: Callable[[TickResult], None],
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.clock = clock
+        self.on_result = on_result
+        #: time.monotonic() of the last tick (0: none yet).
+        self.last_tick = 0.0
+        self.log = get_logger(component="ticker")
+        self._ready = asyncio.Event()
+        self._scheduled = False
+
+    @property
+    def interval(self) -> float:
+        return tick_interval(self.engine.step_seconds)
+
+    def steps_maybe_ready(self) -> None:
+        """Call after filing a message: schedules a prompt tick if it completed a step."""
+        if self.engine.steps_ready and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(TICK_COALESCE_SECONDS, self._wake)
+
+    def _wake(self) -> None:
+        self._scheduled = False
+        self._ready.set()
+
+    def tick_now(self) -> None:
+        """One tick outside the loop (shutdown scores what is buffered)."""
+        self.on_result(self.engine.tick(self.clock()))
+
+    async def run(self) -> None:
+        interval = self.interval
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            try:
+                await asyncio.wait_for(self._ready.wait(), interval)
+            except TimeoutError:
+                self.metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - due))
+            self._ready.clear()
+            self.last_tick = time.monotonic()
+            try:
+                self.tick_now()
+            except Exception:  # one bad tick must not stop scoring for months
+                self.log.exception("tick failed")
