@@ -18,15 +18,16 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from agent_process import PLANT, agent_config, telemetry_payload
 from handmade_models import build_model_set, normal_series
-from mosquitto import MosquittoBroker
 
 from edge_agent.config import AgentSettings
 from edge_agent.daemon.alert_publisher import AlertPublisher
 from edge_agent.daemon.server import Server, TaskCrashed
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import TickResult
+from harness.agent import agent_config
+from harness.broker import MosquittoBroker
+from harness.telemetry import PLANT, telemetry_payload
 
 WINDOW = 10
 
