@@ -201,3 +201,27 @@ async def test_score_back_pressure_drops_and_counts(
         burst(normal_series(1, seed=5), t0 + len(series))
         await until(lambda: len(received) > before)
         collector.cancel()
+
+
+async def test_sighup_reload_applies_a_changed_stride(
+    tmp_path: Path, mosquitto: MosquittoBroker, models_dir: Path
+) -> None:
+    """The bug: ``models.stride`` changed on SIGHUP was silently ignored."""
+    import yaml
+
+    from edge_agent.config import load_settings
+
+    config = agent_config(tmp_path, mosquitto.port, models_dir)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server = Server(load_settings(path), config_path=path, metrics=Metrics())
+    async with running(server):
+        config["models"]["stride"] = 3
+        config["alarm"]["on_delay"] = 4
+        path.write_text(yaml.safe_dump(config))
+        report = await server.reload()
+        assert report is not None
+        assert report.applied == ["models.stride"]
+        assert list(report.refused) == ["alarm.on_delay"]
+        assert server.engine is not None and server.engine.settings.models.stride == 3
+        assert server.settings.models.stride == 3 and server.settings.alarm.on_delay == 3

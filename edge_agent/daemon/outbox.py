@@ -24,101 +24,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from edge_agent.daemon.outbox_rows import (
+    COLUMNS,
+    INSERT,
+    SCHEMA,
+    AlertMeta,
+    OutboxItem,
+    OutgoingAlert,
+    item_from_row,
+    mark_resent,
+    meta_row,
+    migrate,
+)
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.alerts import Alert
 
-# AUTOINCREMENT never reuses an id, so a late ack cannot delete a newer row.
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS outbox ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " topic TEXT NOT NULL,"
-    " payload BLOB NOT NULL,"
-    " qos INTEGER NOT NULL,"
-    " created REAL NOT NULL,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " alert_id TEXT,"
-    " model_set_version TEXT,"
-    " arrival REAL)",
-    "CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created)",
-)
-#: Columns added after the first release; an older file gets them (and a backfill) on open.
-_ADDED_COLUMNS = {"alert_id": "TEXT", "model_set_version": "TEXT", "arrival": "REAL"}
-_COLUMNS = "id, topic, payload, qos, created, attempts, alert_id, model_set_version, arrival"
-_INSERT = (
-    "INSERT INTO outbox (topic, payload, qos, created, attempts, alert_id, model_set_version,"
-    " arrival) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-@dataclass(frozen=True)
-class AlertMeta:
-    """What publishing needs to know about an alert without parsing its JSON again."""
-
-    alert_id: str | None = None
-    model_set_version: str | None = None
-    #: When the reading behind the alert arrived (Unix s), for the reading→alert latency.
-    arrival: float | None = None
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> AlertMeta:
-        """Parse a stored alert once (migrating rows written before the columns existed)."""
-        alert = Alert.from_json(payload)
-        if alert is None:
-            return cls()
-        return cls.of(alert)
-
-    @classmethod
-    def of(cls, alert: Alert) -> AlertMeta:
-        return cls(alert.alert_id, alert.model_set_version, alert.arrival)
-
-
-@dataclass(frozen=True)
-class OutgoingAlert:
-    """An alert on its way into the outbox: topic, JSON payload and its metadata."""
-
-    topic: str
-    payload: bytes
-    meta: AlertMeta = AlertMeta()
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    topic: str
-    payload: bytes
-    qos: int
-    created: float
-    attempts: int
-    meta: AlertMeta = AlertMeta()
-
-    def is_resend(self, connected_at: float = float("-inf")) -> bool:
-        """The resend rule: an earlier attempt was made, or the alert was stored before the
-        current connection came up (it may have gone out on the previous one unacknowledged).
-        """
-        return self.attempts > 0 or self.created < connected_at
-
-    def wire_payload(self, connected_at: float = float("-inf")) -> bytes:
-        """What to publish: marked ``"resent": true`` when :meth:`is_resend`."""
-        return mark_resent(self.payload) if self.is_resend(connected_at) else self.payload
-
-
-def mark_resent(payload: bytes) -> bytes:
-    """Set ``"resent": true`` in an alert's JSON; anything that is not a JSON object is kept."""
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload
-    if not isinstance(doc, dict) or doc.get("resent") is True:
-        return payload
-    doc["resent"] = True
-    return orjson.dumps(doc)
+__all__ = ["AlertMeta", "Outbox", "OutboxItem", "OutgoingAlert", "mark_resent"]
 
 
 class _CorruptDatabase(Exception):
@@ -201,9 +125,9 @@ class Outbox:
             try:
                 self._expire_db(self._conn, now)
                 rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM outbox ORDER BY id LIMIT ?", (limit,)
+                    f"SELECT {COLUMNS} FROM outbox ORDER BY id LIMIT ?", (limit,)
                 ).fetchall()
-                items = [_item(row) for row in rows]
+                items = [item_from_row(row) for row in rows]
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc, "pending")
                 items = []
@@ -292,9 +216,9 @@ class Outbox:
             check = conn.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
                 raise _CorruptDatabase(f"quick_check: {check[0] if check else 'no result'}")
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 conn.execute(statement)
-            _migrate(conn)
+            migrate(conn)
             self._db_rows = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except BaseException:
             conn.close()
@@ -362,8 +286,8 @@ class Outbox:
             with self._transaction() as conn:
                 self._expire_db(conn, now)
                 cur = conn.execute(
-                    _INSERT,
-                    (topic, payload, qos, now, 0, *_meta_row(meta)),
+                    INSERT,
+                    (topic, payload, qos, now, 0, *meta_row(meta)),
                 )
                 row_id = cur.lastrowid
                 assert row_id is not None
@@ -403,14 +327,14 @@ class Outbox:
                     self._db_rows -= cur.rowcount
                 for item in self._memory.values():
                     cur = conn.execute(
-                        _INSERT,
+                        INSERT,
                         (
                             item.topic,
                             item.payload,
                             item.qos,
                             item.created,
                             item.attempts,
-                            *_meta_row(item.meta),
+                            *meta_row(item.meta),
                         ),
                     )
                     assert cur.lastrowid is not None
@@ -487,54 +411,6 @@ class Outbox:
 
     def _publish_depth(self) -> None:
         self._metrics.outbox_depth.set(self.depth())
-
-
-def _item(row: tuple[Any, ...]) -> OutboxItem:
-    return OutboxItem(
-        id=int(row[0]),
-        topic=str(row[1]),
-        payload=_as_bytes(row[2]),
-        qos=int(row[3]),
-        created=float(row[4]),
-        attempts=int(row[5]),
-        meta=AlertMeta(
-            alert_id=None if row[6] is None else str(row[6]),
-            model_set_version=None if row[7] is None else str(row[7]),
-            arrival=None if row[8] is None else float(row[8]),
-        ),
-    )
-
-
-def _as_bytes(value: object) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
-
-
-def _meta_row(meta: AlertMeta) -> tuple[str | None, str | None, float | None]:
-    return meta.alert_id, meta.model_set_version, meta.arrival
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Give an outbox file from an older release the metadata columns, filled in once from
-    the stored JSON, so publishing never parses an alert to find its id."""
-    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(outbox)")}
-    missing = [name for name in _ADDED_COLUMNS if name not in have]
-    if not missing:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for name in missing:
-            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
-        rows = conn.execute("SELECT id, payload FROM outbox").fetchall()
-        conn.executemany(
-            "UPDATE outbox SET alert_id = ?, model_set_version = ?, arrival = ? WHERE id = ?",
-            [(*_meta_row(AlertMeta.from_payload(_as_bytes(p))), int(i)) for i, p in rows],
-        )
-    except BaseException:
-        with suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    get_logger(component="outbox").info("outbox_migrated", added=missing, rows=len(rows))
 
 
 def _condition(exc: BaseException) -> str:
