@@ -94,6 +94,31 @@ def test_password_never_echoed_in_errors(tmp_path: Path) -> None:
     assert "hunter2" not in str(exc.value)
 
 
+@pytest.mark.parametrize("value", ["12345678", "[1, 2]", "{a: 1}", "true"])
+def test_invalid_scalar_password_is_named_but_never_shown(tmp_path: Path, value: str) -> None:
+    """A password YAML reads as a number (or any wrong type) fails on ``mqtt.password`` itself,
+    where the offending input is the password: the key is named, the value is not."""
+    cfg = write(tmp_path, f"units: [{{name: u1}}]\nmqtt: {{password: {value}, port: 0}}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    problems = exc.value.problems
+    assert any(line.startswith("config key mqtt.password:") for line in problems), problems
+    assert any(line.startswith("config key mqtt.port:") and "(got 0)" in line for line in problems)
+    if value == "12345678":
+        assert "12345678" not in str(exc.value)
+
+
+def test_console_password_hash_is_never_shown(tmp_path: Path) -> None:
+    from edge_console.config import load_console_settings
+
+    cfg = tmp_path / "console.yaml"
+    cfg.write_text("users: [{name: op, password_hash: 987654321}]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_console_settings(cfg)
+    assert any("users.0.password_hash" in line for line in exc.value.problems)
+    assert "987654321" not in str(exc.value)
+
+
 def test_password_file_is_read(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n", encoding="utf-8")
