@@ -36,6 +36,7 @@ from edge_agent.logging_setup import RedactSecrets, _orjson_dumps
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import Engine
 from edge_agent.pipeline.ingest import REJECT_REASONS
+from edge_agent.pipeline.rejections import LINK_REASONS, RejectReason
 from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
@@ -443,6 +444,8 @@ def test_1e5_generated_payloads_are_each_accepted_or_counted_once(
     # Every rejection reason was reached (too_many_units by the loose engine, oversized by
     # the strict one, too_old/too_new/bad_timestamp by the timestamp kind, …).
     assert set(reasons) == set(REJECT_REASONS)
+    # ... and those are every reason of the one enum but the MQTT link's own two.
+    assert set(REJECT_REASONS) | set(LINK_REASONS) == set(RejectReason)
     assert total_accepted > 0.15 * N_PAYLOADS
     # The data path kept scoring through it all, and the log pipeline rendered every rejection.
     assert scored_steps > 1000

@@ -181,3 +181,16 @@ def test_the_console_setup_block_runs_verbatim(tmp_path: Path) -> None:
     assert lines[0].startswith("$argon2id$"), done.stdout
     assert lines[-1].startswith("config OK: plants plant1"), done.stdout
     assert (copy / "console.yaml").is_file()
+
+
+def test_readme_lists_every_rejection_reason() -> None:
+    """The README's list of ``messages_rejected`` reasons is the enum, no more, no less."""
+    import re
+
+    from edge_agent.pipeline.rejections import RejectReason
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("Rejected messages are counted by reason")
+    paragraph = text[start : text.index("Nothing is dropped silently", start)]
+    listed = set(re.findall(r"`([a-z_]+)`", paragraph))
+    assert listed == {r.value for r in RejectReason}

@@ -58,6 +58,7 @@ from edge_agent.config import AgentSettings, TlsSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alerts import rfc3339
 from edge_agent.pipeline.lost_data import LostDataWarnings
+from edge_agent.pipeline.rejections import RejectReason
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
 INCOMING_QUEUE_MAX = 10_000
@@ -613,7 +614,7 @@ class MqttLink:
             self.on_message(message.topic.value, payload, arrival)
         except Exception:
             # A bug in one handler must not take the connection down with it.
-            self.metrics.messages_rejected.labels(reason="handler_error").inc()
+            self.metrics.messages_rejected.labels(reason=RejectReason.HANDLER_ERROR).inc()
             self.log.exception("mqtt_on_message_failed", topic=message.topic.value)
 
     async def _run_on_connect(self) -> None:
@@ -705,8 +706,8 @@ class MqttLink:
         # Received from the broker (and acknowledged) but never handed on: counted on both
         # sides so that received = accepted + rejected still adds up.
         self.metrics.messages_received.inc()
-        self.metrics.messages_rejected.labels(reason="queue_full").inc()
-        self._lost.rejected("queue_full", topic)
+        self.metrics.messages_rejected.labels(reason=RejectReason.QUEUE_FULL).inc()
+        self._lost.rejected(RejectReason.QUEUE_FULL, topic)
 
     def _log_retry(self, delay: float) -> None:
         """The wait before the next attempt: WARNING at a back-off-aware rate, else debug."""

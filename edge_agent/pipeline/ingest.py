@@ -54,23 +54,11 @@ from typing_extensions import TypedDict
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.lost_data import LostDataWarnings
+from edge_agent.pipeline.rejections import INGEST_REASONS
 from edge_agent.pipeline.sensors import SensorSpec
 
-REJECT_REASONS: tuple[str, ...] = (
-    "oversized",
-    "bad_topic",
-    "unknown_unit",
-    "too_many_units",
-    "unknown_sensor",
-    "bad_encoding",
-    "bad_json",
-    "bad_type",
-    "not_finite",
-    "out_of_range",
-    "bad_timestamp",
-    "too_old",
-    "too_new",
-)
+#: The reasons ingest counts (the enum in :mod:`edge_agent.pipeline.rejections` is the list).
+REJECT_REASONS: tuple[str, ...] = tuple(INGEST_REASONS)
 
 #: Unit names as the configuration allows them (see config.UnitSettings).
 _UNIT_PATTERN = r"[A-Za-z0-9_.-]{1,128}"
