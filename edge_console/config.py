@@ -161,6 +161,13 @@ class ConsoleSettings(YamlEnvSettings):
     #: The MLflow UI of the training runs (e.g. ``http://mlflow.plant.local:5000``); the Models
     #: page then links each agent's registered model version there. None: run ids as text only.
     tracking_ui_url: str | None = None
+    #: The MLflow tracking store ``edge-train train`` records runs in (its ``tracking.uri``;
+    #: by default ``sqlite:///<training output>/../mlruns.db``, an absolute path here), or an
+    #: http(s) MLflow server. Set: the Models page lists the experiment's newest runs and marks
+    #: the one behind each agent's model set. None: no run list.
+    tracking_uri: str | None = None
+    tracking_experiment: str = "edge-agent"
+    tracking_max_runs: int = Field(default=20, ge=1, le=500)
     #: Alarm-history defaults for the KPIs (ISA-18.2 uses 24 h for "standing").
     standing_after_seconds: float = Field(default=24 * 3600.0, gt=0)
 

@@ -11,6 +11,7 @@ change to ``ack_active``. Screenshots of every page are written to
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -78,9 +79,30 @@ class Plant(threading.Thread):
                 time.sleep(delay)
 
 
+def tracked_store(root: Path) -> tuple[str, str]:
+    """A real MLflow SQLite store with one finished run, as ``edge-train train`` records it."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("edge-agent", artifact_location=str(root / "artifacts"))
+    run = client.create_run(exp, run_name="browser-run")
+    for key, value in (("test.ensemble.f1", 0.8125), ("test.ensemble.far_percent", 1.5)):
+        client.log_metric(run.info.run_id, key, value)
+    client.set_tag(run.info.run_id, "registered_model", "edge-agent-test/3")
+    client.set_terminated(run.info.run_id)
+    return uri, run.info.run_id
+
+
 @pytest.fixture
 def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object]]:
     models = build_model_set(tmp_path / "models", window=WINDOW, version="hm-browser")
+    tracking_uri, run_id = tracked_store(tmp_path / "tracking")
+    manifest = models / "manifest.json"  # the agent runs the tracked run's set
+    raw = json.loads(manifest.read_text(encoding="utf-8"))
+    raw["tracking"] = {"run_id": run_id, "experiment": "edge-agent",
+                       "registered_model": "edge-agent-test", "registered_version": 3}  # fmt: skip
+    manifest.write_text(json.dumps(raw), encoding="utf-8")
     agent = AgentProcess(
         tmp_path / "agent",
         agent_config(tmp_path / "agent", mosquitto.port, models, units=("unit1", "unit2")),
@@ -91,6 +113,7 @@ def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object
             tmp_path,
             mosquitto.port,
             model_dirs=[str(tmp_path / "models")],
+            tracking_uri=tracking_uri,
             limits={"*": {"steam_temperature": {"hi": 545.0, "hihi": 560.0}}},
         ),
     )
@@ -102,7 +125,7 @@ def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object
         driver = chrome()
         plant = Plant(mosquitto.port)
         yield {"agent": agent, "console": console, "driver": driver, "plant": plant,
-               "broker": mosquitto}  # fmt: skip
+               "broker": mosquitto, "run_id": run_id}  # fmt: skip
     finally:
         if plant is not None:
             plant.stop.set()
@@ -224,6 +247,10 @@ def test_live_alarm_sign_in_acknowledge(rig: dict[str, object]) -> None:
             "the Models page",
             lambda: "hm-browser" in driver.find_element(By.TAG_NAME, "body").text,
         )
+        runs = driver.find_element(By.CSS_SELECTOR, "[data-testid=tracked-runs]").text
+        run_id = str(rig["run_id"])
+        assert run_id[:12] in runs and "edge-agent-test/3" in runs and "0.812" in runs, runs
+        assert "test-agent" in runs, runs  # marked as the run behind the agent's model set
         time.sleep(1.0)
         driver.save_screenshot(str(ARTIFACTS / "models.png"))
         driver.get(console.url + "/training")

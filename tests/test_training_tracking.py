@@ -223,3 +223,23 @@ def test_unusable_store_is_one_clear_error(run: SimpleNamespace, tmp_path: Path)
     with pytest.raises(TrackingError, match=r"cannot start a run.*is complete"):
         record_run(bad, dataclasses.replace(run.result, out_dir=copy), lambda _: None)
     assert load_manifest(copy) == load_manifest(run.out)  # the published set is untouched
+
+
+def test_console_lists_the_tracked_run_behind_a_model_set(run: SimpleNamespace) -> None:
+    """The console's Models page reads the same store: the run, its figures, its version."""
+    from edge_console.tracked_runs import TrackingUnavailable, list_runs
+
+    manifest = load_manifest(run.out)
+    assert manifest.tracking is not None
+    runs = list_runs(run.uri, "edge-agent", limit=5)
+    mine = [r for r in runs if r.run_id == manifest.tracking.run_id]
+    assert len(mine) == 1, [r.run_id for r in runs]
+    listed = mine[0]
+    ensemble = run.result.metrics["test"]["ensemble"]
+    assert listed.status == "FINISHED"
+    assert listed.figures["F1"] == pytest.approx(ensemble["f1"])
+    assert listed.figures["MAR %"] == pytest.approx(ensemble["mar_percent"])
+    assert listed.registered == f"thermal-test/{manifest.tracking.registered_version}"
+    assert listed.started.endswith("Z")
+    with pytest.raises(TrackingUnavailable, match="no experiment 'nope'"):
+        list_runs(run.uri, "nope")

@@ -1,4 +1,5 @@
-"""Models: the model set each agent runs (from its status), and that set's manifest.
+"""Models: the model set each agent runs (from its status), and that set's manifest; the
+newest tracked training runs when ``tracking_uri`` is set (:mod:`edge_console.tracked_runs`).
 
 Manifests are looked up by ``model_set_version`` in the configured ``model_dirs`` (e.g. the
 training output folders kept on the console host); their report figures are served from
@@ -17,6 +18,7 @@ from fastapi.responses import FileResponse
 from nicegui import ui
 
 from ..runtime import Console
+from ..tracked_runs import FIGURES, TrackingUnavailable, list_runs
 from .layout import frame
 
 _METRICS = ("precision", "recall", "f1", "far_percent", "event_recall", "false_alarms_per_day")
@@ -105,6 +107,36 @@ def _trace_view(trace: Any, ui_url: str | None) -> None:
         ui.link("open in MLflow", url, new_tab=True).classes("text-sm")
 
 
+def _runs_view(console: Console, running: dict[str, list[str]]) -> None:
+    """The experiment's newest tracked runs; ``running``: run id -> agents running its set."""
+    s = console.settings
+    if not s.tracking_uri:
+        return
+    with ui.card().classes("w-full").props("data-testid=tracked-runs"):
+        ui.label(f"Tracked runs — experiment {s.tracking_experiment}").classes("text-h6")
+        try:
+            runs = list_runs(s.tracking_uri, s.tracking_experiment, s.tracking_max_runs)
+        except TrackingUnavailable as exc:
+            ui.label(str(exc)).classes("text-sm text-negative")
+            return
+        columns = [
+            {"name": c, "label": c, "field": c, "align": "left"}
+            for c in ("run", "started", "status", *FIGURES, "registered", "running on")
+        ]
+        rows = [
+            {
+                "run": r.run_id[:12],
+                "started": r.started,
+                "status": r.status,
+                **{k: _fmt(v) for k, v in r.figures.items()},
+                "registered": r.registered or "–",
+                "running on": ", ".join(running.get(r.run_id, [])) or "–",
+            }
+            for r in runs
+        ]
+        ui.table(columns=columns, rows=rows, row_key="run").props("dense flat")
+
+
 def register(console: Console, app: FastAPI) -> None:
     @app.get("/model-report/{version}/{name}")
     def report_figure(version: str, name: str) -> FileResponse:
@@ -121,6 +153,12 @@ def register(console: Console, app: FastAPI) -> None:
         frame(console, request, "Models")
         manifests = find_manifests(console.settings.model_dirs)
         agents = sorted(console.state.agents.values(), key=lambda a: (a.plant, a.agent_id))
+        running: dict[str, list[str]] = {}
+        for agent in agents:
+            trace = agent.raw.get("model_set")
+            if isinstance(trace, dict) and isinstance(trace.get("run_id"), str):
+                running.setdefault(trace["run_id"], []).append(agent.agent_id)
+        _runs_view(console, running)
         if not agents:
             ui.label("No agent has reported its status yet.").classes("text-grey-7")
         for agent in agents:
