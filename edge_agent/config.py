@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from string import Formatter
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -32,6 +31,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from edge_agent.topics import check_template
 
 _S = TypeVar("_S", bound=BaseSettings)
 
@@ -143,25 +144,7 @@ class TopicSettings(_Section):
         """Checked here, not when first used: a typo in the alerts topic would otherwise
         fail every publish of a running agent, and one in an input topic only at start."""
         allowed, required = _TOPIC_PLACEHOLDERS[str(info.field_name)]
-        try:
-            parsed = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(v) if name]
-        except ValueError as exc:
-            raise ValueError(f"not a valid topic template ({exc})") from None
-        names = [name for name, _, _ in parsed]
-        if not v or "+" in v or "#" in v:
-            raise ValueError("must be a non-empty topic without the wildcards + and #")
-        unknown = sorted(set(names) - allowed)
-        if unknown:
-            shown = ", ".join("{" + n + "}" for n in sorted(allowed))
-            raise ValueError(f"unknown placeholder {{{unknown[0]}}} (allowed: {shown})")
-        if any(spec or conv for _, spec, conv in parsed):
-            raise ValueError("placeholders take no conversion or format spec, e.g. {unit}")
-        missing = sorted(required - set(names))
-        if missing:
-            raise ValueError(f"needs the placeholder {{{missing[0]}}}")
-        for name in required:
-            if names.count(name) > 1:
-                raise ValueError(f"{{{name}}} must appear only once")
+        check_template(v, allowed, required)
         return v
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from edge_agent.topics import fill, placeholders, subscription_filter, topic_regex
+
 from .config import ConsoleSettings
 
 Stream = Literal["alerts", "alarms", "scores", "status", "alarm_reply", "telemetry", "sensor"]
@@ -31,25 +33,12 @@ class TopicRef:
 
 
 def _filter(template: str, plant: str) -> str:
-    levels = []
-    for level in template.split("/"):
-        if level == "{plant}":
-            levels.append(plant)
-        elif level.startswith("{"):
-            levels.append("+")
-        else:
-            levels.append(level)
-    return "/".join(levels)
+    return subscription_filter(template, {"plant": plant})
 
 
 def _regex(template: str) -> re.Pattern[str]:
-    parts = []
-    for level in template.split("/"):
-        if level.startswith("{"):
-            parts.append(f"(?P<{level[1:-1]}>[^/]+)")
-        else:
-            parts.append(re.escape(level))
-    return re.compile("^" + "/".join(parts) + "$")
+    """Any plant, unit, agent id or sensor: the console listens to every agent of its plants."""
+    return topic_regex(template, {}, dict.fromkeys(placeholders(template), "[^/]+"))
 
 
 class TopicMap:
@@ -82,7 +71,7 @@ class TopicMap:
         """Which stream, plant and unit (or agent) a topic belongs to; None if none of ours."""
         for stream in _ORDER:
             rx = self._regexes.get(stream)
-            m = rx.match(topic) if rx is not None else None
+            m = rx.fullmatch(topic) if rx is not None else None
             if m is None:
                 continue
             plant = m.group("plant")
@@ -93,4 +82,4 @@ class TopicMap:
         return None
 
     def command_topic(self, plant: str, unit: str) -> str:
-        return self.settings.topics.alarm_command.format(plant=plant, unit=unit)
+        return fill(self.settings.topics.alarm_command, plant=plant, unit=unit)

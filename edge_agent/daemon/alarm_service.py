@@ -26,6 +26,7 @@ from edge_agent.pipeline.commands import COMMANDS, CommandError, parse_command, 
 from edge_agent.pipeline.engine import Engine, TickResult
 from edge_agent.pipeline.ingest import _template_regex
 from edge_agent.pipeline.lifecycle import AlarmLifecycle
+from edge_agent.topics import fill
 
 #: A refused command is logged at most this often per reason (all are counted).
 REFUSAL_LOG_SECONDS = 10.0
@@ -218,7 +219,7 @@ class AlarmService:
 
     def _topic(self, template: str, unit: str) -> str:
         s = self.settings
-        return template.format(plant=s.plant, unit=unit, agent_id=s.agent_id)
+        return fill(template, plant=s.plant, unit=unit, agent_id=s.agent_id)
 
 
 _COMMAND_LABELS = set(COMMANDS)

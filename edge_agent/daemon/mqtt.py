@@ -59,6 +59,7 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alerts import rfc3339
 from edge_agent.pipeline.lost_data import LostDataWarnings
 from edge_agent.pipeline.rejections import RejectReason
+from edge_agent.topics import fill, subscription_filter
 
 #: Incoming messages aiomqtt may hold for the receive loop; beyond this they are dropped.
 INCOMING_QUEUE_MAX = 10_000
@@ -89,7 +90,7 @@ def _onnxruntime_version() -> str | None:
 
 
 def status_topic(settings: AgentSettings) -> str:
-    return settings.topics.status.format(plant=settings.plant, agent_id=settings.agent_id)
+    return fill(settings.topics.status, plant=settings.plant, agent_id=settings.agent_id)
 
 
 def status_payload(
@@ -125,15 +126,7 @@ def status_payload(
 
 def _wildcard_topic(template: str, settings: AgentSettings) -> str:
     """Fill the plant and agent id into a topic template; every other placeholder is ``+``."""
-    known = {"plant": settings.plant, "agent_id": settings.agent_id}
-    levels = []
-    for level in template.split("/"):
-        try:
-            levels.append(level.format_map(known))
-        except KeyError:
-            # A placeholder we cannot fill (unit, sensor, ...) makes the whole level a wildcard.
-            levels.append("+")
-    return "/".join(levels)
+    return subscription_filter(template, {"plant": settings.plant, "agent_id": settings.agent_id})
 
 
 def subscription_topics(settings: AgentSettings) -> list[str]:

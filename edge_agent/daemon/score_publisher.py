@@ -14,6 +14,7 @@ from edge_agent.config import AgentSettings
 from edge_agent.daemon.mqtt import MqttLink
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import StepOutcome, TickResult
+from edge_agent.topics import fill
 
 #: At most this many score publishes in flight; the rest are dropped (``backlog``).
 MAX_SCORE_PUBLISHES_IN_FLIGHT = 2000
@@ -52,7 +53,7 @@ class ScorePublisher:
             if self.in_flight >= self.max_in_flight:
                 self.metrics.publish_dropped.labels("backlog").inc()
                 continue
-            topic = s.topics.scores.format(plant=s.plant, unit=step.unit, agent_id=s.agent_id)
+            topic = fill(s.topics.scores, plant=s.plant, unit=step.unit, agent_id=s.agent_id)
             self.in_flight += 1
             task = asyncio.create_task(self.link.publish(topic, self._payload(step), qos=0))
             self._tasks.add(task)

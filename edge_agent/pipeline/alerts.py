@@ -17,8 +17,6 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import orjson
 
-from edge_agent.config import AgentSettings
-
 AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood", "maintenance"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
 #: The audit states record operator commands and shelve expiries (edge_agent.pipeline.lifecycle).
@@ -286,14 +284,6 @@ class Alert:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
-
-
-def alert_topic(settings: AgentSettings, unit: str) -> str:
-    return settings.topics.alerts.format(plant=settings.plant, unit=unit)
-
-
-def scores_topic(settings: AgentSettings, unit: str) -> str:
-    return settings.topics.scores.format(plant=settings.plant, unit=unit)
 
 
 def scores_document(

@@ -56,6 +56,7 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline.lost_data import LostDataWarnings
 from edge_agent.pipeline.rejections import INGEST_REASONS
 from edge_agent.pipeline.sensors import SensorSpec
+from edge_agent.topics import topic_regex
 
 #: The reasons ingest counts (the enum in :mod:`edge_agent.pipeline.rejections` is the list).
 REJECT_REASONS: tuple[str, ...] = tuple(INGEST_REASONS)
@@ -141,29 +142,8 @@ class _Route(NamedTuple):
 
 def _template_regex(template: str, plant: str, captures: Sequence[str]) -> re.Pattern[str]:
     """``plant/{plant}/{unit}/sensors/{sensor}`` → a regex capturing unit and sensor."""
-    parts = re.split(r"(\{[a-z_]+\})", template)
-    pattern = ""
-    seen: list[str] = []
-    for part in parts:
-        if part == "{plant}":
-            pattern += re.escape(plant)
-        elif part in ("{unit}", "{sensor}"):
-            name = part[1:-1]
-            if name not in captures:
-                raise ValueError(f"topic template {template!r}: {part} is not allowed here")
-            if name in seen:
-                raise ValueError(f"topic template {template!r}: {part} appears twice")
-            seen.append(name)
-            body = _UNIT_PATTERN if name == "unit" else _SENSOR_PATTERN
-            pattern += f"(?P<{name}>{body})"
-        elif part.startswith("{"):
-            raise ValueError(f"topic template {template!r}: unknown placeholder {part}")
-        else:
-            pattern += re.escape(part)
-    missing = [c for c in captures if c not in seen]
-    if missing:
-        raise ValueError(f"topic template {template!r} needs {{{'}, {'.join(missing)}}}")
-    return re.compile(pattern)
+    bodies = {"unit": _UNIT_PATTERN, "sensor": _SENSOR_PATTERN}
+    return topic_regex(template, {"plant": plant}, {c: bodies[c] for c in captures})
 
 
 def parse_timestamp(raw: float | int | str) -> float | None:

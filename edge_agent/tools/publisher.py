@@ -23,6 +23,7 @@ import orjson
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 from edge_agent.tools.plants import REFERENCE_DESIGN, UnitDesign
 from edge_agent.tools.simulator import FAULT_KINDS, FaultEvent, ThermalUnitSimulator
+from edge_agent.topics import fill
 
 _FAULT_RE = re.compile(
     r"^(?P<kind>[a-z_]+)@(?P<start>\d+)\+(?P<length>\d+)(?::(?P<sensor>\w+))?"
@@ -107,11 +108,11 @@ def step_messages(
     names = sensor_names(THERMAL_UNIT_SENSORS)
     row = np.asarray(values, dtype=float).tolist()
     if plan.mode == "telemetry":
-        topic = plan.telemetry_topic.format(plant=plan.plant, unit=unit)
+        topic = fill(plan.telemetry_topic, plant=plan.plant, unit=unit)
         return [(topic, orjson.dumps({"ts": ts, "values": dict(zip(names, row, strict=True))}))]
     return [
         (
-            plan.sensor_topic.format(plant=plan.plant, unit=unit, sensor=name),
+            fill(plan.sensor_topic, plant=plan.plant, unit=unit, sensor=name),
             orjson.dumps({"ts": ts, "value": value}),
         )
         for name, value in zip(names, row, strict=True)

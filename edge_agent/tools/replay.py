@@ -31,6 +31,7 @@ from edge_agent.pipeline.alerts import Alert, rfc3339
 from edge_agent.pipeline.engine import Engine, StepOutcome, TickResult
 from edge_agent.pipeline.ingest import EventLogger, parse_table_timestamp
 from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.topics import fill
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def replay(
     engine = Engine(
         settings, model_set, metrics, log or structlog.get_logger("edge_agent.tools.replay")
     )
-    topic = settings.topics.telemetry.format(plant=settings.plant, unit=unit)
+    topic = fill(settings.topics.telemetry, plant=settings.plant, unit=unit)
     model_names = list(model_set.manifest.models)
     counts = {"rows": 0, "steps": 0, "scored": 0, "anomalous": 0, "missing": 0}
     first_ts: float | None = None
