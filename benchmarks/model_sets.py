@@ -80,7 +80,8 @@ def build_small_model_set(out: Path) -> Path:
     only the amount of training differs, which does not change the inference cost.
     """
     from edge_agent.tools.simulator import generate_dataset
-    from training.pipeline import load_config, train
+    from training.config import load_config
+    from training.pipeline import train
 
     print(f"building a small model set in {out} (once; cached) …", flush=True)
     work = out.parent / (out.name + ".work")

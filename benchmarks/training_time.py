@@ -46,7 +46,7 @@ def recorded(models: Path) -> dict[str, Any]:
 
 
 def _config(overrides: dict[str, Any] | None = None) -> Any:
-    from training.pipeline import load_config
+    from training.config import load_config
 
     path = TRAINING_CONFIG if TRAINING_CONFIG.is_file() else None
     return load_config(path, overrides or {})
@@ -90,16 +90,14 @@ def rerun_iforest() -> dict[str, Any]:
     from edge_agent.pipeline.features import compute_series_features, default_feature_spec
     from edge_agent.tools.simulator import generate_dataset
     from training.iforest import fit_iforest
-    from training.pipeline import normal_windows
 
     cfg = _config()
     sim = cfg.simulator
-    data = generate_dataset(sim.steps, sim.events, seed=sim.seed, day_seconds=sim.day_seconds)
-    n_train = int(sim.steps * cfg.split.train)
-    values = np.asarray(data.values[:n_train], dtype=np.float32)
-    labels = np.asarray(data.labels[:n_train])
+    # Normal operation only, every row fitted: what `edge-train train` does with unlabelled data.
+    data = generate_dataset(sim.steps, 0, seed=sim.seed, day_seconds=sim.day_seconds)
+    values = np.asarray(data.values, dtype=np.float32)
     spec = default_feature_spec(data.sensor_names, cfg.rolling)
-    feats = compute_series_features(values, spec)[normal_windows(labels, cfg.rolling)]
+    feats = compute_series_features(values, spec)
     t0 = time.perf_counter()
     fit_iforest(
         feats,

@@ -26,8 +26,8 @@ from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 from edge_agent.pipeline.windows import sliding_windows
 from training.cli import build_parser, main, run_train, train_overrides
+from training.config import TrainConfig, load_config
 from training.metrics import detection_metrics
-from training.pipeline import TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "training.yaml"

@@ -15,8 +15,8 @@ import pytest
 
 from edge_agent.pipeline.manifest import Manifest, load_manifest
 from training.cli import build_parser, main, run_train, train_overrides
+from training.config import load_config
 from training.diagnostics import FIGURES as DIAG_FIGURES
-from training.pipeline import load_config
 from training.registry import list_versions, promote, rollback
 from training.tracking import client, flat_metrics, record_run
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from edge_agent.pipeline.manifest import ManifestError
 
+from .config import TrainConfigError, load_config
 from .data import DataError
-from .pipeline import TrainConfigError, load_config
 from .tracking import TrackingError
 
 EXIT_USAGE = 2
@@ -332,7 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge_agent.pipeline.scoring import ModelSet
 
     from .data import load_csv
-    from .pipeline import evaluate_scored, score_steps
+    from .evaluation import evaluate_scored, score_steps
     from .report import metrics_table
 
     cfg = load_config(args.config, _data_overrides(args))

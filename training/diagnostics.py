@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from .pipeline import TrainResult
+    from .result import TrainResult
 
 CV_FOLDS = 5  # blocks of a hold-out tail (k-fold calibration has its own folds)
 PERM_MAX_ROWS = 4000

@@ -87,7 +87,7 @@ def add_models_parser(
 
 
 def _client_and_name(args: argparse.Namespace) -> tuple[Any, str, str]:
-    from .pipeline import load_config
+    from .config import load_config
 
     cfg = load_config(args.config)
     uri = args.tracking_uri or cfg.tracking.uri or default_uri(cfg.output_dir)

@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 from .metrics import runs
 
 if TYPE_CHECKING:
-    from .pipeline import ScoredSteps, TrainResult
+    from .evaluation import ScoredSteps
+    from .result import TrainResult
 
 REPORT_DIR = "report"
 FIGURES = {

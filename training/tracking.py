@@ -42,7 +42,8 @@ from .diagnostics import JSON_NAME as DIAGNOSTICS_JSON
 from .report import REPORT_DIR
 
 if TYPE_CHECKING:
-    from .pipeline import TrainConfig, TrainResult
+    from .config import TrainConfig
+    from .result import TrainResult
 
 DB_NAME = "mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
