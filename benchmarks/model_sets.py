@@ -120,6 +120,7 @@ def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Pat
     from edge_agent.pipeline.manifest import FORMAT_VERSION, Manifest, sha256_file
     from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
     from training.iforest import export_iforest, fit_iforest
+    from training.model_set import write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     names = sensor_names(THERMAL_UNIT_SENSORS)
@@ -221,8 +222,7 @@ def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Pat
         },
         "metrics": {},
     }
-    Manifest.model_validate(manifest)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(Manifest.model_validate(manifest), out)  # the one model-set writer
     return out
 
 

@@ -30,7 +30,6 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_agent.pipeline.features import FeatureSpec, compute_series_features, default_feature_spec
 from edge_agent.pipeline.manifest import (
     FORMAT_VERSION,
-    MANIFEST_NAME,
     FeatureEntry,
     Manifest,
     ModelEntry,
@@ -39,6 +38,7 @@ from edge_agent.pipeline.manifest import (
     sha256_file,
 )
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
+from training.model_set import write_manifest
 
 #: (center, standard deviation) of each thermal sensor in steady operation.
 THERMAL_NORMAL: dict[str, tuple[float, float]] = {
@@ -245,5 +245,5 @@ def build_model_set(
         ),
         versions={"handmade": "1"},
     )
-    (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    write_manifest(manifest, out)  # the one model-set writer, as training uses
     return out

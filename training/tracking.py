@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -233,12 +232,10 @@ def _metrics(result: TrainResult) -> list[Any]:
 
 def _write_tracking_into_manifest(out_dir: Path, entry: TrackingEntry) -> None:
     """Add ``tracking`` to the published manifest (atomic replace, as the pipeline writes)."""
-    path = out_dir / MANIFEST_NAME
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    raw["tracking"] = entry.model_dump(mode="json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(raw, indent=2) + "\n", "utf-8")
-    os.replace(tmp, path)
+    from .model_set import write_manifest
+
+    manifest = load_manifest(out_dir)
+    write_manifest(manifest.model_copy(update={"tracking": entry}), out_dir)
 
 
 def _artifact_files(out_dir: Path) -> list[tuple[Path, str]]:
