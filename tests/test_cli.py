@@ -28,7 +28,7 @@ from mosquitto import MosquittoBroker, free_port
 from edge_agent.cli import build_parser, main
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
-SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo"}
+SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo", "schema"}
 SHIPPED_MODELS = REPO / "models"
 
 
