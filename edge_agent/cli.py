@@ -1,4 +1,4 @@
-"""`edge-agent` command line: run, check, replay, simulate, demo.
+"""`edge-agent` command line: run, check, replay, simulate, demo, schema.
 
 Every failure the user can fix (bad config, bad model set, bad input file) ends with
 one line per problem on stderr and exit code 2 — never a traceback.
@@ -206,6 +206,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from edge_agent.schema_files import SCHEMA_DIR, stale_schemas, write_schemas
+
+    directory: Path = args.out or SCHEMA_DIR
+    if args.check:
+        stale = stale_schemas(directory)
+        if stale:
+            return _fail([f"{directory / n} is stale: run `edge-agent schema`" for n in stale])
+        return 0
+    for path in write_schemas(directory):
+        print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -355,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-console", dest="console", action="store_false", help="do not start the console"
     )
     demo.set_defaults(fn=cmd_demo)
+
+    sc = sub.add_parser(
+        "schema",
+        help="write the JSON Schemas of the messages and the manifest",
+        description="Write edge_agent/schemas/*.json from the definitions the agent uses "
+        "(alerts, scores, alarm commands and replies, alarm list, manifest).",
+    )
+    sc.add_argument("--out", type=Path, help="directory (default: the package's schemas/)")
+    sc.add_argument("--check", action="store_true", help="write nothing; exit 2 if a file is stale")
+    sc.set_defaults(fn=cmd_schema)
     return p
 
 

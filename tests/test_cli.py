@@ -31,7 +31,7 @@ from harness.mqtt_client import MqttClient
 from harness.net import free_port
 from harness.telemetry import SENSORS
 
-SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo"}
+SUBCOMMANDS = {"run", "check", "replay", "simulate", "demo", "schema"}
 SHIPPED_MODELS = REPO / "models"
 
 

@@ -98,5 +98,7 @@ class AuditEvents:
             model_set_version=self._model_set_version(),
             agent_id=self._agent_id,
             alarm=alarm,
-            audit=detail,
+            sensor=detail.sensor,
+            operator=detail.operator,
+            comment=detail.comment,
         )

@@ -1,4 +1,13 @@
-"""What the agent publishes: alerts and per-step scores, as dataclasses, JSON and JSON Schema.
+"""What the agent publishes: alerts and per-step scores, defined once.
+
+The dataclasses below *are* the contract: their field names, order and pydantic annotations
+give the JSON on the wire, the parsing of it (:meth:`Alert.from_json`) and the JSON Schemas
+committed as ``edge_agent/schemas/alert.schema.json`` and ``scores.schema.json`` (written by
+``edge-agent schema``; ``tests/test_schemas.py`` keeps them current). They are plain
+dataclasses read by pydantic ``TypeAdapter``s rather than ``BaseModel``s so that building one
+costs what it did before (scores are built per step per unit) and so that orjson serialises
+:class:`Scores` natively; an :class:`Alert` goes through pydantic's serialiser (timestamps as
+RFC 3339), then orjson, so the bytes are what they always were.
 
 Alerts carry everything an operator or a downstream system needs without asking the agent
 again: which models said what, which sensors contributed most, the limit that was crossed.
@@ -10,12 +19,22 @@ de-duplicate redeliveries and resends (``resent`` is set by the outbox, see
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import orjson
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic.json_schema import GenerateJsonSchema
 
 AlertKind = Literal["anomaly", "limit", "sensor_stale", "bad_quality", "flood", "maintenance"]
 #: ``summary`` only for ``flood``: the flood guard's count of alerts it held back.
@@ -35,21 +54,22 @@ AlertState = Literal[
 AUDIT_STATES: tuple[AlertState, ...] = get_args(AlertState)[3:]
 Severity = Literal["low", "medium", "high"]
 
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-ALERT_KINDS: tuple[AlertKind, ...] = (
-    "anomaly",
-    "limit",
-    "sensor_stale",
-    "bad_quality",
-    "flood",
-    "maintenance",
-)
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+ALERT_KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
+QUALITIES = ("impossible", "frozen", "noisy")
+#: Wire fields present on audit events only (absent, not null, on every other alert).
+AUDIT_ONLY_FIELDS = ("operator", "comment")
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def rfc3339(ts: float, timespec: str = "milliseconds") -> str:
     """Unix seconds as RFC 3339 UTC, e.g. ``2024-05-01T12:00:00.000Z``."""
     text = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec)
     return text.replace("+00:00", "Z")
+
+
+def _rfc3339_us(ts: float) -> str:
+    return rfc3339(ts, "microseconds")
 
 
 def _parse_rfc3339(text: str) -> float:
@@ -59,23 +79,52 @@ def _parse_rfc3339(text: str) -> float:
     return dt.timestamp()
 
 
-class ModelVerdict(NamedTuple):
-    """One model's view of a step: sign-corrected score, its threshold, score > threshold.
+def _seconds(value: object) -> object:
+    """RFC 3339 text (from JSON) to Unix seconds; anything else is validated as a float."""
+    return _parse_rfc3339(value) if isinstance(value, str) else value
 
-    (Tuples: one is made per model per scored step, and they are cheaper than dataclasses.)
-    """
 
+_DATE_TIME = {"type": "string", "format": "date-time"}
+#: Unix seconds in Python, RFC 3339 UTC with milliseconds in JSON.
+Timestamp = Annotated[
+    float, BeforeValidator(_seconds), PlainSerializer(rfc3339, return_type=str),
+    WithJsonSchema(_DATE_TIME),
+]  # fmt: skip
+#: The same with microseconds (``received_at``: latency figures want them).
+TimestampUs = Annotated[
+    float, BeforeValidator(_seconds), PlainSerializer(_rfc3339_us, return_type=str),
+    WithJsonSchema(_DATE_TIME),
+]  # fmt: skip
+#: A timestamp already formatted (the scores message is built only to be sent).
+Rfc3339 = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+def _wire(title: str | None = None) -> ConfigDict:
+    """Pydantic config of a wire type: no unknown keys; every key is always sent."""
+    return ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True, title=title)
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """One model's view of a step: sign-corrected score, its threshold, score > threshold."""
+
+    # Not slotted (nor SensorError, EnvelopeExcursion, Scores): one is made per model per
+    # scored step, and orjson serialises a plain dataclass from its __dict__, fastest.
+
+    __pydantic_config__: ClassVar[ConfigDict] = _wire()
     score: float
     threshold: float
     decision: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "threshold": self.threshold, "decision": self.decision}
+        return asdict(self)
 
 
-class SensorError(NamedTuple):
+@dataclass(frozen=True)
+class SensorError:
     """A sensor's share of the autoencoder's reconstruction error."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = _wire()
     sensor: str
     error: float
 
@@ -84,34 +133,39 @@ class SensorError(NamedTuple):
 class LimitBreach:
     """A configured operating limit crossed by a step's value."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = _wire()
     sensor: str
     level: Literal["HIHI", "HI", "LO", "LOLO"]
     limit: float
     value: float
-    #: The sensor's engineering unit from the model manifest (e.g. ``degC``), "" if unknown.
-    engineering_unit: str = ""
+    engineering_unit: Annotated[
+        str, Field(description="from the model manifest, e.g. degC; empty if unknown")
+    ] = ""
 
 
-class EnvelopeExcursion(NamedTuple):
+@dataclass(frozen=True)
+class EnvelopeExcursion:
     """A sensor value outside what the models saw in training (unusual, and scored)."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = _wire()
     sensor: str
     value: float
     lo: float | None
     hi: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sensor": self.sensor, "value": self.value, "lo": self.lo, "hi": self.hi}
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
 class FloodDetail:
     """What the flood guard held back for one unit in one window."""
 
-    suppressed: int
+    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    suppressed: Annotated[int, Field(ge=1)]
     by_kind: dict[str, int]
-    window_start: float
-    window_end: float
+    window_start: Timestamp
+    window_end: Timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,95 +178,137 @@ class AuditDetail:
     sensor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+_Models = Annotated[
+    Mapping[str, ModelVerdict],
+    Field(
+        description="Per model: sign-corrected score (higher = more anomalous), threshold, "
+        "decision = score > threshold. Empty when the step was not scored."
+    ),
+]
+_TopSensors = Annotated[
+    tuple[SensorError, ...],
+    Field(description="Sensors with the largest reconstruction error, largest first."),
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
-    alert_id: str
+    """A message on the alerts topic (fields in wire order)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _wire("edge-agent alert")
+    alert_id: Annotated[
+        str,
+        Field(
+            pattern="^[0-9a-f]{32}$",
+            description="Same for the raised and cleared message of one episode.",
+        ),
+    ]
     plant: str
     unit: str
     kind: AlertKind
-    state: AlertState
+    state: Annotated[
+        AlertState,
+        Field(
+            description="summary: only for kind flood, once per flood window. A limit alarm "
+            "that moves to another level (HI -> HIHI -> HI) is raised again with the same "
+            "alert_id and raised_at, a later ts, the new level and severity. acknowledged ... "
+            "in_service: audit events of the alarm lifecycle (operator commands, shelve "
+            "expiry), with operator and comment."
+        ),
+    ]
     severity: Severity
-    #: Start of the step this message is about (Unix seconds; RFC 3339 in JSON).
-    ts: float
-    #: Start of the step at which the episode was raised.
-    raised_at: float
+    #: One line of plain text for people (see :mod:`edge_agent.pipeline.messages`).
+    message: Annotated[
+        str,
+        Field(
+            description="one line of plain text for people, e.g. "
+            "'Steam temperature 590.0 °C above HIHI 580 °C'"
+        ),
+    ] = ""
+    ts: Annotated[Timestamp, Field(description="start of the step this message is about (UTC)")]
+    raised_at: Annotated[Timestamp, Field(description="start of the step that raised the episode")]
+    score: Annotated[
+        float | None,
+        Field(
+            description="calibrated ensemble score of the step: >= 0 exactly when the ensemble "
+            "decision is anomalous; null if the step was not scored"
+        ),
+    ] = None
+    models: _Models = field(default_factory=dict)
+    top_sensors: _TopSensors = ()
+    limit: Annotated[
+        LimitBreach | None,
+        Field(
+            description="the sensor's most severe breached level (one limit alarm per sensor); "
+            "value: the step's value (on clear: the value that cleared it)"
+        ),
+    ] = None
+    stale_sensors: tuple[str, ...] = ()
+    flood: FloodDetail | None = None
+    sensor: Annotated[
+        str | None,
+        Field(
+            description="the sensor of a per-sensor alarm (limit, bad_quality); on an "
+            "out_of_service / in_service audit event the sensor taken out of / back into "
+            "service (null for the whole unit)"
+        ),
+    ] = None
+    outside_envelope: Annotated[
+        tuple[EnvelopeExcursion, ...],
+        Field(
+            description="Sensors outside the range the models saw in training at this step: "
+            "unusual readings are scored, never dropped; lo/hi is the training envelope."
+        ),
+    ] = ()
+    quality: Annotated[
+        str | None,
+        WithJsonSchema({"enum": [*QUALITIES, None]}),
+        Field(
+            description="bad_quality only: impossible (outside the instrument range or not a "
+            "number), frozen (one value for longer than training ever held one) or noisy "
+            "(step-to-step changes beyond what training saw); else null"
+        ),
+    ] = None
     model_set_version: str
     agent_id: str
-    #: Ensemble score of the step (None when the step was not scored).
-    score: float | None = None
-    models: Mapping[str, ModelVerdict] = field(default_factory=dict)
-    top_sensors: Sequence[SensorError] = ()
-    limit: LimitBreach | None = None
-    stale_sensors: Sequence[str] = ()
-    flood: FloodDetail | None = None
-    #: The sensor a per-sensor alarm (``limit``, ``bad_quality``) is about.
-    sensor: str | None = None
-    #: Sensors outside their training envelope at this step (any kind of alert).
-    outside_envelope: Sequence[EnvelopeExcursion] = ()
-    #: ``bad_quality`` only: why the readings are not trusted (impossible, frozen, noisy).
-    quality: str | None = None
-    resent: bool = False
+    resent: Annotated[bool, Field(description="true when sent again by the outbox")] = False
     #: Arrival (agent clock) of the step's last reading: for ``reading_to_alert_seconds``
     #: after the outbox, and for subscribers' own latency figures (``received_at``).
-    arrival: float | None = None
-    #: One line of plain text for people (see :mod:`edge_agent.pipeline.messages`).
-    message: str = ""
-    #: The alarm's name (edge_agent.pipeline.alarm.alarm_key); None for flood summaries and
-    #: unit-wide maintenance events.
-    alarm: str | None = None
-    #: Set on audit events (the AUDIT_STATES) only.
-    audit: AuditDetail | None = None
+    arrival: Annotated[
+        TimestampUs | None,
+        Field(
+            alias="received_at",
+            description="when the agent received the step's last reading (agent clock, UTC, "
+            "microseconds); null for flood summaries",
+        ),
+    ] = None
+    alarm: Annotated[
+        str | None,
+        Field(
+            description="the alarm: kind, or kind/sensor (limit/steam_pressure), as in the "
+            "retained alarm list and the alarm commands; null for flood summaries and "
+            "unit-wide maintenance events"
+        ),
+    ] = None
+    #: Audit events (the AUDIT_STATES) only: who, and why (the sensor is in ``sensor``).
+    operator: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string"}),
+        Field(description="audit events only: who"),
+    ] = None
+    comment: Annotated[str | None, Field(description="audit events only")] = None
+
+    @property
+    def audit(self) -> AuditDetail | None:
+        """Who did what, on an audit event; None on every other alert."""
+        if self.operator is None:
+            return None
+        return AuditDetail(self.operator, self.comment, self.sensor)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {
-            "alert_id": self.alert_id,
-            "plant": self.plant,
-            "unit": self.unit,
-            "kind": self.kind,
-            "state": self.state,
-            "severity": self.severity,
-            "message": self.message,
-            "ts": rfc3339(self.ts),
-            "raised_at": rfc3339(self.raised_at),
-            "score": self.score,
-            "models": {name: v.to_dict() for name, v in self.models.items()},
-            "top_sensors": [{"sensor": s.sensor, "error": s.error} for s in self.top_sensors],
-            "limit": (
-                None
-                if self.limit is None
-                else {
-                    "sensor": self.limit.sensor,
-                    "level": self.limit.level,
-                    "limit": self.limit.limit,
-                    "value": self.limit.value,
-                    "engineering_unit": self.limit.engineering_unit,
-                }
-            ),
-            "stale_sensors": list(self.stale_sensors),
-            "flood": (
-                None
-                if self.flood is None
-                else {
-                    "suppressed": self.flood.suppressed,
-                    "by_kind": dict(self.flood.by_kind),
-                    "window_start": rfc3339(self.flood.window_start),
-                    "window_end": rfc3339(self.flood.window_end),
-                }
-            ),
-            "sensor": self.sensor,
-            "outside_envelope": [e.to_dict() for e in self.outside_envelope],
-            "quality": self.quality,
-            "model_set_version": self.model_set_version,
-            "agent_id": self.agent_id,
-            "resent": self.resent,
-            "received_at": None if self.arrival is None else rfc3339(self.arrival, "microseconds"),
-            "alarm": self.alarm,
-        }
-        if self.audit is not None:
-            doc["operator"] = self.audit.operator
-            doc["comment"] = self.audit.comment
-            if self.audit.sensor is not None:
-                doc["sensor"] = self.audit.sensor
+        """The alert as JSON-ready types, keyed and ordered as on the wire."""
+        exclude = set(AUDIT_ONLY_FIELDS) if self.operator is None else None
+        doc: dict[str, Any] = _ALERT.dump_python(self, mode="json", by_alias=True, exclude=exclude)
         return doc
 
     def to_json(self) -> bytes:
@@ -220,312 +316,73 @@ class Alert:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Alert | None:
-        """The alert back from its JSON (e.g. out of the outbox); None if it is not one."""
+        """The alert back from its JSON (e.g. out of the outbox); None if it is not one.
+
+        Keys this version does not know are ignored (a payload written by a newer agent).
+        """
         try:
             doc = orjson.loads(payload)
-            limit = doc["limit"]
-            flood = doc["flood"]
-            return cls(
-                alert_id=str(doc["alert_id"]),
-                plant=str(doc["plant"]),
-                unit=str(doc["unit"]),
-                kind=doc["kind"],
-                state=doc["state"],
-                severity=doc["severity"],
-                ts=_parse_rfc3339(doc["ts"]),
-                raised_at=_parse_rfc3339(doc["raised_at"]),
-                model_set_version=str(doc["model_set_version"]),
-                agent_id=str(doc["agent_id"]),
-                score=None if doc["score"] is None else float(doc["score"]),
-                models={
-                    name: ModelVerdict(float(v["score"]), float(v["threshold"]), v["decision"])
-                    for name, v in doc["models"].items()
-                },
-                top_sensors=tuple(
-                    SensorError(str(e["sensor"]), float(e["error"])) for e in doc["top_sensors"]
-                ),
-                limit=None
-                if limit is None
-                else LimitBreach(
-                    str(limit["sensor"]),
-                    limit["level"],
-                    float(limit["limit"]),
-                    float(limit["value"]),
-                    str(limit.get("engineering_unit", "")),
-                ),
-                stale_sensors=tuple(str(x) for x in doc["stale_sensors"]),
-                flood=None
-                if flood is None
-                else FloodDetail(
-                    int(flood["suppressed"]),
-                    {str(k): int(v) for k, v in flood["by_kind"].items()},
-                    _parse_rfc3339(flood["window_start"]),
-                    _parse_rfc3339(flood["window_end"]),
-                ),
-                sensor=None if doc.get("sensor") is None else str(doc["sensor"]),
-                outside_envelope=tuple(
-                    EnvelopeExcursion(str(e["sensor"]), float(e["value"]), e["lo"], e["hi"])
-                    for e in doc.get("outside_envelope", ())
-                ),
-                quality=None if doc.get("quality") is None else str(doc["quality"]),
-                resent=bool(doc["resent"]),
-                arrival=None
-                if doc.get("received_at") is None
-                else _parse_rfc3339(doc["received_at"]),
-                message=str(doc.get("message", "")),
-                alarm=None if doc.get("alarm") is None else str(doc["alarm"]),
-                audit=None
-                if doc.get("operator") is None
-                else AuditDetail(
-                    str(doc["operator"]),
-                    None if doc.get("comment") is None else str(doc["comment"]),
-                    None if doc.get("sensor") is None else str(doc["sensor"]),
-                ),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            if not isinstance(doc, dict):
+                return None
+            return _ALERT.validate_python({k: v for k, v in doc.items() if k in _ALERT_KEYS})
+        except (orjson.JSONDecodeError, ValidationError):
             return None
 
 
-def scores_document(
-    *,
-    plant: str,
-    unit: str,
-    ts: float,
-    score: float | None,
-    decision: bool | None,
-    models: Mapping[str, ModelVerdict],
-    top_sensors: Sequence[SensorError],
-    stale: bool,
-    alarms: Mapping[str, bool],
-    model_set_version: str,
-    agent_id: str,
-) -> dict[str, Any]:
-    """The scores message of one step (one per scored step on the scores topic)."""
-    return {
-        "plant": plant,
-        "unit": unit,
-        "ts": rfc3339(ts),
-        "score": score,
-        "decision": decision,
-        "models": {name: v.to_dict() for name, v in models.items()},
-        "top_sensors": [{"sensor": s.sensor, "error": s.error} for s in top_sensors],
-        "stale": stale,
-        "alarms": dict(alarms),
-        "model_set_version": model_set_version,
-        "agent_id": agent_id,
-    }
+@dataclass(kw_only=True)
+class Scores:
+    """The message on the scores topic, one per scored step and unit.
+
+    Built per step, so: a plain dataclass (no validation, no slots) that orjson serialises
+    in one call; ``ts`` arrives formatted.
+    """
+
+    __pydantic_config__: ClassVar[ConfigDict] = _wire("edge-agent step scores")
+    plant: str
+    unit: str
+    ts: Annotated[Rfc3339, Field(description="start of the step (UTC)")]
+    score: float | None
+    decision: Annotated[bool | None, Field(description="ensemble decision")]
+    models: _Models
+    top_sensors: _TopSensors
+    stale: bool
+    alarms: Annotated[Mapping[str, bool], Field(description="alarm kind -> active after this step")]
+    model_set_version: str
+    agent_id: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
 
 
-# -- JSON Schemas (draft 2020-12) ---------------------------------------------------------
-
-_TS = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
-_MODELS = {
-    "type": "object",
-    "description": "Per model: sign-corrected score (higher = more anomalous), threshold, "
-    "decision = score > threshold. Empty when the step was not scored.",
-    "additionalProperties": {
-        "type": "object",
-        "required": ["score", "threshold", "decision"],
-        "additionalProperties": False,
-        "properties": {
-            "score": {"type": "number"},
-            "threshold": {"type": "number"},
-            "decision": {"type": "boolean"},
-        },
-    },
-}
-_TOP_SENSORS = {
-    "type": "array",
-    "description": "Sensors with the largest reconstruction error, largest first.",
-    "items": {
-        "type": "object",
-        "required": ["sensor", "error"],
-        "additionalProperties": False,
-        "properties": {"sensor": {"type": "string"}, "error": {"type": "number"}},
-    },
-}
+_ALERT: TypeAdapter[Alert] = TypeAdapter(Alert)
+_SCORES: TypeAdapter[Scores] = TypeAdapter(Scores)
+#: The wire keys (aliases), for ignoring unknown ones in :meth:`Alert.from_json`.
+_ALERT_KEYS = frozenset(_ALERT.json_schema(mode="validation")["properties"])
 
 
-_ENVELOPE = {
-    "type": "array",
-    "description": "Sensors outside the range the models saw in training at this step: "
-    "unusual readings are scored, never dropped; lo/hi is the training envelope.",
-    "items": {
-        "type": "object",
-        "required": ["sensor", "value", "lo", "hi"],
-        "additionalProperties": False,
-        "properties": {
-            "sensor": {"type": "string"},
-            "value": {"type": "number"},
-            "lo": {"type": ["number", "null"]},
-            "hi": {"type": ["number", "null"]},
-        },
-    },
-}
+class _WireSchema(GenerateJsonSchema):
+    """Without field titles ("Alert Id" only repeats the key) and Python-side defaults."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def default_schema(self, schema: Any) -> Any:
+        # Defaults are for building alerts in Python; on the wire every key is sent.
+        return self.generate_inner(schema["schema"])
+
+
+def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    schema = adapter.json_schema(mode="serialization", schema_generator=_WireSchema)
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
 def alert_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the alerts topic."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "edge-agent alert",
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "alert_id",
-            "plant",
-            "unit",
-            "kind",
-            "state",
-            "severity",
-            "message",
-            "ts",
-            "raised_at",
-            "score",
-            "models",
-            "top_sensors",
-            "limit",
-            "stale_sensors",
-            "flood",
-            "sensor",
-            "outside_envelope",
-            "quality",
-            "model_set_version",
-            "agent_id",
-            "resent",
-            "received_at",
-            "alarm",
-        ],
-        "properties": {
-            "alert_id": {
-                "type": "string",
-                "pattern": "^[0-9a-f]{32}$",
-                "description": "Same for the raised and cleared message of one episode.",
-            },
-            "plant": {"type": "string"},
-            "unit": {"type": "string"},
-            "kind": {"enum": list(ALERT_KINDS)},
-            "state": {
-                "enum": ["raised", "cleared", "summary", *AUDIT_STATES],
-                "description": "summary: only for kind flood, once per flood window. A limit "
-                "alarm that moves to another level (HI -> HIHI -> HI) is raised again with the "
-                "same alert_id and raised_at, a later ts, the new level and severity. "
-                "acknowledged ... in_service: audit events of the alarm lifecycle (operator "
-                "commands, shelve expiry), with operator and comment.",
-            },
-            "severity": {"enum": list(SEVERITIES)},
-            "message": {
-                "type": "string",
-                "description": "one line of plain text for people, e.g. "
-                "'Steam temperature 590.0 °C above HIHI 580 °C'",
-            },
-            "ts": {**_TS, "description": "start of the step this message is about (UTC)"},
-            "raised_at": {**_TS, "description": "start of the step that raised the episode"},
-            "score": {
-                "type": ["number", "null"],
-                "description": "calibrated ensemble score of the step: >= 0 exactly when the "
-                "ensemble decision is anomalous; null if the step was not scored",
-            },
-            "models": _MODELS,
-            "top_sensors": _TOP_SENSORS,
-            "limit": {
-                "type": ["object", "null"],
-                "required": ["sensor", "level", "limit", "value", "engineering_unit"],
-                "additionalProperties": False,
-                "description": "the sensor's most severe breached level (one limit alarm per "
-                "sensor); value: the step's value (on clear: the value that cleared it)",
-                "properties": {
-                    "sensor": {"type": "string"},
-                    "level": {"enum": ["HIHI", "HI", "LO", "LOLO"]},
-                    "limit": {"type": "number"},
-                    "value": {"type": "number"},
-                    "engineering_unit": {
-                        "type": "string",
-                        "description": "from the model manifest, e.g. degC; empty if unknown",
-                    },
-                },
-            },
-            "stale_sensors": {"type": "array", "items": {"type": "string"}},
-            "flood": {
-                "type": ["object", "null"],
-                "required": ["suppressed", "by_kind", "window_start", "window_end"],
-                "additionalProperties": False,
-                "properties": {
-                    "suppressed": {"type": "integer", "minimum": 1},
-                    "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "window_start": _TS,
-                    "window_end": _TS,
-                },
-            },
-            "sensor": {
-                "type": ["string", "null"],
-                "description": "the sensor of a per-sensor alarm (limit, bad_quality); on an "
-                "out_of_service / in_service audit event the sensor taken out of / back into "
-                "service (null for the whole unit)",
-            },
-            "outside_envelope": _ENVELOPE,
-            "quality": {
-                "enum": ["impossible", "frozen", "noisy", None],
-                "description": "bad_quality only: impossible (outside the instrument range or "
-                "not a number), frozen (one value for longer than training ever held one) or "
-                "noisy (step-to-step changes beyond what training saw); else null",
-            },
-            "model_set_version": {"type": "string"},
-            "agent_id": {"type": "string"},
-            "resent": {"type": "boolean", "description": "true when sent again by the outbox"},
-            "received_at": {
-                "type": ["string", "null"],
-                "format": "date-time",
-                "description": "when the agent received the step's last reading (agent clock, "
-                "UTC, microseconds); null for flood summaries",
-            },
-            "alarm": {
-                "type": ["string", "null"],
-                "description": "the alarm: kind, or kind/sensor (limit/steam_pressure), as in "
-                "the retained alarm list and the alarm commands; null for flood summaries and "
-                "unit-wide maintenance events",
-            },
-            "operator": {"type": "string", "description": "audit events only: who"},
-            "comment": {"type": ["string", "null"], "description": "audit events only"},
-        },
-    }
+    schema = _schema(_ALERT)
+    schema["required"] = [k for k in schema["required"] if k not in AUDIT_ONLY_FIELDS]
+    return schema
 
 
 def scores_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the scores topic."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "edge-agent step scores",
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "plant",
-            "unit",
-            "ts",
-            "score",
-            "decision",
-            "models",
-            "top_sensors",
-            "stale",
-            "alarms",
-            "model_set_version",
-            "agent_id",
-        ],
-        "properties": {
-            "plant": {"type": "string"},
-            "unit": {"type": "string"},
-            "ts": {**_TS, "description": "start of the step (UTC)"},
-            "score": {"type": ["number", "null"]},
-            "decision": {"type": ["boolean", "null"], "description": "ensemble decision"},
-            "models": _MODELS,
-            "top_sensors": _TOP_SENSORS,
-            "stale": {"type": "boolean"},
-            "alarms": {
-                "type": "object",
-                "description": "alarm kind -> active after this step",
-                "additionalProperties": {"type": "boolean"},
-            },
-            "model_set_version": {"type": "string"},
-            "agent_id": {"type": "string"},
-        },
-    }
+    return _schema(_SCORES)

@@ -18,7 +18,6 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 import structlog
 from numpy.typing import NDArray
 
@@ -39,9 +38,10 @@ from edge_agent.pipeline.alerts import (
     FloodDetail,
     LimitBreach,
     ModelVerdict,
+    Scores,
     SensorError,
     Severity,
-    scores_document,
+    rfc3339,
 )
 from edge_agent.pipeline.align import Aligner, ClosedStep
 from edge_agent.pipeline.ingest import EventLogger, Ingestor
@@ -300,21 +300,19 @@ class Engine:
 
     def scores_payload(self, step: StepOutcome) -> bytes:
         """The JSON scores message of one step, for the scores topic."""
-        return orjson.dumps(
-            scores_document(
-                plant=self._plant,
-                unit=step.unit,
-                ts=step.ts,
-                score=step.score,
-                decision=step.decision,
-                models=step.models,
-                top_sensors=step.top_sensors,
-                stale=step.stale,
-                alarms=step.alarms,
-                model_set_version=self._model_set.version,
-                agent_id=self._agent_id,
-            )
-        )
+        return Scores(
+            plant=self._plant,
+            unit=step.unit,
+            ts=rfc3339(step.ts),
+            score=step.score,
+            decision=step.decision,
+            models=step.models,
+            top_sensors=step.top_sensors,
+            stale=step.stale,
+            alarms=dict(step.alarms),
+            model_set_version=self._model_set.version,
+            agent_id=self._agent_id,
+        ).to_json()
 
     def flush_metrics(self) -> None:
         """Push the batched hot-path counters to Prometheus (``tick`` does this too)."""
