@@ -16,6 +16,7 @@ import orjson
 
 from edge_agent.logging_setup import get_logger
 from edge_agent.pipeline.alerts import Alert
+from edge_agent.pipeline.ingest import parse_timestamp
 
 # AUTOINCREMENT never reuses an id, so a late ack cannot delete a newer row.
 SCHEMA = (
@@ -51,11 +52,27 @@ class AlertMeta:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> AlertMeta:
-        """Parse a stored alert once (migrating rows written before the columns existed)."""
-        alert = Alert.from_json(payload)
-        if alert is None:
+        """Read the three fields of a stored alert once (migrating rows written before the
+        columns existed). Leniently: a row an older agent wrote need not satisfy today's
+        full contract to keep its id and version on resend."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             return cls()
-        return cls.of(alert)
+        if not isinstance(doc, dict):
+            return cls()
+        alert_id, version = doc.get("alert_id"), doc.get("model_set_version")
+        received = doc.get("received_at")
+        arrival = (
+            parse_timestamp(received)
+            if isinstance(received, int | float | str) and not isinstance(received, bool)
+            else None
+        )
+        return cls(
+            alert_id if isinstance(alert_id, str) else None,
+            version if isinstance(version, str) else None,
+            arrival,
+        )
 
     @classmethod
     def of(cls, alert: Alert) -> AlertMeta:
