@@ -10,8 +10,8 @@
   ``edge_agent.tools``. Of the rest of ``edge_agent`` it may use only ``config`` (settings
   models), ``topics`` (pure string work) and ``metrics`` (in-memory Prometheus counters; the
   daemon serves them) — judged acceptable, not injected: all are plain objects, and although
-  importing
-  ``prometheus_client`` loads its HTTP exposition code, nothing in the pipeline calls it.
+  importing ``prometheus_client`` loads its HTTP exposition code, nothing in the pipeline
+  calls it.
   Monotonic clocks (``time.monotonic``, ``time.perf_counter``) measure durations and
   rate-limit log lines; only wall-clock reads are refused. ``onnxruntime`` is compute.
 * Configuration errors never echo a secret, even a scalar where a string belongs.
