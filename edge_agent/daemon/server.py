@@ -9,8 +9,9 @@ the watchdog (:mod:`.watchdog`), ``/metrics`` (:mod:`.metrics_http`); the engine
 pipeline's state and the reload rules (:meth:`Engine.reconfigure`).
 
 Timing rules: intake (``on_message``) only parses and buffers; scoring happens in the
-tick loop in batches; alert publishing waits for PUBACKs in its own task, so a slow
-broker never stalls intake or scoring.
+tick loop in batches, the models in a worker thread (:mod:`.scoring_worker`); alert
+publishing waits for PUBACKs in its own task, so a slow broker never stalls intake or
+scoring.
 """
 
 from __future__ import annotations
@@ -202,7 +203,10 @@ class Server:
         self.notifier.stopping()
         self._state.accepting = False
         if self.ticker is not None:
-            self.ticker.tick_now()
+            try:
+                await self.ticker.drain()
+            except Exception:  # the alerts already in the outbox must still go out
+                self.log.exception("final tick failed")
         if self.link is not None and self.link.connected and self.alerts is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.alerts.drain(), SHUTDOWN_FLUSH_SECONDS)

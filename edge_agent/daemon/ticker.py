@@ -4,6 +4,11 @@ Scoring runs on a periodic tick (deadlines, staleness) and soon after a message 
 step: the wake-up comes ``TICK_COALESCE_SECONDS`` later, so steps that complete together are
 scored in one batch while latency stays a few ms. The periodic wake-up doubles as the
 event-loop lag probe, and ``last_tick`` feeds the watchdog.
+
+Each tick is the engine's three stages: ``prepare`` and ``finish`` on the event loop, the
+models in between on the :class:`~edge_agent.daemon.scoring_worker.ScoringWorker` thread,
+so intake goes on while a batch is scored. Ticks never overlap (a lock): that keeps the
+batches in order and makes a slow model back-pressure on the aligner.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from edge_agent.daemon.scoring_worker import ScoringWorker
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.engine import Engine, TickResult
+from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.outcome import TickResult
 
 #: Completed steps are scored this long after the message that completed them.
 TICK_COALESCE_SECONDS = 0.005
@@ -34,8 +41,10 @@ class Ticker:
         metrics: Metrics,
         clock: Callable[[], float],
         on_result: Callable[[TickResult], None],
+        worker: ScoringWorker | None = None,
     ) -> None:
         self.engine = engine
+        self.worker = worker if worker is not None else ScoringWorker()
         self.metrics = metrics
         self.clock = clock
         self.on_result = on_result
@@ -44,6 +53,8 @@ class Ticker:
         self.log = get_logger(component="ticker")
         self._ready = asyncio.Event()
         self._scheduled = False
+        self._lock = asyncio.Lock()
+        self._stopping = False
 
     @property
     def interval(self) -> float:
@@ -59,22 +70,35 @@ class Ticker:
         self._scheduled = False
         self._ready.set()
 
-    def tick_now(self) -> None:
-        """One tick outside the loop (shutdown scores what is buffered)."""
-        self.on_result(self.engine.tick(self.clock()))
+    async def tick_once(self) -> None:
+        """One tick: prepare on the loop, score in the worker thread, finish on the loop."""
+        async with self._lock:
+            engine = self.engine
+            job = await self.worker.score(engine.prepare(self.clock()))
+            self.on_result(engine.finish(job, self.clock()))
+
+    async def drain(self) -> None:
+        """Shutdown: let the batch in flight finish, score what is buffered, stop ticking."""
+        self._stopping = True
+        try:
+            await self.tick_once()
+        finally:
+            self.worker.close()
 
     async def run(self) -> None:
         interval = self.interval
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             due = loop.time() + interval
             try:
                 await asyncio.wait_for(self._ready.wait(), interval)
             except TimeoutError:
                 self.metrics.event_loop_lag_seconds.observe(max(0.0, loop.time() - due))
             self._ready.clear()
+            if self._stopping:
+                break
             self.last_tick = time.monotonic()
             try:
-                self.tick_now()
+                await self.tick_once()
             except Exception:  # one bad tick must not stop scoring for months
                 self.log.exception("tick failed")

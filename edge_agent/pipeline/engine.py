@@ -1,10 +1,13 @@
 """The engine: the agent's whole data path, from raw MQTT payloads to alerts, without I/O.
 
 ``handle_message`` does the little per-message work there is (validate, file under a
-step); ``tick(now)`` does the batch work: close due steps, append them to each unit's
-window, score every window that is due in *one* onnxruntime batch, run the alarms. Both
-take the time as an argument, so the live agent (wall clock) and ``replay`` (the data's
-own clock) run exactly this code. The caller publishes what ``tick`` returns.
+step); ``tick(now)`` does the batch work in three stages: ``prepare`` closes due steps and
+appends them to each unit's window, :func:`~edge_agent.pipeline.outcome.run_models` scores
+every window that is due in *one* onnxruntime batch, ``finish`` runs the alarms
+(:mod:`.step_alarms`). The daemon runs the middle stage in a worker thread; replay and the
+tests call ``tick``. Both take the time as an argument, so the live agent (wall clock) and
+``replay`` (the data's own clock) run exactly this code. The caller publishes what
+``tick`` returns.
 
 Times are Unix seconds: ``received`` and ``now`` must come from the same clock as the
 readings' timestamps (``time.time()``).
@@ -12,9 +15,7 @@ readings' timestamps (``time.time()``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -23,119 +24,32 @@ from numpy.typing import NDArray
 
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.alarm import (
-    LIMIT_SEVERITY,
-    AlarmBook,
-    AlarmEvent,
-    FloodSummary,
-    alarm_key,
-    anomaly_severity,
-)
-from edge_agent.pipeline.alerts import (
-    Alert,
-    AlertKind,
-    EnvelopeExcursion,
-    FloodDetail,
-    LimitBreach,
-    ModelVerdict,
-    Scores,
-    SensorError,
-    Severity,
-    rfc3339,
-)
+from edge_agent.pipeline.alarm import AlarmBook, alarm_key
+from edge_agent.pipeline.alerts import EnvelopeExcursion, ModelVerdict, Scores, rfc3339
 from edge_agent.pipeline.align import Aligner, ClosedStep
 from edge_agent.pipeline.ingest import EventLogger, Ingestor
-from edge_agent.pipeline.limits import LEVEL_RANK, compile_limits
+from edge_agent.pipeline.limits import compile_limits
 from edge_agent.pipeline.lost_data import LostDataWarnings
 from edge_agent.pipeline.manifest import ManifestError
-from edge_agent.pipeline.messages import with_message
+from edge_agent.pipeline.outcome import (
+    MAX_SCORE_BATCH,
+    ScoreJob,
+    StepOutcome,
+    TickResult,
+    run_models,
+)
 from edge_agent.pipeline.reconfigure import (
     RELOADABLE_KEYS,
     RESTART_REASON,
     ReloadReport,
     changed_keys,
 )
-from edge_agent.pipeline.scoring import BatchScores, ModelSet
+from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensor_health import SensorHealth
+from edge_agent.pipeline.step_alarms import StepAlarms
 from edge_agent.pipeline.windows import RingBuffer
 
-#: Alarm kinds reported per step (``flood`` is per window, not per step).
-STEP_ALARM_KINDS: tuple[AlertKind, ...] = ("anomaly", "limit", "sensor_stale", "bad_quality")
-#: Severity of a bad-quality alarm: the sensor's readings are impossible, so neither its
-#: limit alarms nor the models' view of it can be trusted until it is fixed.
-BAD_QUALITY_SEVERITY: Severity = "medium"
-#: The alarm states of a unit without any active alarm (shared, read-only: the common case).
-_ALL_CLEAR: Mapping[str, bool] = MappingProxyType(dict.fromkeys(STEP_ALARM_KINDS, False))
-
-
-#: Most windows scored in one onnxruntime call.
-MAX_SCORE_BATCH = 128
-
-
-@dataclass(slots=True)
-class StepOutcome:
-    """What happened at one closed step of one unit."""
-
-    unit: str
-    #: Start of the step, Unix seconds.
-    ts: float
-    index: int
-    #: How the step closed: ``complete``, ``deadline`` or ``overflow``.
-    how: str
-    #: Why the step was not scored: ``warmup`` (window not full yet), ``stride`` or
-    #: ``stale``; None when it was scored.
-    not_scored: Literal["warmup", "stride", "stale"] | None
-    stale_sensors: tuple[str, ...] = ()
-    carried: tuple[str, ...] = ()
-    #: Sensors whose latest reading was impossible (rejected at ingest).
-    bad_sensors: tuple[str, ...] = ()
-    #: Sensors whose readings are not trusted at this step, with the reason
-    #: (``impossible``, ``frozen``, ``noisy``: see :mod:`edge_agent.pipeline.sensor_health`).
-    quality: dict[str, str] = field(default_factory=dict)
-    #: Sensors outside their training envelope at this step (scored all the same).
-    outside_envelope: tuple[EnvelopeExcursion, ...] = ()
-    models: dict[str, ModelVerdict] = field(default_factory=dict)
-    score: float | None = None
-    decision: bool | None = None
-    #: How far past the threshold (see ``ensemble.Votes.strength``): the alert's severity.
-    strength: float | None = None
-    #: Per-sensor reconstruction error (None when not scored or no model reports one).
-    sensor_error: NDArray[np.float32] | None = None
-    #: Alarm kind -> active after this step.
-    alarms: Mapping[str, bool] = field(default_factory=dict)
-    #: Alerts published at this step (flood-suppressed ones are not here).
-    alerts: list[Alert] = field(default_factory=list)
-    last_received: float | None = None
-    sensor_names: Sequence[str] = ()
-    top_k: int = 3
-    #: The step's values in ``sensor_names`` order (NaN = missing), for the alarm lifecycle's
-    #: suppression by design.
-    row: NDArray[np.float32] | None = None
-
-    @property
-    def top_sensors(self) -> tuple[SensorError, ...]:
-        """The ``top_k`` sensors with the largest error, largest first (computed on demand:
-        most steps are never looked at that closely)."""
-        err = self.sensor_error
-        if err is None:
-            return ()
-        order = np.argsort(-err, kind="stable")[: self.top_k]
-        return tuple(SensorError(self.sensor_names[c], float(err[c])) for c in order)
-
-    @property
-    def scored(self) -> bool:
-        return self.not_scored is None
-
-    @property
-    def stale(self) -> bool:
-        return bool(self.stale_sensors)
-
-
-@dataclass(slots=True)
-class TickResult:
-    steps: list[StepOutcome] = field(default_factory=list)
-    #: Every alert to publish, in order (the steps' alerts plus flood summaries).
-    alerts: list[Alert] = field(default_factory=list)
+__all__ = ["MAX_SCORE_BATCH", "Engine", "ScoreJob", "StepOutcome", "TickResult", "run_models"]
 
 
 class _UnitState:
@@ -164,7 +78,6 @@ class Engine:
         self.sensors: list[str] = manifest.sensor_names
         self.step_seconds: float = settings.align.step_seconds or manifest.step_seconds
         self.window: int = manifest.window
-        self._limits = compile_limits(settings, self.sensors)
         self._stride = settings.models.stride
         self._top_k = min(settings.alarm.top_sensors, len(self.sensors))
         self._plant = settings.plant
@@ -185,6 +98,15 @@ class Engine:
             on_lost=lambda what, unit, n: self.lost.readings_lost(what, unit, self._topic, n),
         )
         self._alarms = AlarmBook(settings.alarm, settings.agent_id, metrics)
+        self._step_alarms = StepAlarms(
+            self._alarms,
+            compile_limits(settings, self.sensors),
+            settings.plant,
+            settings.agent_id,
+            self.log,
+            engineering_units=lambda: self._engineering_units,
+            current_version=lambda: self._model_set.version,
+        )
         self._units: dict[str, _UnitState] = {}
         self._n_received = 0
         self._n_messages_accepted = 0
@@ -235,25 +157,41 @@ class Engine:
         return self._aligner.steps_ready
 
     def tick(self, now: float) -> TickResult:
-        """Close due steps, score them in one batch, run the alarms."""
+        """Close due steps, score them in one batch, run the alarms (all three stages)."""
+        return self.finish(run_models(self.prepare(now)))
+
+    def prepare(self, now: float) -> ScoreJob:
+        """Stage 1: close the steps due at ``now``, append them to their units' windows and
+        collect the windows due for scoring (run them with :func:`run_models`, then hand
+        the job to :meth:`finish`; jobs must be finished in the order they were prepared)."""
         self._flush_counters()
         self.lost.flush()
         closed = self._aligner.close_due(now)
-        result = TickResult()
         if closed:
             outcomes, batch_rows, windows = self._advance_windows(closed)
-            if batch_rows:
-                self._score(now, outcomes, batch_rows, windows)
-            for outcome, step in zip(outcomes, closed, strict=True):
-                self._run_alarms(outcome, step, result.alerts)
-            result.steps = outcomes
+        else:
+            outcomes, batch_rows = [], []
+            windows = np.empty((0, self.window, len(self.sensors)), dtype=np.float32)
+        return ScoreJob(now, closed, outcomes, batch_rows, windows, self._model_set, self._health)
+
+    def finish(self, job: ScoreJob, done: float | None = None) -> TickResult:
+        """Stage 3: apply the job's scores and run the alarms. ``done`` is when scoring
+        finished (the latency metric's end; default: the job's own ``now``)."""
+        run_models(job)  # a no-op when it has been run (the daemon runs it in a thread)
+        result = TickResult()
+        if job.has_windows:
+            self._apply_scores(job, job.now if done is None else done)
+        for outcome, step in zip(job.outcomes, job.closed, strict=True):
+            self._step_alarms.run(outcome, step, result.alerts)
+        result.steps = job.outcomes
         # A unit that went quiet still gets its flood summary, once no step of the window
         # can arrive any more.
-        horizon = now - self.step_seconds - self._lateness
+        horizon = job.now - self.step_seconds - self._lateness
         for unit in self._alarms.flood_units():
             summary = self._alarms.end_flood_window(unit, horizon)
             if summary is not None:
-                result.alerts.append(self._readable(self._flood_alert(summary)))
+                alarms = self._step_alarms
+                result.alerts.append(alarms.readable(alarms.flood_alert(summary)))
         self.metrics.units_tracked.set(len(self._aligner.units))
         return result
 
@@ -310,7 +248,7 @@ class Engine:
             top_sensors=step.top_sensors,
             stale=step.stale,
             alarms=dict(step.alarms),
-            model_set_version=self._model_set.version,
+            model_set_version=step.model_set_version or self._model_set.version,
             agent_id=self._agent_id,
         ).to_json()
 
@@ -324,6 +262,7 @@ class Engine:
     def _set_envelope(self, sensors: Sequence[Any]) -> None:
         specs = [s.to_spec() for s in sensors]
         self._health = SensorHealth(specs, self._model_set.manifest.features.rolling)
+        self._engineering_units = {s.name: s.unit for s in self._model_set.manifest.sensors}
         self._env_lo = np.array([s.envelope_lo for s in specs], dtype=np.float32)
         self._env_hi = np.array([s.envelope_hi for s in specs], dtype=np.float32)
         self._env_bounds = [
@@ -416,190 +355,46 @@ class Engine:
                 self._dropped[reason].inc(n)
         return outcomes, batch_rows, windows[: len(batch_rows)]
 
-    def _score(
-        self,
-        now: float,
-        outcomes: list[StepOutcome],
-        batch_rows: list[int],
-        windows: NDArray[np.float32],
-    ) -> None:
-        # Bounded batches: the cost per window is flat from ~16 windows up, while one huge
-        # batch (a backlog after an outage) would spike memory that glibc then keeps.
-        for start in range(0, len(batch_rows), MAX_SCORE_BATCH):
-            stop = start + MAX_SCORE_BATCH
-            self._score_batch(now, outcomes, batch_rows[start:stop], windows[start:stop])
-
-    def _score_batch(
-        self,
-        now: float,
-        outcomes: list[StepOutcome],
-        batch_rows: list[int],
-        windows: NDArray[np.float32],
-    ) -> None:
-        model_set = self._model_set
-        scores: BatchScores = model_set.score(windows)
+    def _apply_scores(self, job: ScoreJob, done: float) -> None:
+        """Copy each window's verdicts onto its step; observe the scoring metrics."""
         m = self.metrics
-        for name, seconds in scores.seconds.items():
-            m.inference_seconds.labels(name).observe(seconds)
-        m.batch_size.observe(len(batch_rows))
-        m.steps_scored.inc(len(batch_rows))
-        entries = model_set.manifest.models
-        per_model = [
-            (name, scores.scores[name].tolist(), entries[name].threshold, decisions.tolist())
-            for name, decisions in scores.votes.decisions.items()
-        ]
-        ens_score = scores.votes.ensemble_score.tolist()
-        ens_strength = scores.votes.strength.tolist()
-        ens_decision = scores.votes.ensemble_decision.tolist()
-        errors = scores.per_sensor
-        latency = m.reading_to_score_seconds
-        noisy = self._health.noisy(windows) if self._health.enabled else None
+        m.steps_scored.inc(len(job.batch_rows))
+        entries = job.model_set.manifest.models
+        version = job.model_set.version
         names = self.sensors
-        for j, row in enumerate(batch_rows):
-            o = outcomes[row]
-            if noisy is not None and noisy[j].any():
-                for c in np.flatnonzero(noisy[j]):
-                    o.quality.setdefault(names[c], "noisy")
-            o.models = {
-                name: ModelVerdict(s[j], threshold, d[j]) for name, s, threshold, d in per_model
-            }
-            o.score = ens_score[j]
-            o.strength = ens_strength[j]
-            o.decision = ens_decision[j]
-            if errors is not None:
-                o.sensor_error = errors[j]
-            if o.last_received is not None:
-                latency.observe(max(0.0, now - o.last_received))
-
-    def _run_alarms(self, o: StepOutcome, step: ClosedStep, alerts: list[Alert]) -> None:
-        book = self._alarms
-        summary = book.end_flood_window(o.unit, o.ts)
-        if summary is not None:
-            o.alerts.append(self._flood_alert(summary))
-        if o.decision is not None and o.strength is not None:
-            severity = anomaly_severity(o.strength)
-            event = book.update(o.unit, "anomaly", "", o.decision, o.ts, severity)
-            if event is not None:
-                self._emit(event, o, None)
-        for limit in self._limits.get(o.unit, ()):
-            value = float(step.row[limit.column])
-            if value != value:  # NaN: stale sensor, no decision
-                continue
-            level = limit.level(value)
-            event = book.update(
-                o.unit,
-                "limit",
-                limit.sensor,
-                level is not None,
-                o.ts,
-                LIMIT_SEVERITY[level] if level is not None else "low",
-                level,
-                LEVEL_RANK[level] if level is not None else 0,
-            )
-            if event is not None and event.level is not None:
-                bound = limit.bound(event.level)
-                self._emit(event, o, LimitBreach(limit.sensor, event.level, bound, value))  # type: ignore[arg-type]
-        event = book.update(o.unit, "sensor_stale", "", o.stale, o.ts, "low")
-        if event is not None:
-            self._emit(event, o, None)
-        if o.quality or book.is_active(o.unit, "bad_quality"):
-            self._bad_quality_alarms(o)
-        active = book.active_kinds(o.unit)
-        o.alarms = (
-            {kind: active.get(kind, 0) > 0 for kind in STEP_ALARM_KINDS} if active else _ALL_CLEAR
-        )
-        if o.alerts:
-            o.alerts[:] = [self._readable(a) for a in o.alerts]
-            alerts.extend(o.alerts)
-
-    def _bad_quality_alarms(self, o: StepOutcome) -> None:
-        """One alarm per sensor whose readings are impossible, frozen or noisy, fed every
-        step while it is or its alarm is active (so it clears after ``off_delay`` good
-        steps)."""
-        book = self._alarms
-        subjects = dict.fromkeys((*o.quality, *book.active_subjects(o.unit, "bad_quality")))
-        for sensor in subjects:
-            event = book.update(
-                o.unit, "bad_quality", sensor, sensor in o.quality, o.ts, BAD_QUALITY_SEVERITY
-            )
-            if event is not None:
-                self._emit(event, o, None, sensor=sensor, quality=o.quality.get(sensor))
-
-    def _emit(
-        self,
-        event: AlarmEvent,
-        o: StepOutcome,
-        breach: LimitBreach | None,
-        sensor: str | None = None,
-        quality: str | None = None,
-    ) -> None:
-        log_fields: dict[str, Any] = {
-            "unit": event.unit,
-            "kind": event.kind,
-            "subject": event.subject,
-            "alert_id": event.alert_id,
-            "ts": o.ts,
-        }
-        if not event.publish:
-            if event.state == "raised" and not event.level_change:
-                self.log.info("alert_suppressed", **log_fields)
-            return
-        if event.level is not None:
-            log_fields["level"] = event.level
-        name = "alert_level_changed" if event.level_change else f"alert_{event.state}"
-        self.log.info(name, severity=event.severity, **log_fields)
-        kind: AlertKind = event.kind  # type: ignore[assignment]
-        o.alerts.append(
-            Alert(
-                alert_id=event.alert_id,
-                plant=self._plant,
-                unit=event.unit,
-                kind=kind,
-                state=event.state,
-                severity=event.severity,
-                ts=event.ts,
-                raised_at=event.raised_ts,
-                model_set_version=self._model_set.version,
-                agent_id=self._agent_id,
-                score=o.score,
-                models=o.models,
-                top_sensors=o.top_sensors,
-                limit=breach,
-                stale_sensors=o.stale_sensors,
-                sensor=breach.sensor if breach is not None else sensor,
-                outside_envelope=o.outside_envelope,
-                quality=quality,
-                arrival=o.last_received,
-                alarm=alarm_key(event.kind, event.subject),
-            )
-        )
-
-    def _flood_alert(self, s: FloodSummary) -> Alert:
-        self.log.warning(
-            "alert_flood",
-            unit=s.unit,
-            suppressed=s.suppressed,
-            by_kind=s.by_kind,
-            window_start=s.window_start,
-        )
-        return Alert(
-            alert_id=s.alert_id,
-            plant=self._plant,
-            unit=s.unit,
-            kind="flood",
-            state="summary",
-            severity=s.severity,
-            ts=s.window_end,
-            raised_at=s.window_start,
-            model_set_version=self._model_set.version,
-            agent_id=self._agent_id,
-            flood=FloodDetail(s.suppressed, s.by_kind, s.window_start, s.window_end),
-        )
-
-    def _readable(self, alert: Alert) -> Alert:
-        """The alert with its plain-text message and engineering units."""
-        units = {e.name: e.unit for e in self._model_set.manifest.sensors}
-        return with_message(alert, units)
+        latency = m.reading_to_score_seconds
+        offset = 0
+        for scores in job.scored:
+            n = len(scores.votes.ensemble_score)
+            for name, seconds in scores.seconds.items():
+                m.inference_seconds.labels(name).observe(seconds)
+            m.batch_size.observe(n)
+            per_model = [
+                (name, scores.scores[name].tolist(), entries[name].threshold, decisions.tolist())
+                for name, decisions in scores.votes.decisions.items()
+            ]
+            ens_score = scores.votes.ensemble_score.tolist()
+            ens_strength = scores.votes.strength.tolist()
+            ens_decision = scores.votes.ensemble_decision.tolist()
+            errors = scores.per_sensor
+            for j in range(n):
+                o = job.outcomes[job.batch_rows[offset + j]]
+                noisy = job.noisy
+                if noisy is not None and noisy[offset + j].any():
+                    for c in np.flatnonzero(noisy[offset + j]):
+                        o.quality.setdefault(names[c], "noisy")
+                o.models = {
+                    name: ModelVerdict(s[j], threshold, d[j]) for name, s, threshold, d in per_model
+                }
+                o.score = ens_score[j]
+                o.strength = ens_strength[j]
+                o.decision = ens_decision[j]
+                o.model_set_version = version
+                if errors is not None:
+                    o.sensor_error = errors[j]
+                if o.last_received is not None:
+                    latency.observe(max(0.0, done - o.last_received))
+            offset += n
 
     def _publish_model_info(self) -> None:
         m = self._model_set.manifest
