@@ -90,6 +90,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.reading_age_at_score_seconds = Histogram(
+            p + "reading_age_at_score_seconds",
+            "The step's newest reading's own timestamp to its score: also counts the time "
+            "before the agent received it (source, broker, socket); needs synchronised clocks",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.reading_to_alert_seconds = Histogram(
             p + "reading_to_alert_seconds",
             "Arrival of the reading that raised an alert to publish",

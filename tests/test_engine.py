@@ -511,3 +511,25 @@ def test_a_large_backlog_is_scored_in_bounded_batches(model_set: ModelSet) -> No
     for u in ("u0", "u150", "u299"):
         alone = model_set.score(series[u][None])
         assert last[u].score == pytest.approx(float(alone.votes.ensemble_score[0]), rel=1e-5)
+
+
+def test_latency_metrics_show_time_lost_before_the_agent_received_a_reading(
+    model_set: ModelSet,
+) -> None:
+    """reading_to_score starts at arrival; reading_age_at_score at the reading's own ts, so
+    a reading that sat 2 s in a gateway or a socket shows up in the second one only."""
+    e, metrics = engine(model_set)
+    series = normal_series(WINDOW + 2, seed=21)
+    for k, row in enumerate(series):
+        payload = orjson.dumps(
+            {"ts": T0 + k, "values": dict(zip(NAMES, row.tolist(), strict=True))}
+        )
+        e.handle_message("plant/plant1/u1/telemetry", payload, T0 + k + 2.0)  # 2 s in transit
+        e.tick(T0 + k + 2.004)
+    scored = sample(metrics, "steps_scored_total")
+    assert scored == 3
+    arrival = "reading_to_score_seconds"
+    age = "reading_age_at_score_seconds"
+    assert sample(metrics, f"{arrival}_count") == sample(metrics, f"{age}_count") == scored
+    assert sample(metrics, f"{arrival}_sum") == pytest.approx(0.004 * scored, abs=1e-6)
+    assert sample(metrics, f"{age}_sum") == pytest.approx(2.004 * scored, abs=1e-6)

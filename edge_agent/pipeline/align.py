@@ -69,6 +69,8 @@ class ClosedStep:
     #: Columns whose latest reading (at or before this step) was impossible, with no valid
     #: reading since: the ``bad_quality`` alarm's input.
     bad: tuple[int, ...] = ()
+    #: The newest reading's own timestamp (the source's clock); None without readings.
+    last_ts: float | None = None
 
     @property
     def is_stale(self) -> bool:
@@ -76,12 +78,13 @@ class ClosedStep:
 
 
 class _OpenStep:
-    __slots__ = ("bad", "count", "last_received", "values")
+    __slots__ = ("bad", "count", "last_received", "last_ts", "values")
 
     def __init__(self, n: int) -> None:
         self.values: list[float | None] = [None] * n
         self.count = 0
         self.last_received = -math.inf
+        self.last_ts = -math.inf
         #: Bit mask of sensors that sent an impossible reading for this step.
         self.bad = 0
 
@@ -235,6 +238,8 @@ class Aligner:
                 slot.count += 1
         if readings.received > slot.last_received:
             slot.last_received = readings.received
+        if readings.ts > slot.last_ts:
+            slot.last_ts = readings.ts
         if slot.count == self._n:
             self._close_complete(tl, unit)
         if len(tl.pending) > MAX_PENDING_PER_UNIT:
@@ -355,6 +360,7 @@ class Aligner:
                     (),
                     (),
                     slot.last_received,
+                    last_ts=slot.last_ts,
                 )
             )
             return
@@ -402,5 +408,6 @@ class Aligner:
                 stale=tuple(stale),
                 last_received=slot.last_received if slot is not None else None,
                 bad=tuple(i for i in range(n) if (tl.bad >> i) & 1) if tl.bad else (),
+                last_ts=slot.last_ts if slot is not None else None,
             )
         )

@@ -345,6 +345,7 @@ class Engine:
                     bad_sensors=tuple([names[i] for i in step.bad]) if step.bad else (),
                     outside_envelope=self._excursions(step.row),
                     last_received=step.last_received,
+                    last_ts=step.last_ts,
                     sensor_names=names,
                     top_k=self._top_k,
                     row=step.row,
@@ -363,6 +364,7 @@ class Engine:
         version = job.model_set.version
         names = self.sensors
         latency = m.reading_to_score_seconds
+        age = m.reading_age_at_score_seconds
         offset = 0
         for scores in job.scored:
             n = len(scores.votes.ensemble_score)
@@ -394,6 +396,8 @@ class Engine:
                     o.sensor_error = errors[j]
                 if o.last_received is not None:
                     latency.observe(max(0.0, done - o.last_received))
+                if o.last_ts is not None:
+                    age.observe(max(0.0, done - o.last_ts))
             offset += n
 
     def _publish_model_info(self) -> None:

@@ -61,6 +61,8 @@ class StepOutcome:
     #: Alerts published at this step (flood-suppressed ones are not here).
     alerts: list[Alert] = field(default_factory=list)
     last_received: float | None = None
+    #: The newest reading's own timestamp (the source's clock).
+    last_ts: float | None = None
     sensor_names: Sequence[str] = ()
     top_k: int = 3
     #: The step's values in ``sensor_names`` order (NaN = missing), for the alarm lifecycle's
