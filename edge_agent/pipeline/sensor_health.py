@@ -43,13 +43,21 @@ class SensorHealth:
             [np.inf if s.roughness_hi is None else s.roughness_hi for s in sensors],
             dtype=np.float64,
         )
-        self.enabled = bool(self._frozen_limit.any() or np.isfinite(self._rough_hi).any())
+        self._checks_frozen = bool(self._frozen_limit.any())
+        #: Run length at which a column is frozen (never, for a sensor without a limit).
+        self._frozen_at = np.where(
+            self._frozen_limit > 0, self._frozen_limit, np.iinfo(np.int64).max
+        )
+        self.enabled = bool(self._checks_frozen or np.isfinite(self._rough_hi).any())
         self._last: dict[str, NDArray[np.float32]] = {}
         self._runs: dict[str, NDArray[np.int64]] = {}
 
     def frozen(self, unit: str, row: NDArray[np.float32], carried: Sequence[int]) -> list[int]:
-        """Columns frozen at this step (``row``: the closed step, NaN where stale)."""
-        if not self._frozen_limit.any():
+        """Columns frozen at this step (``row``: the closed step, NaN where stale).
+
+        Called once per closed step: in-place updates on two small arrays per unit, since
+        array allocation, not arithmetic, is what costs here."""
+        if not self._checks_frozen:
             return []
         last = self._last.get(unit)
         runs = self._runs.get(unit)
@@ -58,18 +66,22 @@ class SensorHealth:
             self._runs[unit] = np.ones(len(row), dtype=np.int64)
             return []
         same = row == last  # NaN never equals: a stale sensor is not frozen
-        if carried:
-            same[list(carried)] = False
-            keep = np.zeros(len(row), dtype=bool)
-            keep[list(carried)] = True
+        if carried:  # a carried value neither extends nor ends a run
+            cols = list(carried)
+            kept = runs[cols]
+            runs *= same
+            runs += 1
+            runs[cols] = kept
+            held = last[cols]
+            last[:] = row
+            last[cols] = held
         else:
-            keep = None
-        new_runs = np.where(same, runs + 1, 1)
-        if keep is not None:  # a carried value neither extends nor ends a run
-            new_runs[keep] = runs[keep]
-        self._runs[unit] = new_runs
-        self._last[unit] = np.where(keep, last, row) if keep is not None else row.copy()
-        hit = (self._frozen_limit > 0) & (new_runs >= self._frozen_limit)
+            runs *= same
+            runs += 1
+            last[:] = row
+        hit = runs >= self._frozen_at
+        if not hit.any():
+            return []
         return [int(c) for c in np.flatnonzero(hit)]
 
     def noisy(self, windows: NDArray[np.float32]) -> NDArray[np.bool_]:
