@@ -277,7 +277,7 @@ class Engine:
         """Per step (row of ``rows``): sensors outside the training envelope (NaN: stale,
         not outside). One array operation for the whole tick, not one per step."""
         outside = (rows < self._env_lo) | (rows > self._env_hi)
-        flagged: list[bool] = outside.any(axis=1).tolist()
+        flagged: list[bool] = np.asarray(outside.any(axis=1)).tolist()
         names = self.sensors
         return [
             tuple(
