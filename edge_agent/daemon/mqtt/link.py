@@ -11,6 +11,10 @@ The state machine only; the client's configuration is :mod:`.client`, the intake
   intake of readings.
 * **Bounded intake.** A message arriving at a full intake queue is dropped and counted as
   ``messages_rejected{reason="queue_full"}`` (and in ``messages_received``).
+
+About 300 lines, more than the package's other modules: run, the session, publish and stop
+share one set of events and tasks, and splitting them would spread one state machine over
+several files.
 """
 
 from __future__ import annotations
