@@ -3,8 +3,8 @@
 Every decision here reads a code or a type the libraries offer:
 
 * a refused CONNACK is an ``aiomqtt.MqttConnectError`` whose ``rc`` is paho's ``ReasonCode``
-  (MQTT 5 values, 0x80 and above; paho 2 maps a 3.1.1 return code onto them) or, from
-  older paths, the 3.1.1 return code as an int;
+  (MQTT 5 values, 0x80 and above; paho 2 maps a 3.1.1 return code onto them) or, as
+  aiomqtt's type also allows, a 3.1.1 return code as an int;
 * a failure before CONNACK is an ``aiomqtt.MqttError`` that aiomqtt raises ``from None``
   over the ``OSError`` paho's connect raised: the traceback hides it, ``__context__`` keeps
   it (``ssl.SSLCertVerificationError``, ``ssl.SSLError`` with its OpenSSL ``reason``,
