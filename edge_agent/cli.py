@@ -135,14 +135,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- simulate
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import aiomqtt
-
     from edge_agent.tools.plants import REFERENCE_DESIGN, find_plant, unit_design
     from edge_agent.tools.publisher import (
+        BrokerUnavailable,
         SimulationPlan,
         parse_broker_url,
         parse_fault,
-        publish_simulation,
+        simulate_to_broker,
     )
     from edge_agent.tools.simulator import FaultEvent
 
@@ -178,22 +177,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         qos=args.qos,
     )
 
-    async def main() -> int:
-        async with aiomqtt.Client(host, port, identifier=f"edge-sim-{args.plant}") as client:
+    def show(step: int, labels: list[int]) -> None:
+        if step == -1:
+            print(f"sent {plan.backfill} steps of history (backfill)", flush=True)
+        elif step >= 0 and step % 10 == 0:
+            print(f"step {step}: units in fault {sum(labels)}/{len(labels)}", flush=True)
 
-            def show(step: int, labels: list[int]) -> None:
-                if step == -1:
-                    print(f"sent {plan.backfill} steps of history (backfill)", flush=True)
-                elif step >= 0 and step % 10 == 0:
-                    print(f"step {step}: units in fault {sum(labels)}/{len(labels)}", flush=True)
-
-            return await publish_simulation(client, plan, duration=args.duration, on_step=show)
-
+    client_id = f"edge-sim-{args.plant}"
     try:
-        sent = asyncio.run(main())
+        sent = asyncio.run(
+            simulate_to_broker(
+                host, port, plan, client_id=client_id, duration=args.duration, on_step=show
+            )
+        )
     except KeyboardInterrupt:
         return 0
-    except aiomqtt.MqttError as exc:  # broker unreachable or gone: the user can fix that
+    except BrokerUnavailable as exc:  # broker unreachable or gone: the user can fix that
         return _fail([f"cannot publish to {args.broker}: {exc}"])
     print(f"published {sent} messages")
     return 0

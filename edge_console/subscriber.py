@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import aiomqtt
 import orjson
-from paho.mqtt.packettypes import PacketTypes
 
-from edge_agent.daemon.mqtt import _properties, _tls_context, backoff_delays
+from edge_agent.daemon.mqtt import backoff_delays, tls_context
+from edge_agent.daemon.mqtt.properties import connect_properties  # the console is aiomqtt too
 from edge_agent.logging_setup import get_logger
 
 from .config import ConsoleSettings
@@ -79,8 +79,7 @@ class Subscriber:
         v5 = m.protocol == "5"
         session: dict[str, Any]
         if v5:
-            props = _properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = m.session_expiry_seconds
+            props = connect_properties(m.session_expiry_seconds)
             session = {"clean_start": False, "properties": props}
         else:
             session = {"clean_session": False}
@@ -92,7 +91,7 @@ class Subscriber:
             username=m.username,
             password=m.resolved_password() if m.username is not None else None,
             keepalive=m.keepalive,
-            tls_context=_tls_context(m.tls) if m.tls.enabled else None,
+            tls_context=tls_context(m.tls) if m.tls.enabled else None,
             timeout=10.0,
             **session,
         )

@@ -15,6 +15,10 @@
   Monotonic clocks (``time.monotonic``, ``time.perf_counter``) measure durations and
   rate-limit log lines; only wall-clock reads are refused. ``onnxruntime`` is compute.
 * Configuration errors never echo a secret, even a scalar where a string belongs.
+* paho and aiomqtt are imported only in ``edge_agent/daemon/mqtt/`` (behind its transport
+  interface) and ``edge_agent/tools/`` (the simulated plant and the demo are MQTT clients of
+  their own, outside the runtime); the MQTT package's public API (``__all__``) names no
+  paho or aiomqtt type in its signatures.
 
 Every rule has a case below that feeds it a synthetic offender, so the scan is shown to fail.
 """
@@ -22,8 +26,11 @@ Every rule has a case below that feeds it a synthetic offender, so the scan is s
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -297,3 +304,93 @@ def test_no_secret_key_echoes_its_value() -> None:
     assert text.count("config key") == 4 and "(got 'x')" in text
     for value in ("12345678", "87654321", "1122334455"):
         assert value not in text
+
+
+# -- (d) the MQTT libraries stay behind the transport ---------------------------------------
+
+MQTT_LIBRARIES = ("aiomqtt", "paho")
+#: Where paho and aiomqtt may be imported: the transport, and the tools (own MQTT clients).
+MQTT_OWNERS = (PACKAGE / "daemon" / "mqtt", PACKAGE / "tools")
+#: Words that give a paho or aiomqtt type away in an annotation (``MessageProperties`` is ours).
+MQTT_TYPE_WORDS = re.compile(r"\b(aiomqtt|paho|Properties|ReasonCode|SubscribeOptions|Client)\b")
+
+
+def mqtt_library_imports(source: str, package: str) -> list[str]:
+    return sorted(n for n in imported_names(source, package) if matches(n, MQTT_LIBRARIES))
+
+
+def outside_the_mqtt_owners() -> list[Path]:
+    return [p for p in agent_modules() if not any(p.is_relative_to(o) for o in MQTT_OWNERS)]
+
+
+@pytest.mark.parametrize("path", outside_the_mqtt_owners(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_outside_the_transport_imports_paho_or_aiomqtt(path: Path) -> None:
+    found = mqtt_library_imports(path.read_text(encoding="utf-8"), package_of(path))
+    assert found == [], f"{path.relative_to(REPO)} imports {found}: use edge_agent.daemon.mqtt"
+
+
+def test_the_mqtt_owners_exist_and_do_use_the_libraries() -> None:
+    """Guards the exemption itself: a moved transport must not leave the check vacuous."""
+    link = PACKAGE / "daemon" / "mqtt" / "link.py"
+    assert mqtt_library_imports(link.read_text(encoding="utf-8"), package_of(link))
+    assert len(outside_the_mqtt_owners()) > 30 and (PACKAGE / "daemon" / "server.py").exists()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import aiomqtt\n",
+        "from paho.mqtt.properties import Properties\n",
+        "def publish():\n    import paho.mqtt.client as mqtt\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from aiomqtt import Client\n",
+        "import importlib\nlib = importlib.import_module('aiomqtt')\n",
+    ],
+)
+def test_the_mqtt_library_scan_fails_on_an_offender(source: str) -> None:
+    assert mqtt_library_imports(source, "edge_agent.daemon") != []
+
+
+def test_the_mqtt_library_scan_passes_the_transport_interface() -> None:
+    source = (
+        "from edge_agent.daemon.mqtt import MessageProperties, Transport\nfrom .mqtt import link\n"
+    )
+    assert mqtt_library_imports(source, "edge_agent.daemon") == []
+
+
+def leaked_types(obj: object) -> list[str]:
+    """Annotations (and, for aliases, the value) of ``obj`` that name a paho/aiomqtt type."""
+    texts: list[str] = []
+    if inspect.isclass(obj):
+        texts += [str(a) for a in inspect.get_annotations(obj).values()]
+        members = [m for n, m in vars(obj).items() if not n.startswith("_") or n == "__init__"]
+        for member in members:
+            func = member.fget if isinstance(member, property) else member
+            if callable(func):
+                texts += [str(a) for a in inspect.get_annotations(func).values()]
+    elif callable(obj) and hasattr(obj, "__annotations__"):
+        texts += [str(a) for a in inspect.get_annotations(obj).values()]
+    else:
+        texts.append(repr(obj))
+    return [t for t in texts if MQTT_TYPE_WORDS.search(t)]
+
+
+def test_the_mqtt_public_api_names_no_paho_or_aiomqtt_type() -> None:
+    api = importlib.import_module("edge_agent.daemon.mqtt")
+    assert "Transport" in api.__all__ and "MqttLink" in api.__all__
+    leaks = {name: leaked_types(getattr(api, name)) for name in api.__all__}
+    assert {name: found for name, found in leaks.items() if found} == {}
+
+
+def test_the_public_api_check_fails_on_a_leaking_signature() -> None:
+    source = (
+        "from __future__ import annotations\n"
+        "def alert_properties(alert_id: str) -> Properties: ...\n"
+        "class Link:\n"
+        "    async def publish(self, topic: str, properties: paho.Properties) -> bool: ...\n"
+        "    @property\n"
+        "    def client(self) -> aiomqtt.Client: ...\n"
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<offender>", "exec", dont_inherit=True), namespace)
+    assert leaked_types(namespace["alert_properties"]) == ["Properties"]
+    assert leaked_types(namespace["Link"]) == ["paho.Properties", "aiomqtt.Client"]

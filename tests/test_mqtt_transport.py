@@ -1,11 +1,15 @@
-"""The agent's MQTT link against real Mosquitto brokers (harness/broker.py starts them)."""
+"""The agent's MQTT link (edge_agent/daemon/mqtt/link.py) against real Mosquitto brokers.
+
+harness/broker.py starts them. The link's parts have their own files: test_mqtt_status.py,
+test_mqtt_subscriptions.py, test_mqtt_backoff.py, test_mqtt_intake.py, test_mqtt_properties.py,
+test_mqtt_tls.py, test_mqtt_client.py, test_mqtt_log_relay.py, test_mqtt_errors.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import random
 import ssl
 import sys
@@ -21,17 +25,14 @@ import structlog
 from structlog.testing import LogCapture
 
 from edge_agent.config import AgentSettings
-from edge_agent.daemon import mqtt as edge_mqtt
 from edge_agent.daemon.mqtt import (
+    MessageProperties,
     MqttLink,
-    _StampedQueue,
     alert_properties,
-    backoff_delays,
-    build_client,
-    status_payload,
     status_topic,
     subscription_topics,
 )
+from edge_agent.daemon.mqtt import client as mqtt_client
 from edge_agent.metrics import Metrics
 from harness.broker import MosquittoBroker
 from harness.net import free_port
@@ -153,55 +154,6 @@ def body_of(message: aiomqtt.Message) -> dict[str, Any]:
     return body
 
 
-# -- pure functions ----------------------------------------------------------------------------
-
-
-def test_subscription_topics_are_plant_wildcards() -> None:
-    settings = AgentSettings(plant="p7", agent_id="a", units=[{"name": "u1"}])
-    assert subscription_topics(settings) == ["plant/p7/+/sensors/+", "plant/p7/+/telemetry"]
-    custom = AgentSettings(
-        plant="p7",
-        agent_id="a",
-        units=[{"name": "u1"}],
-        topics={"sensor": "site/{plant}/u-{unit}/{sensor}", "telemetry": "site/{plant}/{unit}"},
-    )
-    assert subscription_topics(custom) == ["site/p7/+/+", "site/p7/+"]
-
-
-def test_backoff_grows_to_cap_with_jitter_above_floor() -> None:
-    gen = backoff_delays(0.5, 8.0, random.Random(3))
-    delays = [next(gen) for _ in range(40)]
-    assert delays[0] == 0.5
-    assert all(0.5 <= d <= 8.0 for d in delays)
-    assert all(d <= 0.5 * 2**i for i, d in enumerate(delays))
-    assert max(delays[10:]) > 4.0  # reaches the cap region
-    assert len({round(d, 6) for d in delays[10:]}) > 20  # jittered, not a constant
-
-
-def test_status_payload_fields() -> None:
-    settings = AgentSettings(plant="p1", agent_id="a9", units=[{"name": "u1"}])
-    body = json.loads(status_payload("online", settings, "ms-42"))
-    assert body["state"] == "online"
-    assert (body["agent_id"], body["plant"], body["pid"]) == ("a9", "p1", os.getpid())
-    assert body["versions"]["model_set"] == "ms-42"
-    assert body["versions"]["edge_agent"]
-    assert body["ts"].endswith("Z")
-
-
-async def test_stamped_queue_counts_drops_and_keeps_arrival_order() -> None:
-    drops: list[str] = []
-    queue = _StampedQueue(2, on_full=drops.append)
-    msgs = [aiomqtt.Message(f"t/{i}", b"x", 1, False, i, None) for i in range(3)]
-    queue.put_nowait(msgs[0])
-    queue.put_nowait(msgs[1])
-    with pytest.raises(asyncio.QueueFull):
-        queue.put_nowait(msgs[2])
-    assert drops == ["t/2"]
-    first, second = queue.take_arrival(), queue.take_arrival()
-    assert first <= second <= time.time()
-    assert queue.get_nowait() is msgs[0]
-
-
 # -- connection, status, will -----------------------------------------------------------------
 
 
@@ -246,7 +198,6 @@ async def test_online_then_stopped_status_and_messages_flow(
 _AGENT_SCRIPT = """
 import asyncio, json, sys
 import structlog
-from edge_agent.daemon import mqtt as edge_mqtt
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.daemon.mqtt import MqttLink, subscription_topics
@@ -454,12 +405,27 @@ async def test_alert_properties_reach_an_mqtt5_subscriber(mosquitto: MosquittoBr
         }
         assert 590 <= msg.properties.MessageExpiryInterval <= 600
 
-        as_dict = {"MessageExpiryInterval": 30, "UserProperty": [("k", "v")]}
-        assert await run.link.publish("plant/p1/u1/alerts", b"{}", properties=as_dict)
+        plain = MessageProperties(message_expiry=30, user_properties={"k": "v"})
+        assert await run.link.publish("plant/p1/u1/alerts", b"{}", properties=plain)
         msg = await next_message(obs)
         assert msg.properties is not None
         assert dict(msg.properties.UserProperty) == {"k": "v"}
-        assert not await run.link.publish("plant/p1/u1/alerts", b"{}", properties={"Nope": 1})
+        # An expiry that does not fit the wire format: refused, logged, never raised.
+        too_long = MessageProperties(message_expiry=2**32)
+        assert not await run.link.publish("plant/p1/u1/alerts", b"{}", properties=too_long)
+
+
+async def test_properties_are_left_out_on_mqtt311(mosquitto: MosquittoBroker) -> None:
+    settings = agent_settings(mosquitto, protocol="3.1.1")
+    async with (
+        RunningLink(settings) as run,
+        observer(mosquitto, "plant/p1/+/alerts") as obs,
+    ):
+        assert await run.link.wait_connected(5)
+        props = alert_properties("alert-123", "ms-7", expiry_s=600)
+        assert await run.link.publish("plant/p1/u1/alerts", b"{}", properties=props)
+        msg = await next_message(obs)
+        assert not getattr(msg.properties, "UserProperty", None)
 
 
 # -- TLS and authentication --------------------------------------------------------------------
@@ -510,7 +476,7 @@ async def test_missing_client_certificate_is_named_in_the_log(
 ) -> None:
     # The broker drops the socket before CONNACK; aiomqtt then only times out, so shorten
     # the wait and check the log names the TLS alert paho saw.
-    monkeypatch.setattr(edge_mqtt, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(mqtt_client, "CONNECT_TIMEOUT_S", 0.5)
     broker = mosquitto_factory(tls=mqtt_pki, require_certificate=True)
     settings = agent_settings(broker, tls={"enabled": True, "ca_file": mqtt_pki.ca_cert})
     log, cap = capture_logger()
@@ -561,9 +527,3 @@ async def test_unreadable_ca_file_is_reported_and_retried(mosquitto: MosquittoBr
         await eventually(lambda: metric(run.metrics, "edge_agent_reconnects_total") >= 2)
     failure = next(e for e in cap.entries if e["event"] == "mqtt_connect_failed")
     assert failure["cause"] == "config"
-
-
-async def test_build_client_uses_fixed_identifier(mosquitto: MosquittoBroker) -> None:
-    settings = agent_settings(mosquitto)
-    client = build_client(settings)
-    assert client.identifier == "edge-agent-agent-t1"

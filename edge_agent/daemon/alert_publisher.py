@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 from edge_agent.config import AgentSettings
-from edge_agent.daemon.mqtt import MqttLink, alert_properties
+from edge_agent.daemon.mqtt import Transport, alert_properties
 from edge_agent.daemon.outbox import Outbox, OutboxItem, OutgoingAlert
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
@@ -31,7 +31,7 @@ class AlertPublisher:
         self,
         settings: AgentSettings,
         outbox: Outbox,
-        link: MqttLink,
+        link: Transport,
         metrics: Metrics,
         clock: Callable[[], float],
         on_published: AlertHook | None = None,

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from edge_agent.config import AgentSettings
-from edge_agent.daemon.mqtt import MqttLink
+from edge_agent.daemon.mqtt import Transport
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import StepOutcome, TickResult
 from edge_agent.topics import fill
@@ -26,7 +26,7 @@ class ScorePublisher:
     def __init__(
         self,
         settings: AgentSettings,
-        link: MqttLink,
+        link: Transport,
         metrics: Metrics,
         payload: Callable[[StepOutcome], bytes],
         max_in_flight: int = MAX_SCORE_PUBLISHES_IN_FLIGHT,

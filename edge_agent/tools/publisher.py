@@ -161,3 +161,27 @@ async def publish_simulation(
             on_step(step - plan.backfill, [r[2] for r in rows])
         step += 1
     return sent
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or went away (the user can fix that)."""
+
+
+async def simulate_to_broker(
+    host: str,
+    port: int,
+    plan: SimulationPlan,
+    *,
+    client_id: str,
+    duration: float | None = None,
+    on_step: Callable[[int, list[int]], None] | None = None,
+) -> int:
+    """Connect, :func:`publish_simulation`, disconnect; ``BrokerUnavailable`` on MQTT errors.
+
+    Keeps aiomqtt out of :mod:`edge_agent.cli` (only ``daemon/mqtt`` and the tools use it).
+    """
+    try:
+        async with aiomqtt.Client(host, port, identifier=client_id) as client:
+            return await publish_simulation(client, plan, duration=duration, on_step=on_step)
+    except aiomqtt.MqttError as exc:
+        raise BrokerUnavailable(str(exc)) from exc
