@@ -15,7 +15,7 @@ help:
 	@echo "make bench   - the six performance benchmarks (not part of make test, ~11 min)"
 	@echo "make soak    - 10-minute soak with faults and a broker restart"
 	@echo "make skab    - the SKAB real-data benchmark"
-	@echo "make lint    - ruff on everything, mypy on edge_agent"
+	@echo "make lint    - ruff on everything, mypy (strict) on edge_agent, edge_console and harness"
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)

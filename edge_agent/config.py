@@ -1,7 +1,8 @@
 """Agent configuration: a YAML file, overridden by ``EDGE_AGENT_*`` environment variables.
 
 ``EDGE_AGENT_MQTT__HOST=broker`` overrides ``mqtt.host``. Every key is validated, and
-:func:`load_settings` turns pydantic's errors into one line per problem naming the key.
+:func:`load_settings` turns pydantic's errors into one line per problem naming the key
+(how files are read and errors reported: :mod:`edge_agent.config_loading`).
 
 Relative paths in the file (and the defaults ``models`` and ``state``) mean "next to the
 config file", wherever the agent is started from; a relative path given in an environment
@@ -10,39 +11,26 @@ variable is relative to the working directory, like any path typed in a shell.
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import SettingsConfigDict
 
+# ConfigError is re-exported: the pipeline raises it for settings it refuses, and the pipeline
+# may import only this module of the configuration (tests/test_boundaries.py).
+from edge_agent.config_loading import ConfigError as ConfigError
+from edge_agent.config_loading import YamlEnvSettings, load_settings_class, resolve_paths
 from edge_agent.topics import check_template
-
-_S = TypeVar("_S", bound=BaseSettings)
-
-
-class ConfigError(Exception):
-    """Invalid configuration; ``problems`` holds one human-readable line per bad key."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class _Section(BaseModel):
@@ -297,27 +285,6 @@ class PlantInfo(_Section):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class YamlEnvSettings(BaseSettings):
-    """Settings from arguments, then the environment, then a YAML file (``yaml_file`` in
-    ``model_config``): the agent's and the console's precedence, defined once."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: explicit arguments, then environment, then the YAML file.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_file = settings_cls.model_config.get("yaml_file")
-        if yaml_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
-
-
 class AgentSettings(YamlEnvSettings):
     """The whole agent configuration; see config/agent.yaml for every key, documented."""
 
@@ -368,21 +335,6 @@ class AgentSettings(YamlEnvSettings):
         return self.outbox_path.with_name("alarms.sqlite")
 
 
-def _error_lines(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        shown = (
-            ""
-            if isinstance(value, dict | list) or key.endswith(("password", "_hash", "secret"))
-            else f" (got {value!r})"
-        )
-        lines.append(f"config key {key}: {msg}{shown}")
-    return lines
-
-
 #: Config keys holding paths (``outbox.path`` is relative to ``state_dir`` instead).
 PATH_KEYS: tuple[str, ...] = (
     "state_dir",
@@ -394,29 +346,6 @@ PATH_KEYS: tuple[str, ...] = (
 )
 
 
-def _env_sets(key: str, prefix: str = "EDGE_AGENT_") -> bool:
-    name = prefix + key.replace(".", "__").upper()
-    return any(k.upper() == name for k in os.environ)
-
-
-def _resolve_paths(
-    settings: _S, base: Path, keys: tuple[str, ...] = PATH_KEYS, env_prefix: str = "EDGE_AGENT_"
-) -> _S:
-    """Relative paths from the file (or defaults) resolved against the file's directory.
-
-    ``keys`` and ``env_prefix`` let the console (``edge_console``) resolve its own paths the
-    same way."""
-    for key in keys:
-        *parents, leaf = key.split(".")
-        owner: Any = settings
-        for part in parents:
-            owner = getattr(owner, part)
-        value = getattr(owner, leaf)
-        if value is not None and not value.is_absolute() and not _env_sets(key, env_prefix):
-            setattr(owner, leaf, base / value)  # (validate_assignment is off)
-    return settings
-
-
 def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSettings:
     """Load YAML (if given) + environment; raise :class:`ConfigError` with one line per problem.
 
@@ -424,45 +353,5 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> AgentSett
     """
     settings = load_settings_class(AgentSettings, path, **overrides)
     if path is not None:
-        settings = _resolve_paths(settings, Path(path).resolve().parent)
+        settings = resolve_paths(settings, Path(path).resolve().parent, PATH_KEYS, "EDGE_AGENT_")
     return settings
-
-
-def load_settings_class(settings_base: type[_S], path: Path | str | None, **overrides: Any) -> _S:
-    """``settings_base`` from YAML (if given) + environment, one line per problem.
-
-    Shared by the agent and the console (``edge_console``) so both read and report their
-    configuration the same way.
-    """
-    yaml_file: Path | None = None
-    if path is not None:
-        yaml_file = Path(path)
-        if not yaml_file.is_file():
-            raise ConfigError([f"config file {yaml_file.absolute()} not found"])
-        try:
-            import yaml
-
-            data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"config file {yaml_file}: cannot read: {exc}"]) from None
-        except yaml.YAMLError as exc:
-            # PyYAML's message spans several lines (context, mark, caret): keep it to one.
-            problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
-            where = (
-                f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-                if problem and mark is not None
-                else " ".join(str(exc).split())
-            )
-            raise ConfigError([f"config file {yaml_file}: invalid YAML: {where}"]) from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError([f"config file {yaml_file}: top level must be a mapping"])
-    # A subclass per file keeps the file path out of global state.
-    settings_cls: type[_S] = type(
-        "File" + settings_base.__name__,
-        (settings_base,),
-        {"model_config": {**settings_base.model_config, "yaml_file": yaml_file}},
-    )
-    try:
-        return settings_cls(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_error_lines(exc)) from None

@@ -1,6 +1,6 @@
 """Console configuration: a YAML file, overridden by ``EDGE_CONSOLE_*`` environment variables.
 
-Read and reported exactly like the agent's (``edge_agent.config.load_settings_class``): one
+Read and reported exactly like the agent's (``edge_agent.config_loading.load_settings_class``): one
 line per bad key, never a traceback. The MQTT section *is* the agent's, so credentials, TLS
 and the persistent session are configured the same way on both sides.
 """
@@ -15,15 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge_agent.config import (
-    LoggingSettings,
-    MqttSettings,
-    SensorLimits,
-    TopicSettings,
+from edge_agent.config import LoggingSettings, MqttSettings, SensorLimits, TopicSettings
+from edge_agent.config_loading import (
     YamlEnvSettings,
-    _env_sets,
-    _resolve_paths,
+    env_sets,
     load_settings_class,
+    resolve_paths,
 )
 
 
@@ -231,7 +228,7 @@ def load_console_settings(path: Path | str | None = None, **overrides: Any) -> C
     if path is None:
         return settings
     base = Path(path).resolve().parent
-    settings = _resolve_paths(settings, base, PATH_KEYS, "EDGE_CONSOLE_")
-    if not _env_sets("model_dirs", "EDGE_CONSOLE_"):
+    settings = resolve_paths(settings, base, PATH_KEYS, "EDGE_CONSOLE_")
+    if not env_sets("model_dirs", "EDGE_CONSOLE_"):
         settings.model_dirs = [d if d.is_absolute() else base / d for d in settings.model_dirs]
     return settings

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from harness.net import HOST
 
@@ -32,13 +33,15 @@ class MqttClient:
         port: int,
         client_id: str = "",
         *,
-        protocol: int = paho.MQTTv5,
+        protocol: int = MQTTProtocolVersion.MQTTv5,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
         self.messages: queue.Queue[Message] = queue.Queue()
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion(protocol),
         )
         if username is not None:
             self.client.username_pw_set(username, password)

@@ -12,7 +12,8 @@ import pytest
 from edge_agent.config import AgentSettings, AlignSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.align import MAX_PENDING_PER_UNIT, Aligner, ClosedStep
-from edge_agent.pipeline.ingest import Ingestor, Reading, Readings
+from edge_agent.pipeline.ingest import Ingestor
+from edge_agent.pipeline.readings import Reading, Readings
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
 
 SENSORS = ["a", "b", "c"]

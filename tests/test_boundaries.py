@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edge_agent.config import ConfigError, _error_lines, load_settings
+from edge_agent.config import ConfigError, load_settings
+from edge_agent.config_loading import error_lines
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "edge_agent"
@@ -300,7 +301,7 @@ def test_no_secret_key_echoes_its_value() -> None:
     """The same guard covers the console's keys (password_hash, session_secret)."""
     with pytest.raises(ValidationError) as exc:
         _Secrets(password=12345678, password_hash=87654321, session_secret=1122334455, port="x")  # type: ignore[arg-type]
-    text = "\n".join(_error_lines(exc.value))
+    text = "\n".join(error_lines(exc.value))
     assert text.count("config key") == 4 and "(got 'x')" in text
     for value in ("12345678", "87654321", "1122334455"):
         assert value not in text

@@ -68,7 +68,7 @@ def test_demo_alerts_come_only_from_faulted_units_during_their_faults(
 
 
 def engine_ts(alert: dict[str, object]) -> float:
-    from edge_agent.pipeline.ingest import parse_table_timestamp
+    from edge_agent.pipeline.timestamps import parse_table_timestamp
 
     ts = parse_table_timestamp(str(alert["ts"]))
     assert ts is not None

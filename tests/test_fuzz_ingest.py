@@ -444,7 +444,8 @@ def test_1e5_generated_payloads_are_each_accepted_or_counted_once(
     # Every rejection reason was reached (too_many_units by the loose engine, oversized by
     # the strict one, too_old/too_new/bad_timestamp by the timestamp kind, …).
     assert set(reasons) == set(REJECT_REASONS)
-    # ... and those are every reason of the one enum but the MQTT link's own two.
+    # ... and those are every reason of the one enum but the MQTT link's own two (reached
+    # in tests/test_intake_rejections.py).
     assert set(REJECT_REASONS) | set(LINK_REASONS) == set(RejectReason)
     assert total_accepted > 0.15 * N_PAYLOADS
     # The data path kept scoring through it all, and the log pipeline rendered every rejection.

@@ -15,14 +15,10 @@ from hypothesis import strategies as st
 from edge_agent.config import AgentSettings
 from edge_agent.daemon.mqtt import subscription_topics
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.ingest import (
-    REJECT_REASONS,
-    Ingestor,
-    Reading,
-    Readings,
-    parse_timestamp,
-)
+from edge_agent.pipeline.ingest import REJECT_REASONS, Ingestor
+from edge_agent.pipeline.readings import Reading, Readings
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
+from edge_agent.pipeline.timestamps import parse_timestamp
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 SENSOR_TOPIC = "plant/plant1/u1/sensors/{}"

@@ -16,6 +16,7 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alarm import alarm_key
 from edge_agent.pipeline.alarm_kpi import AlarmKpis
 from edge_agent.pipeline.alarm_rules import CommandRefused
+from edge_agent.pipeline.alarm_state import OutOfServiceMarks
 from edge_agent.pipeline.alerts import Alert, LimitBreach
 from edge_agent.pipeline.commands import CommandError, parse_command
 from edge_agent.pipeline.lifecycle import AlarmLifecycle
@@ -70,8 +71,8 @@ def cmd(**fields: Any):
 
 
 def listed(lc: AlarmLifecycle, alarm: str = "limit/steam_pressure") -> dict[str, Any] | None:
-    doc = lc.snapshot("u1", T0)
-    found = [a for a in doc["alarms"] if a["alarm"] == alarm]  # type: ignore[attr-defined]
+    doc = lc.snapshot("u1", T0).to_dict()
+    found = [a for a in doc["alarms"] if a["alarm"] == alarm]
     return found[0] if found else None
 
 
@@ -209,9 +210,9 @@ def test_suppression_by_design_holds_anomaly_but_not_a_safety_limit() -> None:
     assert lc.on_alert(held, T0) == [], "limit alarms of other sensors are suppressed"
     assert listed(lc, "anomaly")["suppressed"] is True  # type: ignore[index]
     assert listed(lc)["suppressed"] is False  # type: ignore[index]
-    assert lc.snapshot("u1", T0)["suppressed_by_design"] is True
+    assert lc.snapshot("u1", T0).suppressed_by_design is True
     lc.observe_step("u1", row(float("nan")), True, T0 + 1)  # missing load: state kept
-    assert lc.snapshot("u1", T0)["suppressed_by_design"] is True
+    assert lc.snapshot("u1", T0).suppressed_by_design is True
     released = lc.observe_step("u1", row(500.0), True, T0 + 2)
     assert sorted(a.alarm for a in released) == ["anomaly", "limit/bearing_temperature"]  # type: ignore[type-var]
     assert listed(lc, "anomaly")["suppressed"] is False  # type: ignore[index]
@@ -226,13 +227,13 @@ def test_out_of_service_per_sensor_and_per_unit() -> None:
     assert lc.on_alert(limit_alert("raised"), T0 + 1) == []
     assert lc.on_alert(anomaly_alert("raised"), T0 + 1) == [anomaly_alert("raised")]
     assert listed(lc)["out_of_service"] is True  # type: ignore[index]
-    assert lc.snapshot("u1", T0)["out_of_service"] == {"unit": False, "sensors": ["steam_pressure"]}
+    assert lc.snapshot("u1", T0).out_of_service == OutOfServiceMarks(False, ("steam_pressure",))
     with pytest.raises(CommandRefused, match="already out of service"):
         lc.command("u1", cmd(command="out_of_service", sensor="steam_pressure"), T0)
     back = lc.command("u1", cmd(command="in_service", sensor="steam_pressure"), T0 + 2).alerts
     assert [a.state for a in back] == ["in_service", "raised"], "the held raise comes out"
     lc.command("u1", cmd(command="out_of_service"), T0 + 3)
-    assert lc.snapshot("u1", T0)["out_of_service"]["unit"] is True  # type: ignore[index]
+    assert lc.snapshot("u1", T0).out_of_service.unit is True
     assert lc.on_alert(limit_alert("raised", sensor="bearing_temperature", aid="e" * 32), T0) == []
 
 

@@ -2,7 +2,7 @@
 
 Every file under ``edge_agent/schemas`` is generated (``edge-agent schema``) from the
 definition the agent uses; these tests fail while a committed copy is stale, and check that
-the generated alert and scores schemas say what the wire carries.
+the generated alert, scores, alarm reply and alarm list schemas say what the wire carries.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ import orjson
 import pytest
 
 from edge_agent.cli import main
+from edge_agent.pipeline.alarm_state import (
+    AlarmEntry,
+    AlarmList,
+    OutOfServiceMarks,
+    Shelve,
+    alarm_list_json_schema,
+)
 from edge_agent.pipeline.alerts import (
     AUDIT_ONLY_FIELDS,
     Alert,
@@ -28,6 +35,7 @@ from edge_agent.pipeline.alerts import (
     rfc3339,
     scores_json_schema,
 )
+from edge_agent.pipeline.commands import AlarmReply, reply_json_schema
 from edge_agent.schema_files import SCHEMA_DIR, SCHEMAS, schema_text, stale_schemas
 
 T0 = 1_795_946_400.0
@@ -171,3 +179,81 @@ def test_scores_message_is_what_pydantic_makes_of_the_definition() -> None:
     assert orjson.loads(scores.to_json()) == orjson.loads(adapter.dump_json(scores))
     jsonschema.Draft202012Validator(scores_json_schema()).validate(orjson.loads(scores.to_json()))
     assert adapter.validate_json(scores.to_json()) == scores
+
+
+REPLY_SCHEMA = jsonschema.Draft202012Validator(reply_json_schema())
+LIST_SCHEMA = jsonschema.Draft202012Validator(alarm_list_json_schema())
+
+
+def test_alarm_reply_sends_reason_only_on_a_refusal_and_the_schema_says_so() -> None:
+    ok = AlarmReply(request_id="r1", command="shelve", alarm="anomaly", ok=True, ts=T0)
+    doc = orjson.loads(ok.to_json())
+    assert list(doc) == ["request_id", "command", "alarm", "ok", "ts"]  # wire order
+    assert doc["ts"] == rfc3339(T0)
+    REPLY_SCHEMA.validate(doc)
+    refused = AlarmReply(
+        request_id=None, command=None, alarm=None, ok=False, ts=T0, reason="not valid JSON"
+    )
+    bad = orjson.loads(refused.to_json())
+    assert list(bad) == ["request_id", "command", "alarm", "ok", "ts", "reason"]
+    REPLY_SCHEMA.validate(bad)
+    without_reason = {k: v for k, v in bad.items() if k != "reason"}
+    assert not REPLY_SCHEMA.is_valid(without_reason), "a refusal must say why"
+    for key in doc:
+        assert not REPLY_SCHEMA.is_valid({k: v for k, v in doc.items() if k != key}), key
+    assert not REPLY_SCHEMA.is_valid({**doc, "extra": 1})
+    assert not REPLY_SCHEMA.is_valid({**bad, "reason": None})
+
+
+def _entry(shelved: Shelve | None) -> AlarmEntry:
+    return AlarmEntry(
+        unit="u1",
+        alarm="limit/steam_pressure",
+        kind="limit",
+        active=True,
+        acknowledged=False,
+        alert_id="a" * 32,
+        severity="high",
+        raised_at=T0 + 0.5,
+        message="Steam pressure above HI",
+        shelved=shelved,
+    )
+
+
+def test_alarm_list_is_what_the_generated_schema_describes() -> None:
+    shelves = [
+        None,
+        Shelve("alice", T0 + 60, False, "noisy", T0),
+        Shelve("bob", None, True, None, T0),
+    ]
+    doc = AlarmList(
+        plant="p1",
+        unit="u1",
+        agent_id="edge-01",
+        ts=T0 + 1,
+        out_of_service=OutOfServiceMarks(False, ("load",)),
+        suppressed_by_design=True,
+        alarms=tuple(_entry(s).listed(False, False) for s in shelves),
+    ).to_dict()
+    assert orjson.loads(orjson.dumps(doc)) == doc
+    schema = alarm_list_json_schema()
+    assert list(doc) == schema["required"]  # every key always sent, in field order
+    LIST_SCHEMA.validate(doc)
+    first, second, third = doc["alarms"]
+    assert first["state"] == "unack_active" and first["subject"] == "steam_pressure"
+    assert first["raised_at"] == rfc3339(T0 + 0.5) and first["shelved"] is None
+    assert second["shelved"] == {
+        "by": "alice",
+        "until": rfc3339(T0 + 60),
+        "one_shot": False,
+        "comment": "noisy",
+    }
+    assert third["shelved"]["until"] is None and third["shelved"]["one_shot"] is True
+    assert doc["out_of_service"] == {"unit": False, "sensors": ["load"]}
+    entry = schema["$defs"]["ListedAlarm"]
+    assert set(entry["required"]) == set(first)
+    for key in first:
+        broken = {**doc, "alarms": [{k: v for k, v in first.items() if k != key}]}
+        assert not LIST_SCHEMA.is_valid(broken), key
+    for bad in ({"state": "cleared"}, {"severity": "urgent"}, {"shelved": {"by": "x"}}):
+        assert not LIST_SCHEMA.is_valid({**doc, "alarms": [{**first, **bad}]}), bad

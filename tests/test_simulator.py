@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+from edge_agent.tools.simulated_run import SimulationResult
 from edge_agent.tools.simulator import (
     FAULT_KINDS,
     PROCESS_FAULT_KINDS,
     SENSOR_FAULT_KINDS,
     FaultEvent,
-    SimulationResult,
     ThermalUnitSimulator,
     generate_dataset,
     random_fault_schedule,

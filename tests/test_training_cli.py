@@ -25,7 +25,8 @@ from edge_agent.pipeline.manifest import load_manifest
 from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 from edge_agent.pipeline.windows import sliding_windows
-from training.cli import build_parser, main, run_train, train_overrides
+from training.cli import main, run_train
+from training.cli_args import build_parser, train_overrides
 from training.config import TrainConfig, load_config
 from training.metrics import detection_metrics
 

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from edge_agent.pipeline.manifest import Manifest, load_manifest
-from training.cli import build_parser, main, run_train, train_overrides
+from training.cli import main, run_train
+from training.cli_args import build_parser, train_overrides
 from training.config import load_config
 from training.diagnostics import FIGURES as DIAG_FIGURES
 from training.registry import list_versions, promote, rollback

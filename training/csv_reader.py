@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.pipeline.ingest import parse_table_timestamp
+from edge_agent.pipeline.timestamps import parse_table_timestamp
 
 #: Cell values read as "no reading" rather than as text.
 MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none"})

@@ -144,9 +144,9 @@ def lstm_error_shares(result: TrainResult) -> dict[str, dict[str, float]]:
 
 
 def plot_cv(cv: dict[str, Any], path: Path) -> None:
-    from .report import _pyplot
+    from .figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
     for ax, key in zip(axes[0], ("iforest", "lstm_ae"), strict=True):
         s = cv[key]
@@ -168,9 +168,9 @@ def plot_cv(cv: dict[str, Any], path: Path) -> None:
 
 
 def plot_importance(perm: dict[str, Any], shares: dict[str, dict[str, float]], path: Path) -> None:
-    from .report import _pyplot
+    from .figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), squeeze=False)
     ax = axes[0][0]
     top = list(perm.get("features", {}).items())[:TOP_FEATURES][::-1]

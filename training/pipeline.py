@@ -15,6 +15,8 @@ The order matters and is the point of this module:
 5. write the manifest, load it back with :func:`edge_agent.pipeline.manifest.load_manifest`, and
    only then move the files into the output directory (a failed run never leaves a
    half-written model set where the agent looks).
+
+Stage 2 is :mod:`training.out_of_sample`, the export of stage 3 :mod:`training.export`.
 """
 
 from __future__ import annotations
@@ -23,24 +25,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from edge_agent.config import AlarmSettings
-from edge_agent.pipeline.features import FeatureSpec, default_feature_spec
-from edge_agent.pipeline.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    Manifest,
-    ModelEntry,
-    VotingEntry,
-    load_manifest,
-)
+from edge_agent.pipeline.manifest import MANIFEST_NAME, Manifest, load_manifest
 from edge_agent.pipeline.scoring import ModelSet
 
 from . import calibration
@@ -48,17 +40,9 @@ from .clock import Clock, Progress
 from .config import TrainConfig
 from .data import DataError, Dataset, Split, chronological_split, load_csv
 from .evaluation import ScoredSteps, evaluate, evaluation_data, score_steps
-from .fitting import FitSettings, FittedPair, SeriesView, fit_pair, native_scores
-from .model_set import (
-    MODEL_FILES,
-    MODEL_KEYS,
-    SCALER_NOTE,
-    entry,
-    model_set_version,
-    package_versions,
-    sensor_entries,
-    write_manifest,
-)
+from .export import export_models, manifest_dict
+from .model_set import MODEL_FILES, model_set_version, write_manifest
+from .out_of_sample import Fitted, fit_models
 from .result import TrainResult
 from .tracking import record_run
 
@@ -84,178 +68,7 @@ def _check_parts(data: Dataset, split: Split, cfg: TrainConfig) -> None:
         )
 
 
-@dataclass
-class _Fitted:
-    """The final native models, and the out-of-sample scores of the fit part."""
-
-    spec: FeatureSpec
-    final: FittedPair
-    lstm_center: NDArray[np.float32]
-    lstm_scale: NDArray[np.float32]
-    plan: calibration.Plan
-    #: Out-of-sample scores per model, for ``plan.scored`` (window-end steps of the fit part).
-    oos: dict[str, NDArray[np.float64]]
-
-
-def _fit_settings(cfg: TrainConfig) -> FitSettings:
-    return FitSettings(
-        window=cfg.window,
-        n_estimators=cfg.iforest.n_estimators,
-        max_samples=cfg.iforest.max_samples,
-        contamination=cfg.iforest.contamination,
-        epochs=cfg.lstm_ae.epochs,
-        batch_size=cfg.lstm_ae.batch_size,
-        patience=cfg.lstm_ae.patience,
-        max_train_windows=cfg.lstm_ae.max_train_windows,
-        early_stopping_tail=cfg.calibration.early_stopping_tail,
-        seed=cfg.seed,
-        threads=cfg.threads,
-    )
-
-
-def _fit_models(cfg: TrainConfig, data: Dataset, split: Split, clock: Clock) -> _Fitted:
-    """Final models on every fit window; out-of-sample scores of every fit window from fold
-    models (k-fold) or of the hold-out tail (large data). No labels are used."""
-    with clock.phase("imports", "importing scikit-learn and TensorFlow"):
-        from . import lstm_ae as lstm_mod  # heavy imports only when training
-
-    lstm_mod.set_tf_threads(cfg.threads)
-    values = data.values[split.fit]
-    spec = default_feature_spec(data.sensors, cfg.rolling)
-    view = SeriesView(values, spec, cfg.window)
-    center, scale = lstm_mod.fit_scaler(values)
-    c = cfg.calibration
-    try:
-        plan = calibration.plan(len(values), cfg.window, c.folds, c.kfold_max_windows, c.holdout)
-    except ValueError as exc:
-        raise DataError(f"{data.source}: {exc}") from None
-    fs = _fit_settings(cfg)
-    positions = {int(t): i for i, t in enumerate(plan.scored)}
-    oos = {k: np.full(len(plan.scored), np.nan) for k in MODEL_KEYS}
-
-    def keep(ends: NDArray[np.int64], scores: dict[str, NDArray[np.float64]]) -> None:
-        idx = np.array([positions[int(t)] for t in ends], dtype=np.int64)
-        for k, v in scores.items():
-            oos[k][idx] = v
-
-    if plan.mode == "holdout":
-        fold = plan.folds[0]
-        with clock.phase(
-            "fit",
-            f"fitting both models on {len(fold.train)} windows; the last "
-            f"{len(fold.held_out)} are held out to place the thresholds",
-        ):
-            final = fit_pair(view, fold.train, center, scale, fs, clock.say)
-        keep(fold.held_out, native_scores(final, view, fold.held_out))
-    else:
-        with clock.phase("fit", f"fitting both models on all {len(plan.final_train)} fit windows"):
-            final = fit_pair(view, plan.final_train, center, scale, fs, clock.say)
-        for j, fold in enumerate(plan.folds, 1):
-            with clock.phase(
-                f"fold_{j}",
-                f"fold {j}/{len(plan.folds)}: refitting on {len(fold.train)} windows, "
-                f"scoring {len(fold.held_out)} held out",
-            ):
-                pair = fit_pair(view, fold.train, center, scale, fs, lambda _m: None)
-                keep(fold.held_out, native_scores(pair, view, fold.held_out))
-    return _Fitted(spec, final, center, scale, plan, oos)
-
-
-def _export(
-    cfg: TrainConfig, fitted: _Fitted, n_sensors: int, directory: Path
-) -> dict[str, ModelEntry]:
-    """Both ONNX files into ``directory``; their manifest entries (thresholds still unset)."""
-    from . import iforest as iforest_mod
-    from . import lstm_ae as lstm_mod
-
-    if_path = directory / MODEL_FILES["iforest"]
-    lstm_path = directory / MODEL_FILES["lstm_ae"]
-    final = fitted.final
-    if_info = iforest_mod.export_iforest(final.forest, fitted.spec.n_features, if_path)
-    lstm_info = lstm_mod.export_lstm_ae(final.scoring_model, cfg.window, n_sensors, lstm_path)
-    history = final.history
-    best = int(np.argmin(history["val_loss"]))
-    return {
-        "iforest": entry(
-            "iforest",
-            if_info,
-            "features",
-            if_path,
-            {
-                "n_estimators": cfg.iforest.n_estimators,
-                "max_samples": cfg.iforest.max_samples,
-                "contamination": cfg.iforest.contamination,
-                "seed": cfg.seed,
-                "training_rows": final.iforest_rows,
-                "onnx_nodes": if_info.get("nodes"),
-            },
-        ),
-        "lstm_ae": entry(
-            "lstm_ae",
-            lstm_info,
-            "window",
-            lstm_path,
-            {
-                "epochs_max": cfg.lstm_ae.epochs,
-                "epochs_run": len(history["loss"]),
-                "best_epoch": best + 1,
-                "best_val_loss": history["val_loss"][best],
-                "batch_size": cfg.lstm_ae.batch_size,
-                "patience": cfg.lstm_ae.patience,
-                "max_train_windows": cfg.lstm_ae.max_train_windows,
-                "training_windows": final.lstm_windows,
-                "seed": cfg.seed,
-            },
-        ),
-    }
-
-
-def _manifest_dict(
-    cfg: TrainConfig,
-    data: Dataset,
-    split: Split,
-    fitted: _Fitted,
-    entries: dict[str, ModelEntry],
-    voting: VotingEntry,
-    created: datetime,
-) -> dict[str, Any]:
-    from .iforest import scaler_params
-
-    return {
-        "format_version": FORMAT_VERSION,
-        "model_set_version": "pending",
-        "created_at": created.isoformat().replace("+00:00", "Z"),
-        "training_data_sha256": data.sha256,
-        "sensors": [
-            s.to_dict()
-            for s in sensor_entries(
-                data,
-                split.fit,
-                cfg.data.instrument_ranges,
-                cfg.rolling,
-                cfg.calibration.alarms_per_day,
-                slice(int(fitted.plan.scored[0]) - cfg.window + 1, int(fitted.plan.scored[-1]) + 1),
-            )
-        ],
-        "window": cfg.window,
-        "step_seconds": data.step_seconds,
-        "features": fitted.spec.to_dict(),
-        "scalers": {
-            "note": SCALER_NOTE,
-            "iforest": {"kind": "robust", **scaler_params(fitted.final.forest)},
-            "lstm_ae": {
-                "kind": "standard",
-                "center": [float(v) for v in fitted.lstm_center],
-                "scale": [float(v) for v in fitted.lstm_scale],
-            },
-        },
-        "models": {k: e.model_dump(mode="json") for k, e in entries.items()},
-        "voting": voting.model_dump(mode="json"),
-        "versions": package_versions(),
-    }
-
-
-def _calibration_steps(data: Dataset, fitted: _Fitted, cal: calibration.Calibration) -> ScoredSteps:
+def _calibration_steps(data: Dataset, fitted: Fitted, cal: calibration.Calibration) -> ScoredSteps:
     idx = fitted.plan.scored
     return ScoredSteps(
         steps=idx,
@@ -295,7 +108,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     split = chronological_split(data.n_steps, test_fraction)
     _check_parts(data, split, cfg)
     clock.say(f"split (chronological): {split.sizes()}")
-    fitted = _fit_models(cfg, data, split, clock)
+    fitted = fit_models(cfg, data, split, clock)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial"
@@ -303,7 +116,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     staging.mkdir(parents=True)
     try:
         with clock.phase("export", "exporting both models to ONNX"):
-            entries = _export(cfg, fitted, len(data.sensors), staging)
+            entries = export_models(cfg, fitted, len(data.sensors), staging)
         cal = calibration.calibrate(
             fitted.plan.scored,
             fitted.oos,
@@ -338,7 +151,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
             + f", ensemble threshold {cal.fused_threshold:.4g} (q{cal.quantile})"
         )
         created = datetime.now(UTC).replace(microsecond=0)
-        base = _manifest_dict(cfg, data, split, fitted, entries, voting, created)
+        base = manifest_dict(cfg, data, split, fitted, entries, voting, created)
         write_manifest(Manifest.model_validate(base), staging)
         model_set = ModelSet.load(staging, threads=cfg.threads)
         test_scored: ScoredSteps | None = None

@@ -10,9 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
-
-import orjson
 
 from edge_agent.config import AgentSettings
 from edge_agent.daemon.alarm_store import AlarmStore
@@ -22,7 +19,13 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alarm_kpi import AlarmKpis
 from edge_agent.pipeline.alarm_rules import CommandRefused
 from edge_agent.pipeline.alerts import Alert
-from edge_agent.pipeline.commands import COMMANDS, CommandError, parse_command, peek, reply_payload
+from edge_agent.pipeline.commands import (
+    COMMANDS,
+    AlarmReply,
+    CommandError,
+    parse_command,
+    peek,
+)
 from edge_agent.pipeline.engine import Engine, TickResult
 from edge_agent.pipeline.ingest import _template_regex
 from edge_agent.pipeline.lifecycle import AlarmLifecycle
@@ -107,10 +110,10 @@ class AlarmService:
             self._refused(exc.code, exc.reason, unit, command_name, request_id)
             return CommandOutcome(
                 reply_topic,
-                reply_payload(
+                AlarmReply(
                     request_id=request_id, command=command_name, alarm=alarm, ok=False,
-                    now=now, reason=exc.reason,
-                ),
+                    ts=now, reason=exc.reason,
+                ).to_json(),
             )  # fmt: skip
         self.metrics.alarm_commands.labels(cmd.command, "accepted").inc()
         self.log.info(
@@ -125,9 +128,9 @@ class AlarmService:
         )
         return CommandOutcome(
             reply_topic,
-            reply_payload(
-                request_id=request_id, command=cmd.command, alarm=result.alarm, ok=True, now=now
-            ),
+            AlarmReply(
+                request_id=request_id, command=cmd.command, alarm=result.alarm, ok=True, ts=now
+            ).to_json(),
             [self._out(a) for a in result.alerts],
         )
 
@@ -182,7 +185,7 @@ class AlarmService:
         lc = self.lifecycle
         units, lc.changed = sorted(lc.changed), set()
         return [
-            (u, self._topic(self.settings.topics.alarms, u), _json(lc.snapshot(u, now)))
+            (u, self._topic(self.settings.topics.alarms, u), lc.snapshot(u, now).to_json())
             for u in units
         ]
 
@@ -223,7 +226,3 @@ class AlarmService:
 
 
 _COMMAND_LABELS = set(COMMANDS)
-
-
-def _json(doc: dict[str, Any]) -> bytes:
-    return orjson.dumps(doc)

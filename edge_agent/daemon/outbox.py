@@ -13,40 +13,42 @@ moved aside (``<name>.corrupt-<unix time>``) and replaced by an empty one.
 
 The API is synchronous on purpose: an insert or delete is tens of microseconds plus one
 fsync, and alerts are rare (flood-limited), so calling it on the event loop is fine.
-Item ids are positive for rows on disk and negative for alerts held only in memory.
+Item ids are positive for rows on disk and negative for alerts held only in memory. Opening,
+checking and moving aside the file, and naming what went wrong, is
+:mod:`edge_agent.daemon.outbox_file`; the rows are :mod:`edge_agent.daemon.outbox_rows`.
 """
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 
+from edge_agent.daemon.outbox_file import (
+    CorruptDatabase,
+    condition,
+    connect,
+    move_aside,
+    transaction,
+)
 from edge_agent.daemon.outbox_rows import (
     COLUMNS,
     INSERT,
-    SCHEMA,
     AlertMeta,
     OutboxItem,
     OutgoingAlert,
     item_from_row,
     mark_resent,
     meta_row,
-    migrate,
 )
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
 
 __all__ = ["AlertMeta", "Outbox", "OutboxItem", "OutgoingAlert", "mark_resent"]
-
-
-class _CorruptDatabase(Exception):
-    """PRAGMA quick_check found damage."""
 
 
 class Outbox:
@@ -205,40 +207,20 @@ class Outbox:
 
     # -- storage ------------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit; transactions are explicit (see _transaction).
-        conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed alert survives power loss, not only a crash; alerts are rare.
-            conn.execute("PRAGMA synchronous=FULL")
-            check = conn.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise _CorruptDatabase(f"quick_check: {check[0] if check else 'no result'}")
-            for statement in SCHEMA:
-                conn.execute(statement)
-            migrate(conn)
-            self._db_rows = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _reopen(self) -> None:
         """Open the file (moving a corrupt one aside) and move in-memory alerts onto disk."""
         self._next_retry = self._clock() + self._retry_seconds
         try:
             try:
-                conn = self._connect()
-            except (sqlite3.DatabaseError, _CorruptDatabase) as exc:
-                if _condition(exc) != "corrupt":
+                conn, self._db_rows = connect(self.path)
+            except (sqlite3.DatabaseError, CorruptDatabase) as exc:
+                if condition(exc) != "corrupt":
                     raise
                 self._quarantine(exc)
-                conn = self._connect()
+                conn, self._db_rows = connect(self.path)
             self._conn = conn
             self._drain_memory_to_disk()
-        except (sqlite3.Error, OSError, _CorruptDatabase) as exc:
+        except (sqlite3.Error, OSError, CorruptDatabase) as exc:
             self._fail(exc, "open")
             return
         if self._conditions_logged:
@@ -252,12 +234,7 @@ class Outbox:
 
     def _quarantine(self, exc: BaseException) -> None:
         self._count_error("corrupt", "open", exc, log=False)
-        stamp = int(self._clock())
-        moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                src.replace(Path(f"{moved_to}{suffix}"))
+        moved_to = move_aside(self.path, int(self._clock()))
         self._log.error(
             "outbox_corrupt_file_moved_aside",
             moved_to=str(moved_to),
@@ -265,25 +242,12 @@ class Outbox:
             hint="alerts in the damaged file are not resent; a new outbox was created",
         )
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def _put_db(
         self, topic: str, payload: bytes, qos: int, now: float, meta: AlertMeta
     ) -> OutboxItem:
         rows_before = self._db_rows
         try:
-            with self._transaction() as conn:
+            with transaction(self._conn) as conn:
                 self._expire_db(conn, now)
                 cur = conn.execute(
                     INSERT,
@@ -321,7 +285,7 @@ class Outbox:
         rows_before = self._db_rows
         moved: list[tuple[int, int]] = []
         try:
-            with self._transaction() as conn:
+            with transaction(self._conn) as conn:
                 for row_id in self._deferred_acks:
                     cur = conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
                     self._db_rows -= cur.rowcount
@@ -356,7 +320,7 @@ class Outbox:
     def _fail(self, exc: BaseException, operation: str) -> None:
         if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
             raise exc  # a bug in the caller (wrong types, wrong thread), not a storage problem
-        self._count_error(_condition(exc), operation, exc)
+        self._count_error(condition(exc), operation, exc)
         if self._conn is not None:
             with suppress(sqlite3.Error):
                 self._conn.close()
@@ -411,29 +375,3 @@ class Outbox:
 
     def _publish_depth(self) -> None:
         self._metrics.outbox_depth.set(self.depth())
-
-
-def _condition(exc: BaseException) -> str:
-    """A short name for what went wrong, used to log each condition once."""
-    if isinstance(exc, _CorruptDatabase):
-        return "corrupt"
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return "corrupt"
-    if name.startswith("SQLITE_FULL"):
-        return "disk_full"
-    if name.startswith("SQLITE_READONLY"):
-        return "read_only"
-    if name.startswith("SQLITE_CANTOPEN"):
-        return "cannot_open"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return "locked"
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return "disk_full"
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return "read_only"
-        return "cannot_open"
-    if name.startswith("SQLITE_IOERR"):
-        return "io_error"
-    return "storage_error"

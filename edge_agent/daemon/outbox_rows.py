@@ -16,7 +16,7 @@ import orjson
 
 from edge_agent.logging_setup import get_logger
 from edge_agent.pipeline.alerts import Alert
-from edge_agent.pipeline.ingest import parse_timestamp
+from edge_agent.pipeline.timestamps import parse_timestamp
 
 # AUTOINCREMENT never reuses an id, so a late ack cannot delete a newer row.
 SCHEMA = (

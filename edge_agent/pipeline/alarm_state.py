@@ -1,4 +1,8 @@
-"""The state of one alarm as the lifecycle keeps it, and where it is stored.
+"""The state of one alarm as the lifecycle keeps it, where it is stored, and how it is listed.
+
+:class:`AlarmList` is the retained alarm list's contract, defined once like the alerts
+(:mod:`edge_agent.pipeline.alerts`): ``edge_agent/schemas/alarm_list.schema.json`` is
+generated from it (``edge-agent schema``; ``tests/test_schemas.py`` keeps it current).
 
 See :mod:`edge_agent.pipeline.lifecycle` for the transitions;
 :mod:`edge_agent.daemon.alarm_store` stores it.
@@ -7,9 +11,12 @@ See :mod:`edge_agent.pipeline.lifecycle` for the transitions;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from edge_agent.pipeline.alerts import Alert, Severity, rfc3339
+import orjson
+from pydantic import ConfigDict, Field, TypeAdapter
+
+from edge_agent.pipeline.alerts import Alert, Severity, Timestamp, wire_config, wire_json_schema
 
 ListedState = Literal["unack_active", "ack_active", "unack_rtn", "normal"]
 
@@ -22,6 +29,74 @@ class Shelve:
     one_shot: bool
     comment: str | None
     at: float
+
+
+# -- the retained alarm list: the contract (wire order; the committed schema is generated) ----
+
+
+@dataclass(frozen=True, slots=True)
+class ListedShelve:
+    """Who shelved a listed alarm, and until when."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
+    by: str
+    until: Annotated[Timestamp | None, Field(description="null: one-shot without a time limit")]
+    one_shot: bool
+    comment: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedAlarm:
+    """One alarm in the retained list."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
+    alarm: Annotated[str, Field(description="kind or kind/sensor")]
+    kind: str
+    subject: str | None
+    state: Annotated[ListedState, Field(description="normal: listed only because it is shelved")]
+    active: bool
+    acknowledged: bool
+    alert_id: Annotated[str, Field(description="the current episode")]
+    severity: Severity
+    raised_at: Timestamp
+    message: str
+    shelved: ListedShelve | None
+    suppressed: Annotated[bool, Field(description="suppressed by design")]
+    out_of_service: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfServiceMarks:
+    """What of a unit is out of service: the whole unit, and/or these sensors."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
+    unit: bool
+    sensors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmList:
+    """The retained message on ``topics.alarms``: one unit's alarms as an operator sees them."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config("edge-agent retained alarm list")
+    plant: str
+    unit: str
+    agent_id: str
+    ts: Timestamp
+    out_of_service: OutOfServiceMarks
+    suppressed_by_design: bool
+    alarms: tuple[ListedAlarm, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The list as JSON-ready types, keyed and ordered as on the wire."""
+        doc: dict[str, Any] = _ALARM_LIST.dump_python(self, mode="json")
+        return doc
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+_ALARM_LIST: TypeAdapter[AlarmList] = TypeAdapter(AlarmList)
 
 
 @dataclass(slots=True)
@@ -57,31 +132,24 @@ class AlarmEntry:
             return "ack_active" if self.acknowledged else "unack_active"
         return "normal" if self.acknowledged else "unack_rtn"
 
-    def listed(self, suppressed: bool, out_of_service: bool) -> dict[str, object]:
-        """The alarm's entry in the retained alarm list (the contract's document)."""
+    def listed(self, suppressed: bool, out_of_service: bool) -> ListedAlarm:
+        """The alarm's entry in the retained alarm list."""
         s = self.shelved
-        return {
-            "alarm": self.alarm,
-            "kind": self.kind,
-            "subject": self.subject,
-            "state": self.state,
-            "active": self.active,
-            "acknowledged": self.acknowledged,
-            "alert_id": self.alert_id,
-            "severity": self.severity,
-            "raised_at": rfc3339(self.raised_at),
-            "message": self.message,
-            "shelved": None
-            if s is None
-            else {
-                "by": s.by,
-                "until": None if s.until is None else rfc3339(s.until),
-                "one_shot": s.one_shot,
-                "comment": s.comment,
-            },
-            "suppressed": suppressed,
-            "out_of_service": out_of_service,
-        }
+        return ListedAlarm(
+            alarm=self.alarm,
+            kind=self.kind,
+            subject=self.subject,
+            state=self.state,
+            active=self.active,
+            acknowledged=self.acknowledged,
+            alert_id=self.alert_id,
+            severity=self.severity,
+            raised_at=self.raised_at,
+            message=self.message,
+            shelved=None if s is None else ListedShelve(s.by, s.until, s.one_shot, s.comment),
+            suppressed=suppressed,
+            out_of_service=out_of_service,
+        )
 
 
 class StateStore(Protocol):
@@ -123,64 +191,6 @@ def describe(alert: Alert) -> str:
     return str(alert.kind)
 
 
-_TS = {"type": "string", "format": "date-time"}
-
-
-def alarm_list_json_schema() -> dict[str, object]:
+def alarm_list_json_schema() -> dict[str, Any]:
     """JSON Schema of the retained alarm list (``topics.alarms``)."""
-    entry = {
-        "type": "object",
-        "required": [
-            "alarm", "kind", "subject", "state", "active", "acknowledged", "alert_id",
-            "severity", "raised_at", "message", "shelved", "suppressed", "out_of_service",
-        ],
-        "properties": {
-            "alarm": {"type": "string", "description": "kind or kind/sensor"},
-            "kind": {"type": "string"},
-            "subject": {"type": ["string", "null"]},
-            "state": {
-                "enum": ["unack_active", "ack_active", "unack_rtn", "normal"],
-                "description": "normal: listed only because it is shelved",
-            },
-            "active": {"type": "boolean"},
-            "acknowledged": {"type": "boolean"},
-            "alert_id": {"type": "string", "description": "the current episode"},
-            "severity": {"enum": ["low", "medium", "high"]},
-            "raised_at": _TS,
-            "message": {"type": "string"},
-            "shelved": {
-                "type": ["object", "null"],
-                "required": ["by", "until", "one_shot", "comment"],
-                "properties": {
-                    "by": {"type": "string"},
-                    "until": {"type": ["string", "null"], "format": "date-time"},
-                    "one_shot": {"type": "boolean"},
-                    "comment": {"type": ["string", "null"]},
-                },
-            },
-            "suppressed": {"type": "boolean", "description": "suppressed by design"},
-            "out_of_service": {"type": "boolean"},
-        },
-    }  # fmt: skip
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "edge-agent retained alarm list",
-        "type": "object",
-        "required": ["plant", "unit", "agent_id", "ts", "out_of_service", "alarms"],
-        "properties": {
-            "plant": {"type": "string"},
-            "unit": {"type": "string"},
-            "agent_id": {"type": "string"},
-            "ts": _TS,
-            "out_of_service": {
-                "type": "object",
-                "required": ["unit", "sensors"],
-                "properties": {
-                    "unit": {"type": "boolean"},
-                    "sensors": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "suppressed_by_design": {"type": "boolean"},
-            "alarms": {"type": "array", "items": entry},
-        },
-    }
+    return wire_json_schema(_ALARM_LIST)

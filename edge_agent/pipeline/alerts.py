@@ -99,9 +99,17 @@ TimestampUs = Annotated[
 Rfc3339 = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
-def _wire(title: str | None = None) -> ConfigDict:
-    """Pydantic config of a wire type: no unknown keys; every key is always sent."""
-    return ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True, title=title)
+def wire_config(title: str | None = None, **extra: Any) -> ConfigDict:
+    """Pydantic config of a wire type: no unknown keys; every key is always sent.
+
+    ``extra`` goes into the type's JSON Schema as is (e.g. an ``if``/``then``).
+    """
+    return ConfigDict(
+        extra="forbid",
+        json_schema_serialization_defaults_required=True,
+        title=title,
+        json_schema_extra=extra or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ class ModelVerdict:
     # Not slotted (nor SensorError, EnvelopeExcursion, Scores): one is made per model per
     # scored step, and orjson serialises a plain dataclass from its __dict__, fastest.
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
     score: float
     threshold: float
     decision: bool
@@ -124,7 +132,7 @@ class ModelVerdict:
 class SensorError:
     """A sensor's share of the autoencoder's reconstruction error."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
     sensor: str
     error: float
 
@@ -133,7 +141,7 @@ class SensorError:
 class LimitBreach:
     """A configured operating limit crossed by a step's value."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
     sensor: str
     level: Literal["HIHI", "HI", "LO", "LOLO"]
     limit: float
@@ -147,7 +155,7 @@ class LimitBreach:
 class EnvelopeExcursion:
     """A sensor value outside what the models saw in training (unusual, and scored)."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
     sensor: str
     value: float
     lo: float | None
@@ -161,7 +169,7 @@ class EnvelopeExcursion:
 class FloodDetail:
     """What the flood guard held back for one unit in one window."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire()
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config()
     suppressed: Annotated[int, Field(ge=1)]
     by_kind: dict[str, int]
     window_start: Timestamp
@@ -195,7 +203,7 @@ _TopSensors = Annotated[
 class Alert:
     """A message on the alerts topic (fields in wire order)."""
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire("edge-agent alert")
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config("edge-agent alert")
     alert_id: Annotated[
         str,
         Field(
@@ -337,7 +345,7 @@ class Scores:
     in one call; ``ts`` arrives formatted.
     """
 
-    __pydantic_config__: ClassVar[ConfigDict] = _wire("edge-agent step scores")
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config("edge-agent step scores")
     plant: str
     unit: str
     ts: Annotated[Rfc3339, Field(description="start of the step (UTC)")]
@@ -371,18 +379,19 @@ class _WireSchema(GenerateJsonSchema):
         return self.generate_inner(schema["schema"])
 
 
-def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+def wire_json_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """The JSON Schema of what ``adapter`` serialises (for the committed schema files)."""
     schema = adapter.json_schema(mode="serialization", schema_generator=_WireSchema)
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
 def alert_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the alerts topic."""
-    schema = _schema(_ALERT)
+    schema = wire_json_schema(_ALERT)
     schema["required"] = [k for k in schema["required"] if k not in AUDIT_ONLY_FIELDS]
     return schema
 
 
 def scores_json_schema() -> dict[str, Any]:
     """JSON Schema of the messages on the scores topic."""
-    return _schema(_SCORES)
+    return wire_json_schema(_SCORES)

@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 
 from edge_agent.config import AlignSettings
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline.ingest import Reading, Readings
+from edge_agent.pipeline.readings import Reading, Readings
 
 #: Closed steps waiting for ``close_due`` per unit; only reached if ticks stop running.
 MAX_PENDING_PER_UNIT = 1024

@@ -1,19 +1,29 @@
 """Alarm commands over MQTT: the payloads, their JSON Schema, parsing and replies.
 
 The pydantic models below *are* the schema: ``edge_agent/schemas/alarm_command.schema.json``
-is generated from them (a test keeps the committed file current), and the agent validates
-every payload with the same models. A payload that does not parse gets a reply naming the
-first problem, e.g. ``alarm: Field required`` or ``unknown field 'foo'``.
+is generated from them and ``alarm_reply.schema.json`` from :class:`AlarmReply` (a test keeps
+the committed files current), and the agent validates every payload with the same models. A
+payload that does not parse gets a reply naming the first problem, e.g. ``alarm: Field
+required`` or ``unknown field 'foo'``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
-from edge_agent.pipeline.alerts import rfc3339
+from edge_agent.pipeline.alerts import Timestamp, wire_config, wire_json_schema
 
 COMMANDS = ("acknowledge", "shelve", "unshelve", "out_of_service", "in_service")
 
@@ -122,25 +132,32 @@ def peek(payload: bytes) -> tuple[str | None, str | None, str | None]:
     return text("request_id"), text("command"), text("alarm")
 
 
-def reply_payload(
-    *,
-    request_id: str | None,
-    command: str | None,
-    alarm: str | None,
-    ok: bool,
-    now: float,
-    reason: str | None = None,
-) -> bytes:
-    doc: dict[str, Any] = {
-        "request_id": request_id,
-        "command": command,
-        "alarm": alarm,
-        "ok": ok,
-        "ts": rfc3339(now),
-    }
-    if not ok:
-        doc["reason"] = reason
-    return orjson.dumps(doc)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmReply:
+    """The reply to one command on the alarm reply topic (fields in wire order)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = wire_config(
+        "edge-agent alarm command reply",
+        **{"if": {"properties": {"ok": {"const": False}}}, "then": {"required": ["reason"]}},
+    )
+    request_id: str | None
+    command: str | None
+    alarm: str | None
+    ok: bool
+    ts: Timestamp
+    #: Sent only when ``ok`` is false (absent, not null, on an accepted command).
+    reason: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string"}),
+        Field(description="only when ok is false"),
+    ] = None
+
+    def to_json(self) -> bytes:
+        exclude = {"reason"} if self.ok else None
+        return orjson.dumps(_REPLY.dump_python(self, mode="json", exclude=exclude))
+
+
+_REPLY: TypeAdapter[AlarmReply] = TypeAdapter(AlarmReply)
 
 
 def command_json_schema() -> dict[str, Any]:
@@ -155,19 +172,6 @@ def command_json_schema() -> dict[str, Any]:
 
 def reply_json_schema() -> dict[str, Any]:
     """JSON Schema of the replies on the alarm reply topic."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "edge-agent alarm command reply",
-        "type": "object",
-        "required": ["request_id", "command", "alarm", "ok", "ts"],
-        "properties": {
-            "request_id": {"type": ["string", "null"]},
-            "command": {"type": ["string", "null"]},
-            "alarm": {"type": ["string", "null"]},
-            "ok": {"type": "boolean"},
-            "reason": {"type": "string", "description": "only when ok is false"},
-            "ts": {"type": "string", "format": "date-time"},
-        },
-        "if": {"properties": {"ok": {"const": False}}},
-        "then": {"required": ["reason"]},
-    }
+    schema = wire_json_schema(_REPLY)
+    schema["required"] = [k for k in schema["required"] if k != "reason"]
+    return schema

@@ -36,26 +36,36 @@ rejected whole; unknown sensors and out-of-range values are dropped one by one a
 is kept: one broken transmitter must not blind the model to the others.
 
 The per-message path is a dict lookup for the topic (cached after the first valid message),
-one pydantic-core JSON validation and a few comparisons.
+one pydantic-core JSON validation and a few comparisons. The payload shapes and the
+:class:`~edge_agent.pipeline.readings.Readings` handed on are in
+:mod:`edge_agent.pipeline.readings`, timestamp parsing in :mod:`edge_agent.pipeline.timestamps`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple, NotRequired, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from pydantic import AllowInfNan, Field, Strict, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+from pydantic import ValidationError
 
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.lost_data import LostDataWarnings
+from edge_agent.pipeline.readings import (
+    BARE_ADAPTER,
+    SENSOR_ADAPTER,
+    TELEMETRY_ADAPTER,
+    Readings,
+    validation_reason,
+)
 from edge_agent.pipeline.rejections import INGEST_REASONS
 from edge_agent.pipeline.sensors import SensorSpec
+
+# Re-exported for benchmarks/ (simulated_plant.py, skab.py), which import it from here.
+from edge_agent.pipeline.timestamps import parse_table_timestamp as parse_table_timestamp
+from edge_agent.pipeline.timestamps import parse_timestamp
 from edge_agent.topics import topic_regex
 
 #: The reasons ingest counts (the enum in :mod:`edge_agent.pipeline.rejections` is the list).
@@ -64,62 +74,6 @@ REJECT_REASONS: tuple[str, ...] = tuple(INGEST_REASONS)
 #: Unit names as the configuration allows them (see config.UnitSettings).
 _UNIT_PATTERN = r"[A-Za-z0-9_.-]{1,128}"
 _SENSOR_PATTERN = r"[^/+#]{1,256}"
-
-_FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
-_Timestamp = Annotated[float, Strict(), AllowInfNan(False)] | Annotated[str, Strict()]
-
-
-class SensorPayload(TypedDict):
-    """``{"ts": …, "value": …}`` on a sensor topic."""
-
-    ts: NotRequired[_Timestamp]
-    value: _FiniteNumber
-
-
-class TelemetryPayload(TypedDict):
-    """``{"ts": …, "values": {sensor: value}}`` on a telemetry topic: one snapshot of a unit."""
-
-    ts: NotRequired[_Timestamp]
-    values: Annotated[dict[str, _FiniteNumber], Field(min_length=1)]
-
-
-# TypedDicts validate faster than BaseModels (no instance to build); strict mode keeps
-# bools and numeric strings out.
-_SENSOR_ADAPTER: TypeAdapter[SensorPayload] = TypeAdapter(SensorPayload)
-_TELEMETRY_ADAPTER: TypeAdapter[TelemetryPayload] = TypeAdapter(TelemetryPayload)
-_BARE_ADAPTER: TypeAdapter[float] = TypeAdapter(_FiniteNumber)
-
-
-class Reading(NamedTuple):
-    """One sensor value. ``column`` is the sensor's index in the model set's order."""
-
-    unit: str
-    sensor: str
-    ts: float
-    value: float
-    received: float
-    column: int
-
-
-class Readings(NamedTuple):
-    """The accepted values of one message, which all share a unit and a timestamp.
-
-    Parallel lists rather than one object per value: a telemetry message then costs one
-    tuple, and alignment files all its values under their step in one go.
-    """
-
-    unit: str
-    ts: float
-    received: float
-    columns: list[int]
-    values: list[float]
-
-    def each(self, sensor_names: Sequence[str]) -> list[Reading]:
-        """One :class:`Reading` per value (for logs and tests)."""
-        return [
-            Reading(self.unit, sensor_names[c], self.ts, v, self.received, c)
-            for c, v in zip(self.columns, self.values, strict=True)
-        ]
 
 
 class EventLogger(Protocol):
@@ -144,60 +98,6 @@ def _template_regex(template: str, plant: str, captures: Sequence[str]) -> re.Pa
     """``plant/{plant}/{unit}/sensors/{sensor}`` → a regex capturing unit and sensor."""
     bodies = {"unit": _UNIT_PATTERN, "sensor": _SENSOR_PATTERN}
     return topic_regex(template, {"plant": plant}, {c: bodies[c] for c in captures})
-
-
-def parse_timestamp(raw: float | int | str) -> float | None:
-    """Unix seconds from RFC 3339 (with offset) or a number; None if it is neither."""
-    if type(raw) is str:
-        try:
-            dt = datetime.fromisoformat(raw)
-        except ValueError:
-            try:  # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not
-                dt = datetime.fromisoformat(raw.upper())
-            except ValueError:
-                return None
-        if dt.tzinfo is None:  # a local time without offset is ambiguous: refuse it
-            return None
-        return dt.timestamp()
-    if type(raw) is float or type(raw) is int:
-        ts = float(raw)
-        return ts if math.isfinite(ts) else None
-    return None
-
-
-def parse_table_timestamp(text: str) -> float | None:
-    """A timestamp cell of a CSV (historian export): Unix seconds, or ISO 8601 where a time
-    without offset is UTC. ``edge-train`` and ``edge-agent replay`` both read files this way
-    (on the wire, :func:`parse_timestamp` refuses naive times: a live message has no file
-    convention to fall back on)."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return value if math.isfinite(value) else None
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def _validation_reason(exc: ValidationError, payload: bytes) -> str:
-    err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
-    kind = err["type"]
-    if kind == "json_invalid":
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return "bad_encoding"
-        return "bad_json"
-    if kind == "finite_number":
-        return "not_finite"
-    return "bad_type"
 
 
 class Ingestor:
@@ -364,13 +264,13 @@ class Ingestor:
         raw_ts: Any = None
         try:
             if payload[:1] == b"{" or payload.lstrip()[:1] == b"{":
-                obj = _SENSOR_ADAPTER.validate_json(payload)
+                obj = SENSOR_ADAPTER.validate_json(payload)
                 value = obj["value"]
                 raw_ts = obj.get("ts")
             else:
-                value = _BARE_ADAPTER.validate_json(payload)
+                value = BARE_ADAPTER.validate_json(payload)
         except ValidationError as exc:
-            reason = _validation_reason(exc, payload)
+            reason = validation_reason(exc, payload)
             self.reject(reason, topic)
             if reason == "not_finite" and route.unit in self._units:
                 self.bad_readings.append((route.unit, received, route.column))
@@ -389,9 +289,9 @@ class Ingestor:
         self, topic: str, unit: str, payload: bytes, received: float
     ) -> Readings | None:
         try:
-            obj = _TELEMETRY_ADAPTER.validate_json(payload)
+            obj = TELEMETRY_ADAPTER.validate_json(payload)
         except ValidationError as exc:
-            self.reject(_validation_reason(exc, payload), topic)
+            self.reject(validation_reason(exc, payload), topic)
             return None
         ts = self._timestamp(obj.get("ts"), received, topic)
         if ts is None:

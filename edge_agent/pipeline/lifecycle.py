@@ -53,14 +53,21 @@ from edge_agent.pipeline.alarm_rules import (
     check_alarm_name,
     suppression_problems,
 )
-from edge_agent.pipeline.alarm_state import AlarmEntry, MemoryStore, Shelve, StateStore, describe
+from edge_agent.pipeline.alarm_state import (
+    AlarmEntry,
+    AlarmList,
+    MemoryStore,
+    OutOfServiceMarks,
+    Shelve,
+    StateStore,
+    describe,
+)
 from edge_agent.pipeline.alerts import (
     SEVERITIES,
     Alert,
     AlertKind,
     AlertState,
     AuditDetail,
-    rfc3339,
 )
 from edge_agent.pipeline.commands import Command, OutOfServiceCommand, ShelveCommand
 
@@ -350,23 +357,23 @@ class AlarmLifecycle:
 
     # -- views -----------------------------------------------------------------------------
 
-    def snapshot(self, unit: str, now: float) -> dict[str, object]:
+    def snapshot(self, unit: str, now: float) -> AlarmList:
         """The retained alarm list of one unit (the contract's document)."""
         marks = self._oos.get(unit, set())
-        alarms = []
-        for (u, _), e in sorted(self._entries.items()):
-            if u != unit:
-                continue
-            alarms.append(e.listed(self._suppressed_by_design(e), self._out_of_service(e)))
-        return {
-            "plant": self._plant,
-            "unit": unit,
-            "agent_id": self._agent_id,
-            "ts": rfc3339(now),
-            "out_of_service": {"unit": "" in marks, "sensors": sorted(marks - {""})},
-            "suppressed_by_design": unit in self._suppressed,
-            "alarms": alarms,
-        }
+        alarms = tuple(
+            e.listed(self._suppressed_by_design(e), self._out_of_service(e))
+            for (u, _), e in sorted(self._entries.items())
+            if u == unit
+        )
+        return AlarmList(
+            plant=self._plant,
+            unit=unit,
+            agent_id=self._agent_id,
+            ts=now,
+            out_of_service=OutOfServiceMarks("" in marks, tuple(sorted(marks - {""}))),
+            suppressed_by_design=unit in self._suppressed,
+            alarms=alarms,
+        )
 
     def entries(self, unit: str) -> list[AlarmEntry]:
         return [e for (u, _), e in self._entries.items() if u == unit]

@@ -29,8 +29,9 @@ from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alerts import Alert, rfc3339
 from edge_agent.pipeline.engine import Engine, StepOutcome, TickResult
-from edge_agent.pipeline.ingest import EventLogger, parse_table_timestamp
+from edge_agent.pipeline.ingest import EventLogger
 from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.timestamps import parse_table_timestamp
 from edge_agent.topics import fill
 
 

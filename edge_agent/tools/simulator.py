@@ -22,23 +22,20 @@ and ``stream`` iterates exactly the same blocks; blocks are always full, so a ru
 rows do not depend on how many rows were asked for.
 
 The physics is in :mod:`edge_agent.tools.unit_model`, the faults in
-:mod:`edge_agent.tools.faults`; this module runs them a block at a time.
+:mod:`edge_agent.tools.faults`, the run as data and CSV in :mod:`edge_agent.tools.simulated_run`;
+this module runs them a block at a time.
 
 numpy only: this runs on the edge box (``edge-agent simulate``) as well as in training.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.pipeline.alerts import rfc3339
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
 from edge_agent.tools.faults import (
     FAULT_KINDS,
@@ -53,6 +50,7 @@ from edge_agent.tools.faults import (
     sensor_fault_delta,
 )
 from edge_agent.tools.plants import REFERENCE_DESIGN, UnitDesign
+from edge_agent.tools.simulated_run import SimulationResult
 from edge_agent.tools.unit_model import (
     BLOCK,
     LOAD_COLUMN,
@@ -73,48 +71,6 @@ from edge_agent.tools.unit_model import (
     scaled_models,
     targets,
 )
-
-
-@dataclass
-class SimulationResult:
-    """A simulated run: readings, per-step labels and the events that caused them."""
-
-    timestamps: FloatArray  # (n,) Unix seconds
-    values: FloatArray  # (n, n_sensors) in sensor order
-    labels: NDArray[np.int8]  # (n,) 1 where any fault is active
-    events: list[FaultEvent]
-    sensors: tuple[SensorSpec, ...]
-
-    @property
-    def sensor_names(self) -> list[str]:
-        return sensor_names(self.sensors)
-
-    def fault_kind_per_step(self) -> list[str]:
-        """Kind of the fault active at each step, "" if none ("a+b" where events overlap)."""
-        kinds: list[list[str]] = [[] for _ in range(len(self.timestamps))]
-        for event in self.events:
-            for i in range(event.start, min(event.end, len(kinds))):
-                if event.kind not in kinds[i]:
-                    kinds[i].append(event.kind)
-        return ["+".join(k) for k in kinds]
-
-    def to_csv(self, path: Path | str) -> None:
-        """Columns: timestamp (ISO 8601 UTC, ms), one per sensor, label, fault_kind.
-
-        Floats are written in Python's shortest round-trip form, so reading back is exact.
-        """
-        with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["timestamp", *self.sensor_names, "label", "fault_kind"])
-            kinds = self.fault_kind_per_step()
-            for ts, row, label, kind in zip(
-                self.timestamps.tolist(),
-                self.values.tolist(),
-                self.labels.tolist(),
-                kinds,
-                strict=True,
-            ):
-                writer.writerow([rfc3339(ts), *row, label, kind])
 
 
 class ThermalUnitSimulator:
@@ -409,7 +365,6 @@ __all__: list[str] = [
     "RATED_LOAD_MW",
     "SENSOR_FAULT_KINDS",
     "FaultEvent",
-    "SimulationResult",
     "ThermalUnitSimulator",
     "generate_dataset",
     "generate_fleet",
