@@ -21,8 +21,8 @@ from structlog.testing import LogCapture, capture_logs
 from test_server_inprocess import running, settings_for, until
 
 from edge_agent.config import AgentSettings
-from edge_agent.daemon import mqtt as edge_mqtt
 from edge_agent.daemon.mqtt import MqttLink, subscription_topics
+from edge_agent.daemon.mqtt import client as mqtt_client
 from edge_agent.daemon.server import Server
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.rejections import LINK_REASONS, RejectReason
@@ -70,7 +70,7 @@ async def test_a_flood_past_the_intake_queue_is_counted_as_queue_full_and_logged
     # The bound is a memory guard (10,000 in production); one message makes it overflow under
     # any burst, because the receive loop needs a few event-loop rounds per message while
     # paho reads one packet every round.
-    monkeypatch.setattr(edge_mqtt, "INCOMING_QUEUE_MAX", 1)
+    monkeypatch.setattr(mqtt_client, "INCOMING_QUEUE_MAX", 1)
     metrics = Metrics()
     with capture_logs() as logs:
         server = Server(settings_for(tmp_path, mosquitto, models_dir), metrics=metrics)
