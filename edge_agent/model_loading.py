@@ -23,5 +23,6 @@ def load_model_set(settings: AgentSettings, pinned_sensors: list[str] | None) ->
         settings.models.dir,
         expected_sensors=list(expected) if expected else None,
         threads=settings.models.threads,
+        batch_threads=settings.models.batch_threads,
         mem_arena=settings.models.enable_cpu_mem_arena,
     )

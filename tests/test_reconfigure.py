@@ -48,10 +48,16 @@ def test_stride_change_is_applied_on_reload(model_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("threads", 2), ("enable_cpu_mem_arena", True), ("expected_sensors", NAMES)],
+    [
+        ("threads", 2),
+        ("batch_threads", 2),
+        ("enable_cpu_mem_arena", True),
+        ("expected_sensors", NAMES),
+    ],
 )
 def test_model_loading_keys_are_applied(model_dir: Path, key: str, value: Any) -> None:
-    """models.threads/enable_cpu_mem_arena/expected_sensors decide how the new set loads."""
+    """models.threads/batch_threads/enable_cpu_mem_arena/expected_sensors decide how the new
+    set loads."""
     base = make_settings(models={"dir": str(model_dir)})
     e, _ = engine(load_model_set(base, None), models={"dir": str(model_dir)})
     new = with_models(e.settings, **{key: value})

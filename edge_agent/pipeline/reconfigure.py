@@ -19,6 +19,7 @@ RELOADABLE_KEYS = frozenset(
         "models.dir",
         "models.expected_sensors",
         "models.threads",
+        "models.batch_threads",
         "models.enable_cpu_mem_arena",
         "models.stride",
     }
