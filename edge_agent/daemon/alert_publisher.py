@@ -49,13 +49,10 @@ class AlertPublisher:
 
     def put(self, alerts: Iterable[OutgoingAlert]) -> int:
         """Store alerts (durably) and wake the publisher; returns how many were stored."""
-        n = 0
-        for alert in alerts:
-            self.outbox.put(alert.topic, alert.payload, qos=1, meta=alert.meta)
-            n += 1
-        if n:
+        stored = self.outbox.put_many([(a.topic, a.payload, 1, a.meta) for a in alerts])
+        if stored:
             self._wakeup.set()
-        return n
+        return len(stored)
 
     def connected(self, at: float) -> None:
         """The link (re)connected: send the backlog."""
