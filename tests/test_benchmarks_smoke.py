@@ -23,6 +23,7 @@ import end_to_end  # noqa: E402
 import footprint  # noqa: E402
 import inference  # noqa: E402
 import ingest_ceiling  # noqa: E402
+import load_plan  # noqa: E402
 import loadgen  # noqa: E402
 import model_sets  # noqa: E402
 import run_all  # noqa: E402
@@ -66,14 +67,14 @@ def test_ingest_ceiling_receives_what_loadgen_sends(tmp_path: Path) -> None:
 
 
 def test_loadgen_schedule_lands_in_the_right_steps() -> None:
-    plan = loadgen.Plan(units=7, rate=1400.0, mode="sensors")
+    plan = load_plan.Plan(units=7, rate=1400.0, mode="sensors")
     assert plan.step_us == 40_000  # 7 units * 8 messages / 1400 msgs/s
     for u in range(plan.units):
         for k in (10, 11):
-            t = loadgen.nominal_time(plan, k, u)
+            t = load_plan.nominal_time(plan, k, u)
             assert k * plan.step_seconds <= t < (k + 1) * plan.step_seconds
             # the agent's scores carry the step start truncated to milliseconds
-            assert loadgen.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
+            assert load_plan.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
 
 
 def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path: Path) -> None:
