@@ -86,7 +86,9 @@ class StageResult:
     alert_latency_p50_ms: float | None = None
     alert_latency_p99_ms: float | None = None
     agent_reading_to_score_p50_s: float | None = None
+    agent_reading_to_score_p90_s: float | None = None
     agent_reading_to_score_p99_s: float | None = None
+    agent_reading_to_score_mean_s: float | None = None
     agent_reading_to_alert_p99_s: float | None = None
     event_loop_lag_max_s: float | None = None
     event_loop_lag_p99_s: float | None = None
@@ -285,7 +287,9 @@ def _account(
         before.histogram("edge_agent_reading_to_score_seconds")
     )
     res.agent_reading_to_score_p50_s = r2s.quantile(0.5)
+    res.agent_reading_to_score_p90_s = r2s.quantile(0.9)
     res.agent_reading_to_score_p99_s = r2s.quantile(0.99)
+    res.agent_reading_to_score_mean_s = r2s.mean
     res.agent_reading_to_alert_p99_s = m.histogram("edge_agent_reading_to_alert_seconds").quantile(
         0.99
     )
