@@ -181,16 +181,21 @@ class OutputCounter:
         samples: list[tuple[int, int, float]],
         first_step: int | None,
         steps_per_unit: list[int],
+        from_step: int | None = None,
     ) -> list[float]:
-        """Sorted latencies (ms) of steps the load generator actually published."""
+        """Sorted latencies (ms) of steps the load generator actually published.
+
+        ``from_step``: only steps from there on (the measured window, after a backfill).
+        """
         with self.lock:
             rows = list(samples)
         if first_step is None:
             return sorted(ms for _, _, ms in rows)
+        low = max(first_step, from_step or first_step)
         return sorted(
             ms
             for u, k, ms in rows
-            if u < len(steps_per_unit) and first_step <= k < first_step + steps_per_unit[u]
+            if u < len(steps_per_unit) and low <= k < first_step + steps_per_unit[u]
         )
 
 

@@ -36,7 +36,6 @@ import results
 from stage import StageResult, run_stage
 
 HERE = Path(__file__).resolve().parent
-__all__ = ["StageResult", "run_stage"]  # the stage runner, for baseline.py and the tests
 
 #: (mode, units, offered msgs/s); per mode the stages run in order and stop after a miss.
 #: Steps are 20-50 ms per unit, so a 10 s stage has 200+ steps per unit after the warm-up.
@@ -169,9 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "targets": [t.to_dict() for t in targets],
     }
-    if not args.no_write:
-        print(f"\nwrote {results.write_result(args.name, result)}")
-    return result
+    return results.save(args, result)
 
 
 def summarise(stages: list[StageResult]) -> tuple[dict[str, Any], list[results.Target]]:
@@ -284,16 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--all-stages", action="store_true", help="keep going after a stage that did not keep up"
     )
-    p.add_argument("--pin", action="store_true", help="pin the agent to a core of its own")
     p.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the agent in each stage (if installed); top functions in JSON",
     )
-    p.add_argument("--quick", action="store_true", help="one 2-second stage")
-    p.add_argument("--tiny", action="store_true", help="TensorFlow-free tiny model set")
-    p.add_argument("--name", default="end_to_end")
-    p.add_argument("--no-write", action="store_true")
+    results.add_run_options(p, "end_to_end", "one 2-second stage")
     return p
 
 

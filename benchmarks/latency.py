@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import subprocess
@@ -163,7 +164,6 @@ def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[
     """One fresh broker + agent under ``pat``; the subscriber's and the agent's latencies."""
     out = work / "mosquitto_sub.txt"
     topics = ["plant/plant1/+/scores", "plant/plant1/+/alerts"]
-    warmup_steps = 5
     r: StageResult = run_stage(
         models, "telemetry", pat.units, pat.rate, seconds, work,
         fault_units=pat.fault_units, fault_every=pat.fault_every, fault_len=pat.fault_len,
@@ -172,11 +172,10 @@ def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[
     )  # fmt: skip
     plan = load_plan.Plan(pat.units, pat.rate, "telemetry", burst=pat.burst)
     sent = orjson.loads((work / "loadgen.json").read_bytes())
-    live = int(sent["live_first_step"])
+    # the measured window: steps published after it started (the history is digested by then)
+    since = math.ceil((r.measured_from or 0) / plan.step_seconds)
     last = int(sent["first_step"]) + min(sent["steps_per_unit"])
-    score_ms, alert_ms = subscriber_latencies(
-        parse_sub_output(out), plan, live + warmup_steps, last
-    )
+    score_ms, alert_ms = subscriber_latencies(parse_sub_output(out), plan, since, last)
     agent = {
         "p50": _ms(r.agent_reading_to_score_p50_s),
         "p90": _ms(r.agent_reading_to_score_p90_s),
@@ -195,6 +194,7 @@ def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[
         "agent_reading_to_score_ms": agent,
         "in_process_subscriber_p99_ms": r.score_latency_p99_ms,
         "agent_cpu_percent": r.agent_cpu_percent,
+        "catchup_seconds": r.catchup_seconds,
         "kept_up": r.kept_up,
         "why_not": r.why_not,
         "warnings": r.warnings,
@@ -277,9 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "patterns": rows,
         "targets": [t.to_dict() for t in targets],
     }
-    if not args.no_write:
-        print(f"\nwrote {results.write_result(args.name, result)}")
-    return result
+    return results.save(args, result)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,11 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=0, help="measured seconds per pattern (0: built-in)"
     )
     p.add_argument("--pattern", action="append", choices=[p.name for p in PATTERNS])
-    p.add_argument("--pin", action="store_true", help="pin the agent to a core of its own")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds each")
-    p.add_argument("--tiny", action="store_true", help="TensorFlow-free tiny model set")
-    p.add_argument("--name", default="latency")
-    p.add_argument("--no-write", action="store_true")
+    results.add_run_options(p, "latency", "tiny sizes, a few seconds each")
     return p
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -30,10 +31,14 @@ import timing
 from agent_run import AgentOptions, OutputCounter, bench_agent_config, start_agent, subscribe
 from profiling import start_profiler, summarise_profile
 
+from harness.agent import AgentProcess
 from harness.broker import running_broker
 from harness.metrics import MetricsSnapshot
 from harness.net import free_port
 from harness.process import wait_for
+
+#: Longest wait for the agent to digest a backfill before measuring anyway (seconds).
+CATCH_UP_TIMEOUT = 90.0
 
 
 @dataclass
@@ -97,6 +102,9 @@ class StageResult:
     agent_ready_seconds: float | None = None
     batch_size_mean: float | None = None
     agent_errors: list[str] = field(default_factory=list)
+    #: wall time the measured window started; seconds the agent took to digest a backfill
+    measured_from: float | None = None
+    catchup_seconds: float | None = None
     #: py-spy's view of the agent during the measured window (``--profile``)
     profile: dict[str, Any] | None = None
 
@@ -126,6 +134,7 @@ def run_stage(
     backfill: bool = False,
     warmup_seconds: float | None = None,
     observe: Callable[[int], AbstractContextManager[Any]] | None = None,
+    catch_up_timeout: float = CATCH_UP_TIMEOUT,
 ) -> StageResult:
     """One fresh broker + agent, one load-generator run, full accounting.
 
@@ -133,6 +142,8 @@ def run_stage(
     writes ``window - 1`` steps of history first, so the measured window starts a few steps
     after the live schedule does (otherwise after ``window + 5`` live steps);
     ``warmup_seconds`` overrides that (a stage too large to warm up in the time at hand).
+    With a backfill the measured window starts once the agent is at most two steps behind
+    (or after ``catch_up_timeout``: an agent slower than the load never catches up).
     ``observe(broker port)`` is entered once the agent is ready and left after the drain: a
     second subscriber (latency.py's ``mosquitto_sub``).
     """
@@ -161,8 +172,10 @@ def run_stage(
             warmup = (5 if backfill else window + 5) * plan.step_seconds + 0.5
             if warmup_seconds is not None:
                 warmup = warmup_seconds
+            # after a backfill the agent's catch-up takes a while: the load runs until stopped
+            extra = CATCH_UP_TIMEOUT if backfill else 0.0
             gen = loadgen.start_loadgen(
-                broker.port, units=units, mode=mode, rate=rate, duration=warmup + seconds,
+                broker.port, units=units, mode=mode, rate=rate, duration=warmup + seconds + extra,
                 summary=summary_path, cpus=other_cpus, announce=True,
                 qos=qos_in, fault_units=fault_units, fault_every=fault_every, fault_len=fault_len,
                 burst=burst, width=width, backfill=window - 1 if backfill else 0,
@@ -171,12 +184,20 @@ def run_stage(
             line = gen.stdout.readline()
             if not line.startswith("publishing"):
                 raise RuntimeError(f"load generator did not start: {line!r}")
-            time.sleep(max(0.0, float(line.split()[1]) + warmup - time.time()))
+            live_at = float(line.split()[1])
+            if backfill:  # the history must be through the agent before the live steps count
+                history = units * (window - 1) * plan.messages_per_step
+                res.catchup_seconds = _catch_up(agent, plan, live_at, history, catch_up_timeout)
+            time.sleep(max(0.0, max(live_at, time.time()) + warmup - time.time()))
+            res.measured_from = time.time()
             before = agent.scrape()
             t_window = time.monotonic()
             cpu = procstat.CpuMeter(agent.pid)
             cpu.start()
             spy = start_profiler(agent.pid, seconds, profile) if profile else None
+            if backfill:  # measured window: `seconds` from now, whatever the catch-up took
+                time.sleep(max(0.0, res.measured_from + seconds - time.time()))
+                gen.terminate()  # loadgen stops at once and writes its summary
             line = gen.stdout.readline()  # "done <time>" as soon as the last write is out
             res.agent_cpu_percent = cpu.stop()
             at_end = agent.scrape()
@@ -239,6 +260,28 @@ def run_stage(
     return res
 
 
+def _catch_up(
+    agent: AgentProcess,
+    plan: load_plan.Plan,
+    live_at: float,
+    history: int,
+    timeout: float = CATCH_UP_TIMEOUT,
+) -> float | None:
+    """Wait until the agent is at most two steps behind the live load; seconds it took.
+
+    The live schedule starts when the history is written, not when the agent has read it.
+    """
+
+    def behind() -> bool:
+        due_steps = max(0.0, (time.time() - live_at) / plan.step_seconds - 2)
+        due = history + int(due_steps) * plan.units * plan.messages_per_step
+        return agent.scrape().value("edge_agent_messages_received") < due
+
+    t0 = time.monotonic()
+    ok = wait_for(lambda: not behind(), timeout, interval=0.2)
+    return time.monotonic() - t0 if ok else None
+
+
 def _steps_published(m: MetricsSnapshot) -> float:
     """Closed steps that produce a scores message (all but silently skipped ones)."""
     return m.value("edge_agent_steps_closed") - m.value("edge_agent_steps_closed", how="skipped")
@@ -269,8 +312,12 @@ def _account(
     with counter.lock:
         res.scores_received = counter.scores
         res.alerts_raised_received = len(counter.raised)
-    lat = counter.latencies(counter.score_samples, sent["first_step"], sent["steps_per_unit"])
-    alat = counter.latencies(counter.raised_samples, sent["first_step"], sent["steps_per_unit"])
+    since = None
+    if counter.plan is not None and res.measured_from is not None:
+        since = math.ceil(res.measured_from / counter.plan.step_seconds)
+    spu = sent["steps_per_unit"]
+    lat = counter.latencies(counter.score_samples, sent["first_step"], spu, since)
+    alat = counter.latencies(counter.raised_samples, sent["first_step"], spu, since)
     res.lost_messages = max(0, res.messages_sent - res.messages_received)
     accounted = res.steps_scored + res.steps_warmup + res.steps_stride + res.steps_stale
     res.lost_steps = max(0, int(res.steps_sent - accounted))

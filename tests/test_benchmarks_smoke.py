@@ -32,6 +32,7 @@ import loadgen  # noqa: E402
 import model_sets  # noqa: E402
 import run_all  # noqa: E402
 import soak  # noqa: E402
+import stage  # noqa: E402
 import training_time  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -82,7 +83,7 @@ def test_loadgen_schedule_lands_in_the_right_steps() -> None:
 
 
 def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path: Path) -> None:
-    r = end_to_end.run_stage(tiny_models, "sensors", 2, 400, 1.0, tmp_path, fault_units=1)
+    r = stage.run_stage(tiny_models, "sensors", 2, 400, 1.0, tmp_path, fault_units=1)
     assert r.messages_sent > 0
     assert r.lost_messages == 0 and r.lost_steps == 0, r.why_not
     assert r.steps_scored > 0
