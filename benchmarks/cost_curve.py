@@ -71,7 +71,7 @@ QUICK_POINTS = (
 )
 NOTES = {
     "cold": "intake only: windows not full in the run",
-    "max": "offered > taken: processed = the ceiling; latency = queueing",
+    "max": "saturated: processed = intake ceiling, scored/s = scoring's; latency = queueing",
 }
 #: Intake-only points (no backfill): measured after this long at load.
 COLD_WARMUP_SECONDS = 3.0
@@ -164,8 +164,8 @@ def findings(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| series | units | sensors | step s | offered msgs/s | processed msgs/s | readings/s "
-        "| kept up | p99 ms | agent p99 ms | CPU % | RSS MB | note |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+        "| scored/s | kept up | p99 ms | agent p99 ms | CPU % | RSS MB | note |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
     )
 
     def f(v: Any, fmt: str = "{:,.0f}") -> str:
@@ -174,7 +174,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"| {r['series']} | {r['units']:,} | {r['sensors']} | {r['step_seconds']:g} "
         f"| {f(r['offered_msgs_per_s'])} | {f(r['processed_msgs_per_s'])} "
-        f"| {f(r['processed_readings_per_s'])} | {'yes' if r['kept_up'] else 'no'} "
+        f"| {f(r['processed_readings_per_s'])} | {f(r['scored_per_s'])} "
+        f"| {'yes' if r['kept_up'] else 'no'} "
         f"| {f(r['p99_ms'], '{:.1f}')} | {f(r['agent_p99_ms'], '{:.1f}')} "
         f"| {f(r['cpu_percent'], '{:.0f}')} | {f(r['rss_mb'], '{:.0f}')} | {r['note']} |"
         for r in rows
