@@ -12,7 +12,7 @@ help:
 	@echo "make demo    - run the agent with the shipped models against an embedded broker"
 	@echo "make test    - set everything up (venv, extras, Mosquitto) and run the whole suite"
 	@echo "make models  - regenerate the shipped model set in models/ (deterministic seeds)"
-	@echo "make bench   - the six performance benchmarks (not part of make test, ~11 min)"
+	@echo "make bench   - the performance benchmarks (not part of make test, ~20 min)"
 	@echo "make soak    - 10-minute soak with faults and a broker restart"
 	@echo "make skab    - the SKAB real-data benchmark"
 	@echo "make lint    - ruff on everything, mypy (strict) on edge_agent, edge_console and harness"
@@ -96,7 +96,7 @@ models: $(FULL)
 		--eval-data runs/faults.csv --alarms-per-day 0.01 --holdout 0.12 --epochs 60 \
 		--out models --force
 
-# The six benchmarks of the Performance section (~11 min on 2 cores).
+# The benchmarks of the Performance section (~20 min on 2 cores).
 bench: $(FULL) mosquitto
 	$(BIN)/python benchmarks/run_all.py
 

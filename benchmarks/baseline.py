@@ -3,10 +3,10 @@
 1. ``baseline_agent.py`` (aiomqtt + Keras ``predict`` + sklearn ``decision_function`` per
    message) is offered more telemetry than it can take; its throughput is the rate at which
    it scores windows once saturated.
-2. The real agent runs through the same harness (end_to_end.run_stage: same broker, same
+2. The real agent runs through the same harness (stage.run_stage: same broker, same
    load generator, telemetry mode, so one message = one window for both) at 100x, 150x,
    200x, 250x, 500x and 1000x that rate, stopping at the first rate it does not keep up
-   with (zero-loss accounting as in end_to_end.py).
+   with (zero-loss accounting as in stage.py).
 3. ratio = the agent's best rate that kept up in this run / the baseline's throughput.
 
     python benchmarks/baseline.py [--models DIR] [--seconds 20] [--quick]
@@ -26,12 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import end_to_end
 import loadgen
 import model_sets
 import procstat
 import results
 import seed_models
+import stage
 
 from harness.broker import running_broker
 from harness.process import pin_to_cpu, stop_process
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         agent_runs = []
         for i, rate in enumerate(rates):
             units = max(4, min(500, round(rate * 0.02)))  # steps of >= 20 ms per unit
-            r = end_to_end.run_stage(
+            r = stage.run_stage(
                 models,
                 "telemetry",
                 units,

@@ -5,217 +5,45 @@ speaks MQTT over a plain socket (CONNECT, PUBLISH, PUBACK, DISCONNECT are a few 
 each) and writes every due message of a millisecond in one ``sendall``: a Python MQTT
 client would be the bottleneck long before the agent.
 
-Timing contract (the latency measurements rely on it): each unit publishes one step every
-``step_seconds``. Step ``k`` of unit ``u`` (of ``U``) is due at the *nominal* time
-``k * step + (u + 0.5) / U * step`` — inside step ``k``'s interval, units spread evenly
-over it — and all of that step's messages (one telemetry message, or one per sensor) carry
-``ts`` = that nominal time and are written to the socket together, as soon as it is due.
-``lag`` is how late that happened; a subscriber can recover the nominal publish time of
-any step from (unit, step index) with :func:`nominal_time`.
+Each step's messages carry their nominal publish time as ``ts`` (the timing contract is
+load_plan.py's) and are written to the socket together as soon as they are due; ``lag`` is
+how late that happened. ``--burst``: every unit at the same instant of each step.
+``--width N``: N sensors per unit. ``--backfill N``: before the live schedule, the N steps
+before it are written at ``--backfill-rate`` msgs/s (history: complete telemetry closes a
+step on arrival, so the agent's windows fill in seconds instead of N steps of wall time).
 
     python benchmarks/loadgen.py --port 1883 --units 100 --mode telemetry --rate 10000 \\
-        --duration 10 [--qos 0|1] [--fault-units 2] [--summary out.json]
+        --duration 10 [--qos 0|1] [--fault-units 2] [--burst] [--width 32] [--backfill 59]
+        [--summary out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the repo: the harness
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.net import HOST
 from harness.process import pin_to_cpu
-from harness.raw_mqtt import DISCONNECT_PACKET, publish_packet, raw_connect
+from harness.raw_publisher import RawPublisher
 
-SENSORS = (
-    "steam_temperature", "steam_pressure", "feedwater_flow", "turbine_vibration", "load",
-    "flue_gas_temperature", "condenser_vacuum", "bearing_temperature",
-)  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_plan import Plan, offset_us, unit_series
 
-
-#: Longer runs cycle through this many simulated steps per unit (bounded memory).
 MAX_SERIES_STEPS = 100_000
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to publish: ``rate`` messages/s spread over ``units`` units."""
-
-    units: int
-    rate: float
-    mode: str = "telemetry"  # or "sensors"
-    plant: str = "plant1"
-    unit_prefix: str = "unit"
-
-    @property
-    def messages_per_step(self) -> int:
-        return 1 if self.mode == "telemetry" else len(SENSORS)
-
-    @property
-    def step_us(self) -> int:
-        """Step period in whole microseconds (so the agent's step grid has no rounding)."""
-        return max(2 * self.units, round(1e6 * self.units * self.messages_per_step / self.rate))
-
-    @property
-    def step_seconds(self) -> float:
-        return self.step_us / 1e6
-
-    @property
-    def readings_per_message(self) -> int:
-        return len(SENSORS) if self.mode == "telemetry" else 1
-
-    def unit_name(self, u: int) -> str:
-        return f"{self.unit_prefix}{u + 1}"
-
-
-def offset_us(plan: Plan, u: int) -> int:
-    return (2 * u + 1) * plan.step_us // (2 * plan.units)
-
-
-def nominal_time(plan: Plan, step_index: int, u: int) -> float:
-    """When unit ``u``'s messages for step ``step_index`` were due (and their ``ts``)."""
-    return (step_index * plan.step_us + offset_us(plan, u)) / 1e6
-
-
-def step_index_of(plan: Plan, ts: float) -> int:
-    """The step a (possibly millisecond-truncated) step-start timestamp belongs to."""
-    return (
-        math.floor(ts / plan.step_seconds + 0.5)
-        if plan.step_us >= 4000
-        else math.floor(ts / plan.step_seconds)
-    )
-
-
-# ------------------------------------------------------------------------------ publishing
-
-
-class RawPublisher:
-    """One MQTT 3.1.1 connection that only publishes; reconnects on demand."""
-
-    def __init__(self, host: str, port: int, client_id: str, qos: int) -> None:
-        self.host, self.port, self.client_id, self.qos = host, port, client_id, qos
-        self.sock: socket.socket | None = None
-        self.acked = 0
-        self._next_id = 1
-        self._reader: threading.Thread | None = None
-
-    def connect(self, timeout: float = 5.0) -> None:
-        sock = raw_connect(
-            self.port,
-            self.client_id,
-            host=self.host,
-            keepalive=0,
-            sockopts=[
-                (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
-                (socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024),
-            ],
-            timeout=timeout,
-        )
-        sock.settimeout(None)
-        self.sock = sock
-        if self.qos:
-            self._reader = threading.Thread(target=self._read_acks, args=(sock,), daemon=True)
-            self._reader.start()
-
-    def _read_acks(self, sock: socket.socket) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            n = len(buf) // 4  # PUBACK is always 4 bytes: 0x40 0x02 id id
-            self.acked += n
-            buf = buf[n * 4 :]
-
-    def packet(self, topic: bytes, payload: bytes) -> bytes:
-        if not self.qos:
-            return publish_packet(topic, payload)
-        pid = self._next_id
-        self._next_id = pid % 65535 + 1
-        return publish_packet(topic, payload, 1, pid)
-
-    def send(self, data: bytes) -> None:
-        if self.sock is None:
-            raise ConnectionError("not connected")
-        self.sock.sendall(data)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.sendall(DISCONNECT_PACKET)
-                self.sock.shutdown(socket.SHUT_WR)
-            if self._reader is not None and self.qos:
-                self._reader.join(timeout=5)
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-
-
-# ------------------------------------------------------------------------------ values
-
-
-def unit_series(
-    plan: Plan,
-    n_steps: int,
-    fault_units: int = 0,
-    fault_every: int = 200,
-    fault_len: int = 40,
-    fault_sensor: str = "bearing_temperature",
-    fault_offset: float = 35.0,
-) -> list[np.ndarray]:
-    """Readings per unit: up to 8 simulator series (healthy), shared round-robin by units.
-
-    Units ``0..fault_units-1`` get a step fault: ``fault_offset`` added to ``fault_sensor``
-    for ``fault_len`` steps every ``fault_every`` steps (first at ``fault_every``), clipped
-    to the sensor's valid range, so the models and a configured limit both see it.
-    """
-    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS
-    from edge_agent.tools.simulator import ThermalUnitSimulator
-
-    n = max(n_steps, 256)
-    bases = [
-        np.asarray(
-            ThermalUnitSimulator(seed=s, day_seconds=3600.0).generate(n).values, dtype=np.float64
-        )
-        for s in range(min(8, plan.units))
-    ]
-    col = SENSORS.index(fault_sensor)
-    spec = THERMAL_UNIT_SENSORS[col]
-    out = []
-    for u in range(plan.units):
-        values = bases[u % len(bases)]
-        if u < fault_units:
-            values = values.copy()
-            for start in range(fault_every, n, fault_every):
-                values[start : start + fault_len, col] += fault_offset
-            values[:, col] = np.clip(values[:, col], spec.lo, spec.hi)
-        out.append(values)
-    return out
-
-
-def fault_steps(n_steps: int, fault_every: int, fault_len: int) -> int:
-    """How many fault episodes a unit with faults goes through in ``n_steps`` steps."""
-    return len(range(fault_every, n_steps, fault_every)) if fault_every > 0 else 0
 
 
 @dataclass
@@ -242,6 +70,9 @@ class Summary:
     reconnects: int = 0
     messages_failed: int = 0
     fault_units: int = 0
+    #: history written before the live schedule (``--backfill``), and the first live step
+    backfill_messages: int = 0
+    live_first_step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,15 +93,22 @@ def run(
     client_id: str | None = None,
     stop: threading.Event | None = None,
     announce: bool = False,
+    backfill: int = 0,
+    backfill_rate: float = 3000.0,
 ) -> Summary:
-    """Publish for ``duration`` seconds (or until ``stop``); return the summary."""
+    """Publish for ``duration`` seconds (or until ``stop``); return the summary.
+
+    ``backfill`` steps of history go out first (``first_step`` is the first of them,
+    ``live_first_step`` the first on schedule); ``duration`` counts from the live start.
+    """
     step_us = plan.step_us
-    n_steps_total = min(MAX_SERIES_STEPS, int(duration * 1e6 / step_us) + 2)
+    n_steps_total = min(MAX_SERIES_STEPS, int(duration * 1e6 / step_us) + 2 + backfill)
     series = unit_series(
         plan, n_steps_total, fault_units, fault_every, fault_len, fault_sensor, fault_offset
     )
     # Topics are fixed; payloads are serialised as they are sent (a few µs each), so a long
     # run needs no more memory than its float series.
+    names = plan.sensors
     if plan.mode == "telemetry":
         topics = [
             [f"plant/{plan.plant}/{plan.unit_name(u)}/telemetry".encode()]
@@ -278,7 +116,7 @@ def run(
         ]
     else:
         topics = [
-            [f"plant/{plan.plant}/{plan.unit_name(u)}/sensors/{name}".encode() for name in SENSORS]
+            [f"plant/{plan.plant}/{plan.unit_name(u)}/sensors/{name}".encode() for name in names]
             for u in range(plan.units)
         ]
     telemetry = plan.mode == "telemetry"
@@ -291,17 +129,39 @@ def run(
         fault_units=fault_units,
     )
     offsets = [offset_us(plan, u) for u in range(plan.units)]
+    n_series = n_steps_total
+    backfill_seconds = backfill * plan.units * plan.messages_per_step / backfill_rate
     now_us = int(time.time() * 1e6)
-    first_step = now_us // step_us + 1  # start at the next step boundary
-    summary.first_step = first_step
-    end_us = now_us + int(duration * 1e6)
+    live_first = (now_us + int(backfill_seconds * 1e6)) // step_us + 1  # the next boundary
+    first_step = live_first - backfill
+    summary.first_step, summary.live_first_step = first_step, live_first
+
+    def packets(k: int, u: int, due_us: int) -> list[bytes]:
+        ts = b'{"ts":' + repr(due_us / 1e6).encode()
+        values = series[u][(k - first_step) % n_series].tolist()
+        if telemetry:
+            body = b',"values":' + orjson.dumps(dict(zip(names, values, strict=True)))
+            return [pub.packet(topics[u][0], ts + body + b"}")]
+        return [
+            pub.packet(topic, ts + b',"value":' + orjson.dumps(v) + b"}")
+            for topic, v in zip(topics[u], values, strict=True)
+        ]
+
+    if backfill:
+        summary.backfill_messages = _backfill(
+            pub, plan, range(first_step, live_first), packets, offsets, backfill_rate
+        )
+        summary.messages_sent += summary.backfill_messages
+        summary.steps_per_unit = [backfill] * plan.units
+    now_us = int(time.time() * 1e6)
+    end_us = max(now_us, live_first * step_us) + int(duration * 1e6)
     lags: list[float] = []
-    k, u = first_step, 0
+    k, u = live_first, 0
     started = time.time()
     if announce:
         print(f"publishing {started:.6f}", flush=True)
     summary.started = started
-    n_series = n_steps_total
+    live_sent = 0
     while stop is None or not stop.is_set():
         due_us = k * step_us + offsets[u]
         if due_us >= end_us:
@@ -316,14 +176,7 @@ def run(
         chunk: list[bytes] = []
         n_msgs = 0
         while due_us <= now_us and due_us < end_us:
-            ts = b'{"ts":' + repr(due_us / 1e6).encode()
-            values = series[u][(k - first_step) % n_series].tolist()
-            if telemetry:
-                body = b',"values":' + orjson.dumps(dict(zip(SENSORS, values, strict=True)))
-                chunk.append(pub.packet(topics[u][0], ts + body + b"}"))
-            else:
-                for topic, v in zip(topics[u], values, strict=True):
-                    chunk.append(pub.packet(topic, ts + b',"value":' + orjson.dumps(v) + b"}"))
+            chunk += packets(k, u, due_us)
             n_msgs += len(topics[u])
             lags.append((now_us - due_us) / 1000.0)
             summary.steps_per_unit[u] += 1
@@ -334,7 +187,7 @@ def run(
         data = b"".join(chunk)
         try:
             pub.send(data)
-            summary.messages_sent += n_msgs
+            live_sent += n_msgs
             summary.bytes_sent += len(data)
         except OSError:
             summary.send_errors += 1
@@ -346,10 +199,11 @@ def run(
     if announce:
         print(f"done {summary.finished:.6f}", flush=True)
     pub.close()
+    summary.messages_sent += live_sent
     summary.acked = pub.acked
     summary.readings_sent = summary.messages_sent * plan.readings_per_message
     elapsed = max(1e-9, summary.finished - started)
-    summary.achieved_rate = summary.messages_sent / elapsed
+    summary.achieved_rate = live_sent / elapsed
     if lags:
         late = [i for i, x in enumerate(lags) if x > 20.0]
         summary.late_over_20ms = len(late)
@@ -360,6 +214,33 @@ def run(
         summary.lag_p99_ms = lags[min(len(lags) - 1, int(0.99 * len(lags)))]
         summary.lag_max_ms = lags[-1]
     return summary
+
+
+def _backfill(
+    pub: RawPublisher,
+    plan: Plan,
+    steps: range,
+    packets: Callable[[int, int, int], list[bytes]],
+    offsets: list[int],
+    rate: float,
+) -> int:
+    """Write the history steps at ``rate`` msgs/s (10 ms chunks); the messages written."""
+    sent, t0 = 0, time.monotonic()
+    chunk: list[bytes] = []
+    for k in steps:
+        for u in range(plan.units):
+            chunk += packets(k, u, k * plan.step_us + offsets[u])
+            if len(chunk) >= max(1, int(rate / 100)):
+                pub.send(b"".join(chunk))
+                sent += len(chunk)
+                chunk = []
+                ahead = t0 + sent / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+    if chunk:
+        pub.send(b"".join(chunk))
+        sent += len(chunk)
+    return sent
 
 
 def _reconnect(pub: RawPublisher, stop: threading.Event | None, end_us: int) -> bool:
@@ -389,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-len", type=int, default=40, help="steps per fault")
     p.add_argument("--fault-sensor", default="bearing_temperature")
     p.add_argument("--fault-offset", type=float, default=35.0, help="added during a fault")
+    p.add_argument("--burst", action="store_true", help="every unit at the same instant")
+    p.add_argument("--width", type=int, default=8, help="sensors per unit")
+    p.add_argument("--backfill", type=int, default=0, help="steps of history written first")
+    p.add_argument("--backfill-rate", type=float, default=3000.0, help="msgs/s of the history")
     p.add_argument("--client-id")
     p.add_argument("--summary", type=Path, help="write the JSON summary here (else stdout)")
     return p
@@ -408,8 +293,9 @@ def start_loadgen(
 ) -> subprocess.Popen[str]:
     """Start ``loadgen.py`` in its own process, pinned to ``cpus``.
 
-    ``options`` become flags (``fault_units=2`` → ``--fault-units 2``). With ``announce`` its
-    stdout is a pipe whose first line says when publishing starts; otherwise it is discarded.
+    ``options`` become flags (``fault_units=2`` → ``--fault-units 2``, ``burst=True`` →
+    ``--burst``). With ``announce`` its stdout is a pipe whose first line says when publishing
+    starts; otherwise it is discarded.
     """
     cmd = [
         sys.executable, str(Path(__file__).resolve()),
@@ -417,7 +303,11 @@ def start_loadgen(
         "--rate", str(rate), "--duration", str(duration), "--summary", str(summary),
     ]  # fmt: skip
     for key, value in options.items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):  # a switch: given when true
+            cmd += [flag] if value else []
+        else:
+            cmd += [flag, str(value)]
     gen = subprocess.Popen(
         cmd, stdout=subprocess.PIPE if announce else subprocess.DEVNULL, text=True
     )
@@ -427,7 +317,9 @@ def start_loadgen(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    plan = Plan(args.units, args.rate, args.mode, args.plant, args.unit_prefix)
+    plan = Plan(
+        args.units, args.rate, args.mode, args.plant, args.unit_prefix, args.burst, args.width
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     summary = run(
@@ -444,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         client_id=args.client_id,
         stop=stop,
         announce=args.summary is not None,
+        backfill=args.backfill,
+        backfill_rate=args.backfill_rate,
     )
     text = json.dumps(summary.to_dict())
     if args.summary:

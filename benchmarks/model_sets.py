@@ -105,7 +105,47 @@ def build_small_model_set(out: Path) -> Path:
     return out
 
 
-def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Path:
+def wide_model_set(width: int) -> Path:
+    """A model set of ``width`` sensors (load_plan.sensor_names), trained once and cached."""
+    out = cache_dir() / f"models-wide{width}"
+    if not (out / "manifest.json").is_file():
+        build_wide_model_set(out, width)
+    return out
+
+
+def build_wide_model_set(out: Path, width: int, steps: int = 4000) -> Path:
+    """``edge-train train`` (the product's command) on simulated sub-units of ``width`` sensors.
+
+    The data is what the load generator publishes for that width (load_plan.wide_series, other
+    seeds); the model sizes are the product's defaults (200 trees, the LSTM-AE architecture,
+    window 60), only training is cut short (1 epoch on 1 000 windows, 2 calibration folds),
+    which does not change what scoring a window costs.
+    """
+    import subprocess
+
+    from load_plan import sensor_names, wide_series
+
+    from harness.process import venv_bin
+
+    print(f"training a {width}-sensor model set in {out} with edge-train (once; cached) …")
+    work = out.parent / (out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "simulated.csv"
+    values = wide_series(steps, width, seed=500)
+    with csv.open("w", encoding="utf-8") as f:
+        f.write(",".join(["timestamp", *sensor_names(width)]) + "\n")
+        for i, row in enumerate(values):
+            f.write(f"{1_700_000_000 + i}," + ",".join(f"{v:.4f}" for v in row) + "\n")
+    cmd = [
+        venv_bin("edge-train"), "train", "--data", str(csv), "--out", str(out), "--force",
+        "--label-column", "none", "--epochs", "1", "--max-train-windows", "1000",
+        "--folds", "2", "--threads", "2", "--no-report", "--no-tracking",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=work, stdout=subprocess.DEVNULL)
+    return out
+
+
+def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20, width: int = 8) -> Path:
     """A valid model set without TensorFlow, in a few seconds, for the smoke tests.
 
     Isolation Forest: the project's own fit + export (fewer trees). LSTM autoencoder: one
@@ -118,14 +158,21 @@ def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Pat
 
     from edge_agent.pipeline.features import compute_series_features, default_feature_spec
     from edge_agent.pipeline.manifest import FORMAT_VERSION, Manifest, sha256_file
-    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
+    from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec, sensor_names
     from training.iforest import export_iforest, fit_iforest
     from training.model_set import write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     names = sensor_names(THERMAL_UNIT_SENSORS)
-    n = len(names)
+    specs = list(THERMAL_UNIT_SENSORS)
     series = simulated_series(3000, seed=1)
+    if width != len(names):  # sub-units of the thermal sensors (the cost curve's widths)
+        import load_plan
+
+        names = list(load_plan.sensor_names(width))
+        specs = [specs[j] if j < len(specs) else SensorSpec(nm, "") for j, nm in enumerate(names)]
+        series = load_plan.wide_series(3000, width, seed=1).astype(np.float32)
+    n = len(names)
     spec = default_feature_spec(names, 10)
     feats = compute_series_features(series, spec)
     pipe = fit_iforest(feats, n_estimators=trees, max_samples=128, seed=0)
@@ -182,7 +229,7 @@ def build_tiny_model_set(out: Path, *, window: int = 60, trees: int = 20) -> Pat
         "model_set_version": "bench-tiny",
         "created_at": "2026-01-01T00:00:00Z",
         "training_data_sha256": "0" * 64,
-        "sensors": [s.to_dict() for s in THERMAL_UNIT_SENSORS],
+        "sensors": [s.to_dict() for s in specs],
         "window": window,
         "step_seconds": 1.0,
         "features": spec.to_dict(),

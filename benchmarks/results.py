@@ -6,6 +6,7 @@ table and writes ``benchmarks/results/<name>.json`` with the machine it ran on.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -181,3 +182,22 @@ def target(figure: str, value: float | None, op: str, limit: float, unit: str = 
         return Target(figure, None, text, None, unit)
     met = value <= limit if op == "<=" else value >= limit
     return Target(figure, float(value), text, met, unit)
+
+
+# ------------------------------------------------------------------------------ scripts
+
+
+def add_run_options(p: argparse.ArgumentParser, name: str, quick_help: str) -> None:
+    """The options every agent benchmark shares: pinning, quick and tiny modes, its output."""
+    p.add_argument("--pin", action="store_true", help="pin the agent to a core of its own")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--tiny", action="store_true", help="TensorFlow-free tiny model set")
+    p.add_argument("--name", default=name, help="results/<name>.json")
+    p.add_argument("--no-write", action="store_true", help="do not write the results file")
+
+
+def save(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """Write ``results/<args.name>.json`` unless ``--no-write``; the result, for chaining."""
+    if not args.no_write:
+        print(f"\nwrote {write_result(args.name, result)}")
+    return result

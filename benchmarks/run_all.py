@@ -2,8 +2,9 @@
 
 Each benchmark runs as its own process (one failing does not stop the others) with the same
 model set, writes ``benchmarks/results/<name>.json`` and its targets; this script collects
-those into ``results/summary.json``. Durations are chosen so the whole run stays under
-15 minutes on a 2-core machine; the soak (10 minutes on its own) only runs with ``--soak``.
+those into ``results/summary.json`` and prints issue 14's targets MET or MISSED (figures from
+end_to_end, latency and baseline). Durations are chosen so the whole run stays near
+20 minutes on a 2-core machine; the soak (10 minutes on its own) only runs with ``--soak``.
 With ``--skab``, ``benchmarks/skab.py --data ../shared/data/skab`` runs at the end when that
 directory exists (about 5 minutes more; ``make skab`` runs it alone).
 
@@ -38,6 +39,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("ingest_ceiling", [*quick, "--seconds", "5"]),
         ("training_time", ["--rerun"] if args.rerun_training else []),
         ("end_to_end", [*quick, "--seconds", "8"]),
+        ("latency", quick),
+        ("cost_curve", [*quick, "--seconds", "8"]),
         ("baseline", [*quick, "--seconds", "20"]),
         (
             "footprint",
@@ -57,7 +60,8 @@ def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, A
     cmd = [sys.executable, str(HERE / f"{name}.py"), *extra]
     if name != "ingest_ceiling":  # the only one without models
         cmd += ["--models", str(models)]
-    if pin and name in ("ingest_ceiling", "end_to_end", "baseline", "footprint", "soak"):
+    pinnable = ("ingest_ceiling", "end_to_end", "latency", "cost_curve", "baseline", "footprint")
+    if pin and name in (*pinnable, "soak"):
         cmd.append("--pin")
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     t0, started = time.monotonic(), time.time()
@@ -75,6 +79,44 @@ def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, A
         "result_file": str(result_file) if fresh else None,
         "targets": targets,
     }
+
+
+#: Issue 14's targets: (label, results name, how to find the figure, op, limit, unit).
+ISSUE14 = (
+    ("telemetry readings/s, zero loss", "end_to_end", "summary.sustained_telemetry_readings_per_s",
+     ">=", 80000, "readings/s"),
+    ("per-sensor msgs/s, zero loss", "end_to_end", "summary.sustained_sensor_msgs_per_s",
+     ">=", 10000, "msgs/s"),
+    ("p99 reading->score, burst (subscriber)", "latency",
+     "target.p99 reading->score at a subscriber, burst (ms)", "<=", 20, "ms"),
+    ("p99 reading->alert, burst (subscriber)", "latency",
+     "target.p99 reading->alert at a subscriber, burst (ms)", "<=", 20, "ms"),
+    ("p99 reading->score, 1 k msgs/s (subscriber)", "latency",
+     "target.p99 reading->score at a subscriber, steady (ms)", "<=", 20, "ms"),
+    ("p99 reading->alert, 1 k msgs/s (subscriber)", "latency",
+     "target.p99 reading->alert at a subscriber, steady (ms)", "<=", 20, "ms"),
+    ("end to end vs the seed design (x)", "baseline",
+     "target.agent / seed design, windows/s end to end (x)", ">=", 200, "x"),
+)  # fmt: skip
+
+
+def issue14_targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 14's targets from this run's result files (not measured when a file is stale)."""
+    docs = {
+        r["name"]: json.loads(Path(r["result_file"]).read_text())
+        for r in runs
+        if r.get("result_file")
+    }
+    out = []
+    for label, name, where, op, limit, unit in ISSUE14:
+        kind, _, key = where.partition(".")
+        doc = docs.get(name, {})
+        if kind == "summary":
+            value = doc.get("summary", {}).get(key)
+        else:
+            value = next((t["value"] for t in doc.get("targets", []) if t["figure"] == key), None)
+        out.append({**results.target(label, value, op, limit, unit).to_dict(), "source": name})
+    return out
 
 
 def run_skab() -> dict[str, Any] | None:
@@ -141,8 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         [[r["name"], r["seconds"], r["exit_code"]] for r in runs],
         "Durations",
     )
+    issue14 = issue14_targets(runs)
+    print("\nIssue 14 targets")
+    for t in issue14:
+        verdict = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
+        value = "not measured" if t["value"] is None else f"{t['value']:,.1f} {t['unit']}"
+        print(f"  {verdict} {t['figure']}: {value} (target {t['target']}; {t['source']})")
     path = results.write_result(
-        "summary", {"models": str(models), "total_seconds": total, "runs": runs}
+        "summary",
+        {"models": str(models), "total_seconds": total, "runs": runs, "issue14": issue14},
     )
     print(f"\nwrote {path}")
     return 0 if all(r["exit_code"] == 0 for r in runs) else 1

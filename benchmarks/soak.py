@@ -28,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: the harness
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import end_to_end
+import agent_run
+import load_plan
 import loadgen
 import model_sets
 import procstat
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["EDGE_BENCH_PIN"] = "1"
     models = model_sets.resolve_models(args.models, tiny=args.tiny)
     seconds = args.minutes * 60.0
-    plan = loadgen.Plan(args.units, args.rate, args.mode)
+    plan = load_plan.Plan(args.units, args.rate, args.mode)
     fault_units = min(args.fault_units, args.units)
     agent_cpus, other_cpus = procstat.cpu_split()
     samples: list[dict[str, Any]] = []
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pin_to_cpu(broker.pid, other_cpus)
         try:
             metrics_port = free_port()
-            opts = end_to_end.AgentOptions(
+            opts = agent_run.AgentOptions(
                 models,
                 plan.step_seconds,
                 fault_units=[plan.unit_name(u) for u in range(fault_units)],
@@ -66,12 +67,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # the soak counts alert delivery, not the flood guard's arithmetic
                 extra={"alarm.flood_max": 100000},
             )
-            cfg = end_to_end.bench_agent_config(
+            cfg = agent_run.bench_agent_config(
                 work, broker.port, metrics_port, opts, client_id="soak-agent"
             )
-            agent = end_to_end.start_agent(work / "agent", cfg, agent_cpus)
-            counter = end_to_end.OutputCounter(plan)
-            sub = end_to_end.subscribe(
+            agent = agent_run.start_agent(work / "agent", cfg, agent_cpus)
+            counter = agent_run.OutputCounter(plan)
+            sub = agent_run.subscribe(
                 broker.port, counter, client_id="soak-subscriber", scores=False
             )
             gen = loadgen.start_loadgen(

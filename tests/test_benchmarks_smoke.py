@@ -9,6 +9,7 @@ baseline is left to `make bench` (importing TensorFlow alone would take this fil
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,14 +20,19 @@ sys.path.insert(0, str(BENCH))
 
 import baseline  # noqa: E402
 import baseline_agent  # noqa: E402
+import cost_curve  # noqa: E402
 import end_to_end  # noqa: E402
 import footprint  # noqa: E402
 import inference  # noqa: E402
 import ingest_ceiling  # noqa: E402
+import installed_size  # noqa: E402
+import latency  # noqa: E402
+import load_plan  # noqa: E402
 import loadgen  # noqa: E402
 import model_sets  # noqa: E402
 import run_all  # noqa: E402
 import soak  # noqa: E402
+import stage  # noqa: E402
 import training_time  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -66,18 +72,18 @@ def test_ingest_ceiling_receives_what_loadgen_sends(tmp_path: Path) -> None:
 
 
 def test_loadgen_schedule_lands_in_the_right_steps() -> None:
-    plan = loadgen.Plan(units=7, rate=1400.0, mode="sensors")
+    plan = load_plan.Plan(units=7, rate=1400.0, mode="sensors")
     assert plan.step_us == 40_000  # 7 units * 8 messages / 1400 msgs/s
     for u in range(plan.units):
         for k in (10, 11):
-            t = loadgen.nominal_time(plan, k, u)
+            t = load_plan.nominal_time(plan, k, u)
             assert k * plan.step_seconds <= t < (k + 1) * plan.step_seconds
             # the agent's scores carry the step start truncated to milliseconds
-            assert loadgen.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
+            assert load_plan.step_index_of(plan, int(k * plan.step_seconds * 1000) / 1000) == k
 
 
 def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path: Path) -> None:
-    r = end_to_end.run_stage(tiny_models, "sensors", 2, 400, 1.0, tmp_path, fault_units=1)
+    r = stage.run_stage(tiny_models, "sensors", 2, 400, 1.0, tmp_path, fault_units=1)
     assert r.messages_sent > 0
     assert r.lost_messages == 0 and r.lost_steps == 0, r.why_not
     assert r.steps_scored > 0
@@ -87,7 +93,7 @@ def test_end_to_end_stage_accounts_for_every_message(tiny_models: Path, tmp_path
 
 
 def test_footprint_closure_and_training_time(tiny_models: Path) -> None:
-    agent = footprint.closure_size(["edge-agent"])
+    agent = installed_size.closure_size(["edge-agent"])
     assert "onnxruntime" in agent["packages"] and "tensorflow-cpu" not in agent["packages"]
     assert agent["total_mb"] > 1
     args = training_time.build_parser().parse_args(["--models", str(tiny_models), "--no-write"])
@@ -98,8 +104,9 @@ def test_footprint_closure_and_training_time(tiny_models: Path) -> None:
 def test_orchestrators_parse_their_modes() -> None:
     names = [n for n, _ in run_all.plan(run_all_args(soak=True))]
     assert names[0] == "inference" and names[-1] == "soak"
+    assert {"latency", "cost_curve"} <= set(names)
     assert baseline.saturated_rate([[0, 0], [1, 2], [2, 5], [3, 9]], 1, 3) == 3.5
-    for module in (baseline, baseline_agent, footprint, soak, end_to_end, loadgen):
+    for module in (baseline, baseline_agent, footprint, soak, end_to_end, loadgen, latency):
         assert module.build_parser().format_help()
 
 
@@ -114,3 +121,70 @@ def run_all_args(**overrides: object) -> argparse.Namespace:
         "no_fresh_venv": False,
     }
     return argparse.Namespace(**{**defaults, **overrides})
+
+
+def test_burst_plan_and_wide_units() -> None:
+    plan = load_plan.Plan(units=125, rate=125.0, burst=True, width=32)
+    assert plan.step_seconds == 1.0
+    assert {load_plan.nominal_time(plan, 7, u) for u in range(plan.units)} == {7.5}
+    names = plan.sensors
+    assert len(set(names)) == 32 and names[:8] == load_plan.SENSORS
+    assert names[8] == "steam_temperature_1" and names[-1] == "bearing_temperature_3"
+    series = load_plan.unit_series(plan, 300, fault_units=1, fault_every=100, fault_len=10)
+    assert series[0].shape == (300, 32)
+    col = load_plan.SENSORS.index("bearing_temperature")
+    assert series[0][100, col] > series[1][100, col] + 20  # the fault, on unit 1 only
+
+
+def test_latency_quick_maps_every_score_to_its_publish(tiny_models: Path) -> None:
+    args = latency.build_parser().parse_args(
+        ["--models", str(tiny_models), "--quick", "--no-write"]
+    )
+    result = latency.run(args)
+    assert [r["pattern"] for r in result["patterns"]] == ["burst", "steady"]
+    for row in result["patterns"]:
+        assert row["kept_up"], row["why_not"]
+        s = row["reading_to_score_ms"]
+        # 5 units at 10 steps/s for 4 s, less the 5 warm-up steps: about 175 scores
+        assert s["n"] >= 100
+        # a score mapped to the wrong step would be a step (100 ms) off, or negative
+        assert 0 < s["p50"] <= s["p99"] <= s["max"] < 1000
+        assert row["agent_reading_to_score_ms"]["p99"] is not None
+    assert len(result["targets"]) == 4
+
+
+def test_cost_curve_quick_grows_units_and_sensors(tiny_models: Path) -> None:
+    args = cost_curve.build_parser().parse_args(
+        ["--models", str(tiny_models), "--quick", "--tiny", "--no-write"]
+    )
+    result = cost_curve.run(args)
+    rows = result["points"]
+    assert [(r["series"], r["units"], r["sensors"]) for r in rows] == [
+        ("units", 2, 8), ("units", 20, 8), ("sensors", 4, 8), ("sensors", 4, 16),
+    ]  # fmt: skip
+    for r in rows:
+        assert r["kept_up"], r["why_not"]
+        assert r["processed_msgs_per_s"] == pytest.approx(r["offered_msgs_per_s"], rel=0.2)
+        assert r["cpu_percent"] and r["rss_mb"]
+    assert rows[3]["processed_readings_per_s"] == pytest.approx(
+        2 * rows[2]["processed_readings_per_s"], rel=0.2
+    )
+    assert result["findings"]["rss_kb_per_unit_kept_up"] is not None
+    assert "| units | 20 | 8 |" in result["markdown"]
+
+
+def test_run_all_reads_issue14_targets(tmp_path: Path) -> None:
+    files = {
+        "end_to_end": {"summary": {"sustained_telemetry_readings_per_s": 90000.0}},
+        "latency": {"targets": [{"figure": "p99 reading->score at a subscriber, burst (ms)",
+                                 "value": 25.0}]},
+    }  # fmt: skip
+    runs = []
+    for name, doc in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+        runs.append({"name": name, "result_file": str(tmp_path / f"{name}.json")})
+    got = {t["figure"]: t["met"] for t in run_all.issue14_targets(runs)}
+    assert got["telemetry readings/s, zero loss"] is True
+    assert got["p99 reading->score, burst (subscriber)"] is False
+    assert got["per-sensor msgs/s, zero loss"] is None  # not in the file: not measured
+    assert got["end to end vs the seed design (x)"] is None
