@@ -292,3 +292,53 @@ def test_steps_ready_flags_a_completed_step_until_it_is_collected() -> None:
     assert al.steps_ready
     assert len(al.close_due(T0 + 0.2)) == 1
     assert not al.steps_ready
+
+
+class VisitsEveryUnit(Aligner):
+    """The reference: ``close_due`` looks at every unit on every call (the old walk)."""
+
+    def close_due(self, now: float) -> list[ClosedStep]:
+        for unit, tl in self._units.items():
+            tl.due_us = None
+            self._with_pending[unit] = None
+        return super().close_due(now)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_schedule_closes_exactly_what_visiting_every_unit_closes(seed: int) -> None:
+    """close_due visits only units with a due step (O(due units), not O(units)): random
+    streams — gaps, late and early arrivals, bad readings, silent units, ticks at random
+    times — must close the same steps, the same way, at the same calls as the full walk."""
+    rng = np.random.default_rng(seed)
+    settings = AlignSettings(lateness_seconds=1.5, stale_after_seconds=4.0)
+    fast = Aligner(SENSORS, 1.0, settings, Metrics(), max_empty_stale_run=3)
+    full = VisitsEveryUnit(SENSORS, 1.0, settings, Metrics(), max_empty_stale_run=3)
+    units = [f"u{i}" for i in range(12)]
+    silent = set(rng.choice(units, 3, replace=False).tolist())
+    now = T0
+    for _ in range(400):
+        now += float(rng.uniform(0.0, 0.6))
+        for _ in range(int(rng.integers(0, 6))):
+            unit = str(rng.choice(units))
+            if unit in silent and now > T0 + 20:
+                continue
+            ts = now - float(rng.exponential(0.8))  # sometimes late, rarely very late
+            received = now + float(rng.normal(0, 0.05))
+            if rng.random() < 0.05:
+                col = int(rng.integers(0, len(SENSORS)))
+                fast.add_bad(unit, ts, col)
+                full.add_bad(unit, ts, col)
+                continue
+            cols = sorted(
+                int(c) for c in rng.choice(len(SENSORS), int(rng.integers(1, 4)), replace=False)
+            )
+            values = [float(v) for v in rng.normal(size=len(cols))]
+            for a in (fast, full):
+                a.add_readings(Readings(unit, ts, received, cols, values))
+        if rng.random() < 0.7:
+            got, want = fast.close_due(now), full.close_due(now)
+            assert [(s.unit, s.index, s.how, s.stale, s.carried, s.bad) for s in got] == [
+                (s.unit, s.index, s.how, s.stale, s.carried, s.bad) for s in want
+            ]
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a.row, b.row)
