@@ -36,93 +36,18 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
 
 from edge_agent.config import AlignSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.readings import Reading, Readings
+from edge_agent.pipeline.timeline import ClosedStep, OpenStep, Timeline
+
+__all__ = ["MAX_PENDING_PER_UNIT", "Aligner", "ClosedStep"]
 
 #: Closed steps waiting for ``close_due`` per unit; only reached if ticks stop running.
 MAX_PENDING_PER_UNIT = 1024
-
-
-@dataclass(slots=True)
-class ClosedStep:
-    """One closed step of one unit, ready to be appended to its window."""
-
-    unit: str
-    index: int
-    #: Start of the step, Unix seconds.
-    ts: float
-    #: One value per sensor (carried forward where missing); NaN where stale.
-    row: NDArray[np.float32]
-    #: ``complete``, ``deadline`` or ``overflow``.
-    how: str
-    #: Columns whose value was carried forward from an earlier step.
-    carried: tuple[int, ...] = ()
-    #: Columns without a value fresh enough to use; non-empty means "do not score".
-    stale: tuple[int, ...] = ()
-    #: Arrival (agent clock) of the step's last reading; None for a step without readings.
-    last_received: float | None = None
-    #: Columns whose latest reading (at or before this step) was impossible, with no valid
-    #: reading since: the ``bad_quality`` alarm's input.
-    bad: tuple[int, ...] = ()
-    #: The newest reading's own timestamp (the source's clock); None without readings.
-    last_ts: float | None = None
-
-    @property
-    def is_stale(self) -> bool:
-        return bool(self.stale)
-
-
-class _OpenStep:
-    __slots__ = ("bad", "count", "last_received", "last_ts", "values")
-
-    def __init__(self, n: int) -> None:
-        self.values: list[float | None] = [None] * n
-        self.count = 0
-        self.last_received = -math.inf
-        self.last_ts = -math.inf
-        #: Bit mask of sensors that sent an impossible reading for this step.
-        self.bad = 0
-
-
-@dataclass(slots=True)
-class _Timeline:
-    """Alignment state of one unit."""
-
-    n: int
-    open: dict[int, _OpenStep] = field(default_factory=dict)
-    closed_upto: int | None = None
-    #: Sensors (bit mask) that had a real value in recently closed steps: tells duplicates
-    #: (e.g. a QoS 1 redelivery) from genuinely late readings.
-    recent: dict[int, int] = field(default_factory=dict)
-    last_value: list[float] = field(default_factory=list)
-    last_index: list[int | None] = field(default_factory=list)
-    newest_value_index: int | None = None
-    empty_stale_run: int = 0
-    pending: list[ClosedStep] = field(default_factory=list)
-    #: Newest reading timestamp and newest arrival time, in µs: the unit's event clock.
-    watermark_us: int | None = None
-    last_arrival_us: int = 0
-    #: Bit mask of sensors whose latest reading was impossible (until a valid one closes).
-    bad: int = 0
-    #: Order of first appearance: ``close_due`` returns units in this order.
-    ordinal: int = 0
-    #: When (agent clock, µs) ``close_due`` must next look at this unit (None: never yet).
-    due_us: int | None = None
-
-    def __post_init__(self) -> None:
-        self.last_value = [math.nan] * self.n
-        self.last_index = [None] * self.n
-
-    def first_unclosed(self) -> int | None:
-        if self.closed_upto is not None:
-            return self.closed_upto + 1
-        return min(self.open) if self.open else None
 
 
 class Aligner:
@@ -161,7 +86,7 @@ class Aligner:
         self._stale_count = 0
         self._all_columns = (1 << self._n) - 1
         self._in_order = list(range(self._n))
-        self._units: dict[str, _Timeline] = {}
+        self._units: dict[str, Timeline] = {}
         #: (due µs, unit) of every unit, earliest first: ``close_due`` visits only the units
         #: whose first unclosed step may be due, not all of them (10,000 units at a tick
         #: every 100 ms made the walk the agent's main cost). Entries go stale when a unit
@@ -200,13 +125,13 @@ class Aligner:
         unit = readings.unit
         tl = self._units.get(unit)
         if tl is None:
-            tl = self._units[unit] = _Timeline(self._n, ordinal=len(self._units))
+            tl = self._units[unit] = Timeline(self._n, ordinal=len(self._units))
         self._file(readings, unit, tl)
         if tl.pending:
             self._with_pending[unit] = None
         self._reschedule(unit, tl)
 
-    def _file(self, readings: Readings, unit: str, tl: _Timeline) -> None:
+    def _file(self, readings: Readings, unit: str, tl: Timeline) -> None:
         ts_us = round(readings.ts * 1e6)
         k = ts_us // self._step_us
         if tl.watermark_us is None or ts_us > tl.watermark_us:
@@ -239,7 +164,7 @@ class Aligner:
                 while k - first >= self.max_open_steps:
                     self._close(tl, unit, first, "overflow")
                     first += 1
-            slot = tl.open[k] = _OpenStep(self._n)
+            slot = tl.open[k] = OpenStep(self._n)
             if readings.columns == self._in_order:  # a whole snapshot, in model order
                 slot.values = list(readings.values)
                 slot.count = self._n
@@ -277,11 +202,11 @@ class Aligner:
         """
         tl = self._units.get(unit)
         if tl is None:
-            tl = self._units[unit] = _Timeline(self._n, ordinal=len(self._units))
+            tl = self._units[unit] = Timeline(self._n, ordinal=len(self._units))
         self._mark_bad(tl, ts, column)
         self._reschedule(unit, tl)
 
-    def _mark_bad(self, tl: _Timeline, ts: float, column: int) -> None:
+    def _mark_bad(self, tl: Timeline, ts: float, column: int) -> None:
         k = round(ts * 1e6) // self._step_us
         upto = tl.closed_upto
         if upto is not None and k <= upto:
@@ -292,7 +217,7 @@ class Aligner:
             if first is None or k - first >= self.max_open_steps:
                 tl.bad |= 1 << column
                 return
-            slot = tl.open[k] = _OpenStep(self._n)
+            slot = tl.open[k] = OpenStep(self._n)
         slot.bad |= 1 << column
 
     def close_due(self, now: float) -> list[ClosedStep]:
@@ -323,7 +248,7 @@ class Aligner:
         self.steps_ready = False
         return out
 
-    def _close_due_unit(self, tl: _Timeline, unit: str, now_us: int) -> None:
+    def _close_due_unit(self, tl: Timeline, unit: str, now_us: int) -> None:
         unit_now = now_us
         if tl.watermark_us is not None:
             unit_now = min(now_us, tl.watermark_us + max(0, now_us - tl.last_arrival_us))
@@ -344,7 +269,7 @@ class Aligner:
             first += 1
         self._close_complete(tl, unit)
 
-    def _reschedule(self, unit: str, tl: _Timeline) -> None:
+    def _reschedule(self, unit: str, tl: Timeline) -> None:
         """Schedule the unit's next visit: when its first unclosed step becomes due.
 
         Step k is due once the unit's event clock ``min(now, watermark + now - arrival)``
@@ -375,14 +300,14 @@ class Aligner:
 
     # -- closing -----------------------------------------------------------------------
 
-    def _silent(self, tl: _Timeline, k: int) -> bool:
+    def _silent(self, tl: Timeline, k: int) -> bool:
         """True once a unit has closed enough empty stale steps and every sensor is stale."""
         if tl.empty_stale_run < self._max_empty_stale_run:
             return False
         newest = tl.newest_value_index
         return newest is None or (k - newest) * self._step_us >= self._stale_us
 
-    def _close_complete(self, tl: _Timeline, unit: str) -> None:
+    def _close_complete(self, tl: Timeline, unit: str) -> None:
         first = tl.first_unclosed()
         while first is not None:
             slot = tl.open.get(first)
@@ -392,7 +317,7 @@ class Aligner:
             self.steps_ready = True
             first += 1
 
-    def _close(self, tl: _Timeline, unit: str, k: int, how: str) -> None:
+    def _close(self, tl: Timeline, unit: str, k: int, how: str) -> None:
         slot = tl.open.pop(k, None)
         n = self._n
         self._closed_counts[how] += 1
