@@ -8,6 +8,7 @@ first (order, back-pressure), a reload lands between two batches, shutdown drain
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from pathlib import Path
@@ -199,3 +200,14 @@ async def test_shutdown_scores_every_buffered_step(
     await asyncio.wait_for(task, 10)
     steps = [s for r in ticks for s in r.steps if s.unit in UNITS]
     assert sum(1 for s in steps if s.scored) == 5 * len(UNITS)
+
+
+def test_the_worker_shortens_the_gil_switch_interval_while_it_runs() -> None:
+    from edge_agent.daemon.scoring_worker import GIL_SWITCH_SECONDS
+
+    before = sys.getswitchinterval()
+    worker = ScoringWorker()
+    assert sys.getswitchinterval() == pytest.approx(min(before, GIL_SWITCH_SECONDS))
+    worker.close()
+    worker.close()  # idempotent: restores once
+    assert sys.getswitchinterval() == pytest.approx(before)
