@@ -18,8 +18,9 @@ from edge_agent.daemon.outbox import Outbox, OutboxItem, OutgoingAlert
 from edge_agent.logging_setup import get_logger
 from edge_agent.metrics import Metrics
 
-#: Alerts read from the outbox per batch.
-BATCH = 100
+#: Alerts published before their PUBACKs are awaited (paho's default in-flight window
+#: is 20; aiomqtt warns above its pending-calls threshold).
+IN_FLIGHT = 16
 
 AlertHook = Callable[[OutboxItem, bytes], None]
 
@@ -74,30 +75,49 @@ class AlertPublisher:
                 self._wakeup.set()
 
     async def drain(self) -> None:
-        """Publish pending alerts oldest first; stop at the first failure (order matters)."""
-        mqtt = self.settings.mqtt
+        """Publish pending alerts oldest first, up to :data:`IN_FLIGHT` at a time.
+
+        The PUBLISH packets of a window go out back to back, in outbox order, and their
+        PUBACKs are awaited together (one round trip per window, not per alert: under a
+        burst each round trip also waits for the event loop). The outbox is updated once per
+        window. At the first failure the rest of the window stays in the outbox, even what
+        the broker took after it: it is resent after the failed one, so the order holds and
+        the worst case is a duplicate (flagged ``resent``; consumers de-duplicate by
+        ``alert_id``).
+        """
         while self.link.connected:
-            items = self.outbox.pending(limit=BATCH)
+            items = self.outbox.pending(limit=IN_FLIGHT)
             if not items:
                 return
-            for item in items:
-                resend = item.is_resend(self.connected_at)
-                payload = item.wire_payload(self.connected_at)
-                self.outbox.mark_attempt(item.id)
-                meta = item.meta
-                props = None
-                if mqtt.protocol == "5" and meta.alert_id is not None:
-                    props = alert_properties(
-                        meta.alert_id, meta.model_set_version or "", mqtt.alert_expiry_seconds
-                    )
-                ok = await self.link.publish(item.topic, payload, qos=item.qos, properties=props)
-                if not ok:
-                    return
-                self.outbox.ack(item.id)
+            resends = [item.is_resend(self.connected_at) for item in items]
+            payloads = [item.wire_payload(self.connected_at) for item in items]
+            self.outbox.mark_attempts([item.id for item in items])
+            sends = [
+                asyncio.create_task(self._publish(item, payload))
+                for item, payload in zip(items, payloads, strict=True)
+            ]
+            results = await asyncio.gather(*sends)
+            done = len(results) if all(results) else results.index(False)
+            self.outbox.ack_many([item.id for item in items[:done]])
+            now = self.clock()
+            for item, payload, resend in zip(
+                items[:done], payloads[:done], resends[:done], strict=True
+            ):
                 self.metrics.alerts_published.inc()
-                if meta.arrival is not None and not resend:
-                    self.metrics.reading_to_alert_seconds.observe(
-                        max(0.0, self.clock() - meta.arrival)
-                    )
+                arrival = item.meta.arrival
+                if arrival is not None and not resend:
+                    self.metrics.reading_to_alert_seconds.observe(max(0.0, now - arrival))
                 if self.on_published is not None:
                     self.on_published(item, payload)
+            if done < len(items):
+                return
+
+    async def _publish(self, item: OutboxItem, payload: bytes) -> bool:
+        mqtt = self.settings.mqtt
+        meta = item.meta
+        props = None
+        if mqtt.protocol == "5" and meta.alert_id is not None:
+            props = alert_properties(
+                meta.alert_id, meta.model_set_version or "", mqtt.alert_expiry_seconds
+            )
+        return await self.link.publish(item.topic, payload, qos=item.qos, properties=props)

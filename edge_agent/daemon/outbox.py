@@ -152,37 +152,59 @@ class Outbox:
         return items
 
     def mark_attempt(self, item_id: int) -> None:
-        """Record that the alert is being published (a later resend is then marked ``resent``).
+        """Record that the alert is being published (a later resend is then marked ``resent``)."""
+        self.mark_attempts([item_id])
+
+    def mark_attempts(self, item_ids: Sequence[int]) -> None:
+        """:meth:`mark_attempt` for several alerts, in one transaction.
 
         While degraded, attempts on rows already on disk are not recorded.
         """
-        item_id = self._moved.get(item_id, item_id)
-        if item_id < 0:
-            old = self._memory.get(item_id)
-            if old is not None:
-                self._memory[item_id] = replace(old, attempts=old.attempts + 1)
-            return
-        if self._conn is None:
+        on_disk: list[tuple[int]] = []
+        for item_id in item_ids:
+            item_id = self._moved.get(item_id, item_id)
+            if item_id < 0:
+                old = self._memory.get(item_id)
+                if old is not None:
+                    self._memory[item_id] = replace(old, attempts=old.attempts + 1)
+            else:
+                on_disk.append((item_id,))
+        if self._conn is None or not on_disk:
             return
         try:
-            self._conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (item_id,))
+            with transaction(self._conn) as conn:
+                conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", on_disk)
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc, "mark_attempt")
 
     def ack(self, item_id: int) -> None:
         """The broker acknowledged the alert: forget it."""
-        item_id = self._moved.pop(item_id, item_id)
-        if item_id < 0:
-            self._memory.pop(item_id, None)
-        elif self._conn is None:
-            self._defer_ack(item_id)
-        else:
+        self.ack_many([item_id])
+
+    def ack_many(self, item_ids: Sequence[int]) -> None:
+        """:meth:`ack` for several alerts, in one transaction (one fsync)."""
+        on_disk: list[int] = []
+        for item_id in item_ids:
+            item_id = self._moved.pop(item_id, item_id)
+            if item_id < 0:
+                self._memory.pop(item_id, None)
+            else:
+                on_disk.append(item_id)
+        if on_disk and self._conn is None:
+            for row_id in on_disk:
+                self._defer_ack(row_id)
+        elif on_disk:
+            rows_before = self._db_rows
             try:
-                cur = self._conn.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
-                self._db_rows = max(0, self._db_rows - cur.rowcount)
+                with transaction(self._conn) as conn:
+                    for row_id in on_disk:
+                        cur = conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+                        self._db_rows = max(0, self._db_rows - cur.rowcount)
             except (sqlite3.Error, OSError) as exc:
+                self._db_rows = rows_before  # rolled back
                 self._fail(exc, "ack")
-                self._defer_ack(item_id)
+                for row_id in on_disk:
+                    self._defer_ack(row_id)
         self._publish_depth()
 
     def depth(self) -> int:
