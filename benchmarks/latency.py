@@ -160,7 +160,9 @@ def quantiles(values: list[float]) -> dict[str, float | None]:
 # ------------------------------------------------------------------------------ one pattern
 
 
-def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[str, Any]:
+def run_pattern(
+    models: Path, pat: Pattern, work: Path, seconds: float, profile: bool = False
+) -> dict[str, Any]:
     """One fresh broker + agent under ``pat``; the subscriber's and the agent's latencies."""
     out = work / "mosquitto_sub.txt"
     topics = ["plant/plant1/+/scores", "plant/plant1/+/alerts"]
@@ -169,6 +171,7 @@ def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[
         fault_units=pat.fault_units, fault_every=pat.fault_every, fault_len=pat.fault_len,
         burst=pat.burst, backfill=True,
         observe=lambda port: mosquitto_sub(port, out, topics),
+        profile=work / "profile.txt" if profile else None,
     )  # fmt: skip
     plan = load_plan.Plan(pat.units, pat.rate, "telemetry", burst=pat.burst)
     sent = orjson.loads((work / "loadgen.json").read_bytes())
@@ -200,6 +203,7 @@ def run_pattern(models: Path, pat: Pattern, work: Path, seconds: float) -> dict[
         "warnings": r.warnings,
         "loadgen_lag_p99_ms": r.loadgen_lag_p99_ms,
         "alerts_raised_agent": r.alerts_raised_agent,
+        "profile": r.profile,
         "stage": r.to_dict(),
     }
 
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edge-bench-latency-") as tmp:
         for pat in patterns:
             seconds = args.seconds or pat.seconds
-            row = run_pattern(models, pat, Path(tmp) / pat.name, seconds)
+            row = run_pattern(models, pat, Path(tmp) / pat.name, seconds, args.profile)
             rows.append(row)
             s, a = row["reading_to_score_ms"], row["reading_to_alert_ms"]
             print(
@@ -287,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=0, help="measured seconds per pattern (0: built-in)"
     )
     p.add_argument("--pattern", action="append", choices=[p.name for p in PATTERNS])
+    p.add_argument(
+        "--profile", action="store_true", help="py-spy the agent in each pattern (if installed)"
+    )
     results.add_run_options(p, "latency", "tiny sizes, a few seconds each")
     return p
 

@@ -1,7 +1,7 @@
 """py-spy profiles of the agent during a measured window (``--profile``), summarised.
 
-py-spy is not a project dependency (``.venv/bin/pip install py-spy``); without it the
-benchmarks run unprofiled.
+py-spy comes with the dev extra (``make test`` installs it); without it the benchmarks run
+unprofiled.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("ingest_ceiling", [*quick, "--seconds", "5"]),
         ("training_time", ["--rerun"] if args.rerun_training else []),
         ("end_to_end", [*quick, "--seconds", "8"]),
-        ("latency", quick),
+        # profiled (py-spy, from the dev extra): a missed latency target comes with the
+        # functions the agent spent its time in
+        ("latency", [*quick, "--profile"]),
         ("cost_curve", [*quick, "--seconds", "8"]),
         ("baseline", [*quick, "--seconds", "20"]),
         (
@@ -119,6 +121,23 @@ def issue14_targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def profile_lines(runs: list[dict[str, Any]], name: str, top: int = 5) -> list[str]:
+    """The agent's top functions (py-spy self time) in the busiest profiled part of ``name``'s
+    results: what explains a miss."""
+    doc = next(
+        (json.loads(Path(r["result_file"]).read_text()) for r in runs if r["name"] == name
+         and r.get("result_file")),
+        {},
+    )  # fmt: skip
+    parts = [*doc.get("patterns", []), *doc.get("stages", [])]
+    profiles = [p["profile"] for p in parts if isinstance(p.get("profile"), dict) and p["profile"]]
+    if not profiles:
+        return []
+    busiest = max(profiles, key=lambda p: p.get("samples", 0))
+    shares = ", ".join(f"{fn} {pct:g} %" for fn, pct in busiest.get("self_percent", [])[:top])
+    return [f"profile ({busiest.get('samples', 0)} samples, self time): {shares}"]
+
+
 def run_skab() -> dict[str, Any] | None:
     data = (results.REPO / SKAB_DATA).resolve()
     script = HERE / "skab.py"
@@ -189,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
         value = "not measured" if t["value"] is None else f"{t['value']:,.1f} {t['unit']}"
         print(f"  {verdict} {t['figure']}: {value} (target {t['target']}; {t['source']})")
+        if t["met"] is False:
+            for line in profile_lines(runs, t["source"]):
+                print(f"           {line}")
     path = results.write_result(
         "summary",
         {"models": str(models), "total_seconds": total, "runs": runs, "issue14": issue14},

@@ -188,3 +188,19 @@ def test_run_all_reads_issue14_targets(tmp_path: Path) -> None:
     assert got["p99 reading->score, burst (subscriber)"] is False
     assert got["per-sensor msgs/s, zero loss"] is None  # not in the file: not measured
     assert got["end to end vs the seed design (x)"] is None
+
+
+def test_a_missed_target_is_explained_by_the_busiest_profile(tmp_path: Path) -> None:
+    quiet = {"samples": 10, "self_percent": [["EpollSelector.select (selectors.py)", 90.0]]}
+    busy = {
+        "samples": 900,
+        "self_percent": [["Session.run (onnxruntime_inference_collection.py)", 41.5],
+                         ["Client._sock_send (client.py)", 6.0]],
+    }  # fmt: skip
+    doc = {"patterns": [{"profile": quiet}, {"profile": busy}, {"profile": None}]}
+    (tmp_path / "latency.json").write_text(json.dumps(doc))
+    runs = [{"name": "latency", "result_file": str(tmp_path / "latency.json")}]
+    [line] = run_all.profile_lines(runs, "latency")
+    assert line.startswith("profile (900 samples")
+    assert "Session.run (onnxruntime_inference_collection.py) 41.5 %" in line
+    assert run_all.profile_lines(runs, "end_to_end") == []
