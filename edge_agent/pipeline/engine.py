@@ -25,8 +25,9 @@ from numpy.typing import NDArray
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.alarm import AlarmBook, alarm_key
-from edge_agent.pipeline.alerts import EnvelopeExcursion, ModelVerdict, Scores, rfc3339
+from edge_agent.pipeline.alerts import ModelVerdict, Scores, rfc3339
 from edge_agent.pipeline.align import Aligner, ClosedStep
+from edge_agent.pipeline.envelope import Envelope
 from edge_agent.pipeline.ingest import EventLogger, Ingestor
 from edge_agent.pipeline.limits import compile_limits
 from edge_agent.pipeline.lost_data import LostDataWarnings
@@ -263,31 +264,7 @@ class Engine:
         specs = [s.to_spec() for s in sensors]
         self._health = SensorHealth(specs, self._model_set.manifest.features.rolling)
         self._engineering_units = {s.name: s.unit for s in self._model_set.manifest.sensors}
-        self._env_lo = np.array([s.envelope_lo for s in specs], dtype=np.float32)
-        self._env_hi = np.array([s.envelope_hi for s in specs], dtype=np.float32)
-        self._env_bounds = [
-            (
-                None if not np.isfinite(s.envelope_lo) else s.envelope_lo,
-                None if not np.isfinite(s.envelope_hi) else s.envelope_hi,
-            )
-            for s in specs
-        ]
-
-    def _excursions(self, rows: NDArray[np.float32]) -> list[tuple[EnvelopeExcursion, ...]]:
-        """Per step (row of ``rows``): sensors outside the training envelope (NaN: stale,
-        not outside). One array operation for the whole tick, not one per step."""
-        outside = (rows < self._env_lo) | (rows > self._env_hi)
-        flagged: list[bool] = np.asarray(outside.any(axis=1)).tolist()
-        names = self.sensors
-        return [
-            tuple(
-                EnvelopeExcursion(names[c], float(rows[i, c]), *self._env_bounds[c])
-                for c in np.flatnonzero(outside[i])
-            )
-            if hit
-            else ()
-            for i, hit in enumerate(flagged)
-        ]
+        self._envelope = Envelope(specs)
 
     def _flush_counters(self) -> None:
         # Counter.inc takes a lock (~1 µs): per-message counts are batched here instead.
@@ -310,7 +287,7 @@ class Engine:
         outcomes: list[StepOutcome] = []
         names = self.sensors
         dropped = {"warmup": 0, "stride": 0}
-        excursions = self._excursions(np.stack([step.row for step in closed]))
+        excursions = self._envelope.excursions(np.stack([step.row for step in closed]))
         for step in closed:
             state = self._units.get(step.unit)
             if state is None:
