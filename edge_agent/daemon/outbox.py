@@ -12,10 +12,13 @@ the file; when that works the in-memory alerts are written to disk, in order. A 
 moved aside (``<name>.corrupt-<unix time>``) and replaced by an empty one.
 
 The API is synchronous on purpose: an insert or delete is tens of microseconds plus one
-fsync, and alerts are rare (flood-limited), so calling it on the event loop is fine.
+fsync, and alerts are rare (flood-limited), so calling it on the event loop is fine; a
+tick's alerts are stored, and a window of PUBACKs forgotten, in one transaction each.
 Item ids are positive for rows on disk and negative for alerts held only in memory. Opening,
 checking and moving aside the file, and naming what went wrong, is
 :mod:`edge_agent.daemon.outbox_file`; the rows are :mod:`edge_agent.daemon.outbox_rows`.
+(About 400 lines: every operation has its disk and its degraded in-memory path, which share
+the id mapping; splitting them would split that state.)
 """
 
 from __future__ import annotations
