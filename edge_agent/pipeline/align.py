@@ -110,6 +110,11 @@ class Aligner:
     def units(self) -> list[str]:
         return list(self._units)
 
+    @property
+    def n_units(self) -> int:
+        """How many units have state (without building the list: called every tick)."""
+        return len(self._units)
+
     def open_steps(self, unit: str) -> int:
         tl = self._units.get(unit)
         return len(tl.open) if tl is not None else 0

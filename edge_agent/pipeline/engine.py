@@ -125,7 +125,7 @@ class Engine:
     @property
     def units_tracked(self) -> int:
         """Units with live state (at least one accepted reading)."""
-        return len(self._aligner.units)
+        return self._aligner.n_units
 
     @property
     def unit_names(self) -> list[str]:
@@ -193,7 +193,7 @@ class Engine:
             if summary is not None:
                 alarms = self._step_alarms
                 result.alerts.append(alarms.readable(alarms.flood_alert(summary)))
-        self.metrics.units_tracked.set(len(self._aligner.units))
+        self.metrics.units_tracked.set(self._aligner.n_units)
         return result
 
     def reconfigure(self, settings: AgentSettings, model_set: ModelSet) -> ReloadReport:
