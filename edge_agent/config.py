@@ -70,6 +70,15 @@ class MqttSettings(_Section):
     reconnect_max_seconds: float = Field(default=30.0, gt=0)
     #: MQTT 5 message expiry on alerts; 0 means none.
     alert_expiry_seconds: int = Field(default=86400, ge=0)
+    receive_path: Literal["queue", "direct"] = Field(
+        default="queue",
+        description="How incoming messages reach the agent. 'queue': aiomqtt's own path "
+        "(a Message object and a bounded queue per message; messages arriving at a full "
+        "queue are dropped as queue_full). 'direct': paho's on_message hands each message "
+        "straight to the agent and the socket is read in batches (no queue, nothing "
+        "dropped: the backlog stays in TCP and the broker). aiomqtt manages the connection "
+        "either way; benchmarks/ingest_ceiling.py measures both.",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
