@@ -102,10 +102,16 @@ async def receive(
     client = aiomqtt.Client(HOST, port, identifier=f"ceiling-{parser}-{loop}", protocol=version)
     if loop == "paho":
         client._client.on_message = on_message
-    elif loop == "direct":
-        DirectReader(client, lambda message: on_message(None, None, message)).install()
+    reader = None
+    if loop == "direct":
+        reader = DirectReader(
+            client, lambda message, _arrival: on_message(None, None, message), hold_max=10**6
+        )
+        reader.install()
     async with client:
         await client.subscribe("plant/#", qos=1)
+        if reader is not None:
+            reader.release()
         print("ready", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consume(client), max_seconds)

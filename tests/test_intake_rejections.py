@@ -73,7 +73,8 @@ async def test_a_flood_past_the_intake_queue_is_counted_as_queue_full_and_logged
     monkeypatch.setattr(mqtt_client, "INCOMING_QUEUE_MAX", 1)
     metrics = Metrics()
     with capture_logs() as logs:
-        server = Server(settings_for(tmp_path, mosquitto, models_dir), metrics=metrics)
+        settings = settings_for(tmp_path, mosquitto, models_dir, mqtt={"receive_path": "queue"})
+        server = Server(settings, metrics=metrics)
         async with running(server):
             await asyncio.to_thread(flood, mosquitto.port, FLOOD)
             # Every message is accounted for once the engine's tick has flushed its counters.
@@ -105,7 +106,7 @@ def test_these_are_all_the_link_reasons() -> None:
     assert set(LINK_REASONS) == {RejectReason.QUEUE_FULL, RejectReason.HANDLER_ERROR}
 
 
-def link_settings(broker: MosquittoBroker, receive_path: str = "queue") -> AgentSettings:
+def link_settings(broker: MosquittoBroker, receive_path: str) -> AgentSettings:
     return AgentSettings(
         agent_id="agent-t1",
         plant="p1",

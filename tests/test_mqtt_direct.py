@@ -18,12 +18,14 @@ from test_mqtt_transport import (
     PROTOCOLS,
     RunningLink,
     agent_settings,
+    capture_logger,
     eventually,
     next_message,
     observer,
 )
 
-from edge_agent.daemon.mqtt import direct
+from edge_agent.daemon.mqtt import MqttLink, direct, subscription_topics
+from edge_agent.metrics import Metrics
 from harness.broker import MosquittoBroker
 from harness.mqtt_client import MqttClient
 
@@ -111,3 +113,33 @@ async def test_direct_path_bypasses_the_intake_queue(mosquitto: MosquittoBroker)
         assert run.metrics.registry.get_sample_value(
             "edge_agent_messages_rejected_total", {"reason": "queue_full"}
         ) in (None, 0.0)
+
+
+async def test_direct_path_holds_what_the_session_delivers_until_subscribed(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A persistent session delivers right after CONNACK, while the link is still subscribing:
+    those messages wait (as in aiomqtt's queue) and reach the handler once the link is up, so
+    their scores are not dropped as "disconnected"."""
+    settings = agent_settings(mosquitto, receive_path="direct")
+    async with RunningLink(settings) as first:
+        assert await first.link.wait_connected(5)
+    async with observer(mosquitto) as pub:
+        for i in range(20):
+            await pub.publish("plant/p1/u1/sensors/load", str(i).encode(), qos=1)
+    seen: list[tuple[bytes, bool]] = []
+    link = MqttLink(
+        settings,
+        Metrics(),
+        capture_logger()[0],
+        subscriptions=subscription_topics(settings),
+        on_message=lambda topic, payload, arrival: seen.append((payload, link.connected)),
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        await eventually(lambda: len(seen) >= 20)
+    finally:
+        await asyncio.wait_for(link.stop(), 10)
+        await asyncio.wait_for(task, 10)
+    assert [p for p, _ in seen] == [str(i).encode() for i in range(20)]
+    assert all(up for _, up in seen)

@@ -8,8 +8,13 @@ packet per wake-up of the event loop. Here paho's callback stamps the arrival an
 handler at once, and the reader takes up to :data:`READ_BATCH` packets per wake-up
 (``benchmarks/ingest_ceiling.py`` measures both paths on MQTT 3.1.1 and 5).
 
-There is no queue, so nothing is dropped as ``queue_full``: the agent reads the socket only
-as fast as it handles messages, and the backlog stays in TCP buffers and the broker.
+There is no queue once the link is up, so nothing is dropped as ``queue_full``: the agent
+reads the socket only as fast as it handles messages, and the backlog stays in TCP buffers
+and the broker. Before that (between CONNACK and the end of subscribing, when a persistent
+session already delivers what the broker kept) messages are *held*, as aiomqtt's queue
+holds them until the receive loop starts, so their scores are not dropped as
+"disconnected"; the hold has the queue's bound, and a message beyond it is counted as
+``queue_full``.
 
 This hooks aiomqtt 2.x internals (its paho client ``_client``, its ``_disconnected`` future
 and its socket callbacks), as :mod:`.intake` hooks ``queue_type``: ``pyproject.toml`` pins
@@ -19,6 +24,7 @@ and its socket callbacks), as :mod:`.intake` hooks ``queue_type``: ``pyproject.t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +34,8 @@ import paho.mqtt.client as paho
 #: paho packets read per wake-up of the event loop before other tasks get their turn.
 READ_BATCH = 64
 
-#: ``on_message(paho_message)``, called on the loop thread from inside paho's read.
-PahoCallback = Callable[[paho.MQTTMessage], None]
+#: ``on_message(paho_message, arrival)``, called on the loop thread from inside paho's read.
+PahoCallback = Callable[[paho.MQTTMessage, float], None]
 
 
 class DirectReader:
@@ -40,13 +46,32 @@ class DirectReader:
     so the link's receive task keeps watching the connection as on the queue path.
     """
 
-    def __init__(self, client: aiomqtt.Client, callback: PahoCallback) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        callback: PahoCallback,
+        *,
+        hold_max: int,
+        on_full: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._aiomqtt = client
         self._paho: paho.Client = client._client
         self._callback = callback
+        self._clock = clock
+        self._hold_max = hold_max
+        self._on_full = on_full
         self._loop = asyncio.get_running_loop()
         #: Messages delivered so far: tells the reader when a read produced nothing.
         self.delivered = 0
+        #: Messages that came before :meth:`release` (None once released).
+        self._held: list[tuple[paho.MQTTMessage, float]] | None = []
+
+    def release(self) -> None:
+        """Hand over the held messages in order; from now on deliver each as it comes."""
+        held, self._held = self._held, None
+        for message, arrival in held or ():
+            self._callback(message, arrival)
 
     def install(self) -> None:
         self._paho.on_message = self._on_message
@@ -62,7 +87,14 @@ class DirectReader:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.delivered += 1
-        self._callback(message)
+        arrival = self._clock()
+        held = self._held
+        if held is None:
+            self._callback(message, arrival)
+        elif len(held) < self._hold_max:
+            held.append((message, arrival))
+        elif self._on_full is not None:
+            self._on_full(message._topic.decode("utf-8", "replace"))
 
     def _read(self) -> None:
         """aiomqtt's reader, taking up to :data:`READ_BATCH` packets instead of one."""

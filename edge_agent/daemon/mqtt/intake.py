@@ -151,9 +151,8 @@ class Intake:
             # A bug in one handler must not take the connection down with it.
             self.handler_failed(message.topic.value)
 
-    def deliver_paho(self, message: paho.MQTTMessage) -> None:
-        """The direct path: paho's message, stamped now, straight to ``on_message``."""
-        arrival = self.clock()
+    def deliver_paho(self, message: paho.MQTTMessage, arrival: float) -> None:
+        """The direct path: paho's message straight to ``on_message``."""
         topic = "?"
         try:
             topic = message.topic  # decoded by paho on each access: read once

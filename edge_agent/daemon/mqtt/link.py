@@ -167,8 +167,16 @@ class MqttLink:
             self._outage.failed(exc)
             return False
         queue = made[0] if made else None
+        direct: DirectReader | None = None
         if self.settings.mqtt.receive_path == "direct":
-            DirectReader(client, self.intake.deliver_paho).install()
+            direct = DirectReader(
+                client,
+                self.intake.deliver_paho,
+                hold_max=_client.INCOMING_QUEUE_MAX,
+                on_full=self.intake.count_drop,
+                clock=self.intake.clock,
+            )
+            direct.install()
         subscribed = False
         self._client = client
         try:
@@ -186,6 +194,8 @@ class MqttLink:
                 self._outage.connected()
                 if self.on_connect is not None:
                     self._connect_task = asyncio.create_task(self._run_on_connect())
+                if direct is not None:
+                    direct.release()  # what came while subscribing, then each as it comes
                 self._receiver = asyncio.create_task(self.intake.receive(client, queue))
                 try:
                     await self._receiver
@@ -202,6 +212,8 @@ class MqttLink:
         finally:
             self._set_disconnected()
             self._client = None
+        if direct is not None:
+            direct.release()  # acknowledged to the broker already: hand them over too
         if queue is not None:
             # aiomqtt stops iterating at a disconnect even with messages still queued; they
             # were acknowledged to the broker already, so hand them over rather than lose them.
