@@ -17,7 +17,7 @@ The state machine only; the client's configuration is :mod:`.client`, the intake
   without a task or a future (QoS 0 scores); :attr:`MqttLink.publish_backlog` is what paho
   holds unwritten, the caller's back-pressure signal.
 
-About 360 lines, more than the package's other modules: run, the session, publish and stop
+About 375 lines, more than the package's other modules: run, the session, publish and stop
 share one set of events and tasks, and splitting them would spread one state machine over
 several files.
 """
