@@ -79,7 +79,7 @@ class MqttSettings(_Section):
         "message; a message arriving at a full queue is dropped as queue_full). aiomqtt "
         "manages the connection either way. Measured (benchmarks/ingest_ceiling.py, "
         "end_to_end.py): direct costs the agent 14-32 % less CPU per message and its bare "
-        "loop takes 2.4-2.7x the messages per CPU-second of aiomqtt's.",
+        "loop takes 2.1-2.7x the messages per CPU-second of aiomqtt's.",
     )
 
     @field_validator("protocol", mode="before")
