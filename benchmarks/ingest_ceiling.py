@@ -1,13 +1,16 @@
-"""The ingest ceiling: how many messages/s a bare aiomqtt receive loop takes on one core.
+"""The ingest ceiling: how many messages/s a bare receive loop takes on one core.
 
 This is the yardstick for the agent's end-to-end figure: a process that does nothing but
-receive from a real Mosquitto (``async for message in client.messages``) and parse each
-payload as JSON. The receiver runs in its own process (pinned to a core of its own with
-``--pin``); the load generator (loadgen.py) is another. Offered rates climb a ladder and
+receive from a real Mosquitto and parse each payload as JSON, three ways over the same
+aiomqtt client: aiomqtt's ``async for message in client.messages``; paho's ``on_message``
+callback (``/paho``); and the agent's direct receive path (``/direct``, the callback plus a
+socket reader that takes a batch of packets per loop wake-up). The receiver runs in its
+own process (pinned to a core of its own with ``--pin``); the load generator (loadgen.py)
+is another. Offered rates climb a ladder and
 the ceiling is the highest rate the loop took, by the same rule as the agent's stages.
 MQTT 3.1.1 and 5 are measured apart: paho decodes a Properties object per MQTT 5 message.
 
-    python benchmarks/ingest_ceiling.py [--seconds 4] [--cases orjson/3.1.1,orjson/5]
+    python benchmarks/ingest_ceiling.py [--seconds 4] [--cases orjson/3.1.1,orjson/5/direct]
 """
 
 from __future__ import annotations
@@ -37,39 +40,78 @@ from harness.process import pin_to_cpu, stop_process
 HERE = Path(__file__).resolve().parent
 
 
+#: How the receiver takes messages: aiomqtt's ``async for``; paho's ``on_message`` callback
+#: on the same aiomqtt client (aiomqtt's socket reader: one packet per loop wake-up); and the
+#: agent's direct path (:mod:`edge_agent.daemon.mqtt.direct`: the callback plus a reader
+#: that takes up to READ_BATCH packets per wake-up).
+LOOPS = ("aiomqtt", "paho", "direct")
+
+
 async def receive(
-    port: int, parser: str, window: float, out: Path, max_seconds: float, protocol: str = "3.1.1"
+    port: int,
+    parser: str,
+    window: float,
+    out: Path,
+    max_seconds: float,
+    protocol: str = "3.1.1",
+    loop: str = "aiomqtt",
 ) -> None:
     """Subscribe; from the first message on, receive and parse for ``window`` seconds.
 
-    The loop is the plain ``async for message in client.messages`` of aiomqtt's docs, with
-    one timeout around the whole run (a timeout per message would cost a task each).
+    ``aiomqtt`` is the plain ``async for message in client.messages`` of aiomqtt's docs, with
+    one timeout around the whole run (a timeout per message would cost a task each). The
+    callback loops (``paho``, ``direct``) parse in paho's ``on_message``; aiomqtt still
+    connects and subscribes.
     """
     import aiomqtt
     import orjson
 
+    from edge_agent.daemon.mqtt.direct import DirectReader
+
     parse: Any = {"none": lambda b: None, "json": json.loads, "orjson": orjson.loads}[parser]
     state = {"count": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0}
     version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+    done = asyncio.Event()
+    end = 0.0
+
+    def took(payload: Any) -> None:
+        nonlocal end
+        parse(payload if isinstance(payload, bytes | bytearray) else str(payload).encode())
+        now = time.perf_counter()
+        count = int(state["count"])
+        if count == 0:
+            end = now + window
+            state["first"], state["cpu0"] = now, time.process_time()
+        state["count"], state["last"] = count + 1, now
+        if now >= end:
+            done.set()
 
     async def consume(client: aiomqtt.Client) -> None:
-        count, _first, end = 0, 0.0, 0.0
+        if loop != "aiomqtt":
+            await done.wait()
+            return
         async for message in client.messages:
-            payload = message.payload
-            parse(payload if isinstance(payload, bytes | bytearray) else str(payload).encode())
-            now = time.perf_counter()
-            if count == 0:
-                _first, end = now, now + window
-                state["first"], state["cpu0"] = now, time.process_time()
-            count += 1
-            state["count"], state["last"] = count, now
-            if now >= end:
+            took(message.payload)
+            if done.is_set():
                 return
 
-    async with aiomqtt.Client(
-        HOST, port, identifier=f"ceiling-{parser}", protocol=version
-    ) as client:
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        if not done.is_set():
+            took(message.payload)
+
+    client = aiomqtt.Client(HOST, port, identifier=f"ceiling-{parser}-{loop}", protocol=version)
+    if loop == "paho":
+        client._client.on_message = on_message
+    reader = None
+    if loop == "direct":
+        reader = DirectReader(
+            client, lambda message, _arrival: on_message(None, None, message), hold_max=10**6
+        )
+        reader.install()
+    async with client:
         await client.subscribe("plant/#", qos=1)
+        if reader is not None:
+            reader.release()
         print("ready", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consume(client), max_seconds)
@@ -81,6 +123,7 @@ async def receive(
             {
                 "parser": parser,
                 "protocol": protocol,
+                "loop": loop,
                 "messages": count,
                 "busy_seconds": busy,
                 "rate": (count - 1) / busy if count > 1 else 0.0,
@@ -91,15 +134,24 @@ async def receive(
     )
 
 
+def split_case(case: str) -> tuple[str, str, str]:
+    """``parser/protocol[/loop]`` -> (parser, protocol, loop); defaults 3.1.1 and aiomqtt."""
+    parser, _, rest = case.partition("/")
+    protocol, _, loop = rest.partition("/")
+    loop = loop or "aiomqtt"
+    if loop not in LOOPS:
+        raise SystemExit(f"unknown receive loop {loop!r} in {case!r}: one of {LOOPS}")
+    return parser, protocol or "3.1.1", loop
+
+
 def measure(
     case: str, seconds: float, rate: float, units: int, mode: str, work: Path
 ) -> dict[str, Any]:
-    """One receiver run; ``case`` is ``parser/protocol``, e.g. ``orjson/5``."""
-    parser, _, protocol = case.partition("/")
-    protocol = protocol or "3.1.1"
+    """One receiver run; ``case`` is ``parser/protocol[/loop]``, e.g. ``orjson/5/direct``."""
+    parser, protocol, loop = split_case(case)
     agent_cpus, other_cpus = procstat.cpu_split()
-    with running_broker(work / f"broker-{parser}-{protocol}", cpus=other_cpus) as broker:
-        out = work / f"recv-{parser}-{protocol}.json"
+    with running_broker(work / f"broker-{parser}-{protocol}-{loop}", cpus=other_cpus) as broker:
+        out = work / f"recv-{parser}-{protocol}-{loop}.json"
         recv = subprocess.Popen(
             [
                 sys.executable,
@@ -111,6 +163,8 @@ def measure(
                 parser,
                 "--protocol",
                 protocol,
+                "--loop",
+                loop,
                 "--out",
                 str(out),
                 "--window",
@@ -127,7 +181,7 @@ def measure(
             line = recv.stdout.readline()
             if line.strip() != "ready":
                 raise RuntimeError(f"receiver did not start: {line!r}")
-            summary_path = work / f"loadgen-{parser}-{protocol}.json"
+            summary_path = work / f"loadgen-{parser}-{protocol}-{loop}.json"
             gen = loadgen.start_loadgen(
                 broker.port, units=units, mode=mode, rate=rate, duration=seconds + 2,
                 summary=summary_path, cpus=other_cpus,
@@ -180,10 +234,11 @@ def ladder(
             break
     ok = [r for r in rungs if r["kept_up"]]
     best = max(ok, key=lambda r: r["rate"]) if ok else max(rungs, key=lambda r: r["rate"])
-    parser, _, protocol = case.partition("/")
+    parser, protocol, loop = split_case(case)
     return {
         "parser": parser,
-        "protocol": protocol or "3.1.1",
+        "protocol": protocol,
+        "loop": loop,
         "ceiling": best["rate"],
         "ceiling_kept_up": bool(ok),
         "cpu_percent": best["cpu_percent"],
@@ -191,6 +246,13 @@ def ladder(
         "max_received": max(r["rate"] for r in rungs),
         "rungs": rungs,
     }
+
+
+def case_name(row: dict[str, Any]) -> str:
+    """``parser/protocol`` for the aiomqtt loop (the names earlier results used), else
+    ``parser/protocol/loop``."""
+    name = f"{row['parser']}/{row['protocol']}"
+    return name if row["loop"] == "aiomqtt" else f"{name}/{row['loop']}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,11 +270,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
     results.print_table(
-        ["parser", "MQTT", "ceiling msgs/s", "CPU %", "msgs per CPU-second", "max received/s"],
+        [
+            "parser",
+            "MQTT",
+            "loop",
+            "ceiling msgs/s",
+            "CPU %",
+            "msgs per CPU-second",
+            "max received/s",
+        ],
         [
             [
                 r["parser"],
                 r["protocol"],
+                r["loop"],
                 r["ceiling"],
                 r["cpu_percent"],
                 r["per_cpu_second"],
@@ -220,12 +291,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             for r in rows
         ],
-        "Bare aiomqtt receive loop (one process) against Mosquitto: highest offered rate taken",
+        "Bare receive loops (one process) against Mosquitto: highest offered rate taken",
     )
-    # the agent's own setting: orjson-class parsing over MQTT 5
+    # the reference stays the bare aiomqtt loop, orjson-class parsing over MQTT 5
+    bare = [r for r in rows if r["loop"] == "aiomqtt"] or rows
     ref = next(
-        (r for r in rows if r["parser"] == "orjson" and r["protocol"] == "5"),
-        next((r for r in rows if r["parser"] == "orjson"), rows[-1] if rows else None),
+        (r for r in bare if r["parser"] == "orjson" and r["protocol"] == "5"),
+        next((r for r in bare if r["parser"] == "orjson"), bare[-1] if bare else None),
     )
     result = {
         "settings": {
@@ -241,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "ceiling_msgs_per_s": ref["ceiling"] if ref else None,
         "ceiling_msgs_per_cpu_second": ref["per_cpu_second"] if ref else None,
-        "ceilings": {f"{r['parser']}/{r['protocol']}": r["ceiling"] for r in rows},
+        "ceilings": {case_name(r): r["ceiling"] for r in rows},
     }
     if not args.no_write:
         print(f"\nwrote {results.write_result(args.name, result)}")
@@ -256,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parser", choices=["none", "json", "orjson"], default="orjson")
     r.add_argument("--window", type=float, default=5.0, help="seconds to measure")
     r.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
+    r.add_argument("--loop", choices=LOOPS, default="aiomqtt")
     r.add_argument("--max-seconds", type=float, default=120.0)
     r.add_argument("--out", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per rung")
@@ -265,8 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["telemetry", "sensors"], default="sensors")
     p.add_argument(
         "--cases",
-        default="orjson/3.1.1,orjson/5",
-        help="comma list of PARSER/PROTOCOL: parser none|json|orjson, MQTT 3.1.1|5",
+        default=",".join(
+            f"orjson/{v}{lp}" for v in ("3.1.1", "5") for lp in ("", "/paho", "/direct")
+        ),
+        help="comma list of PARSER/PROTOCOL[/LOOP]: parser none|json|orjson, MQTT 3.1.1|5, "
+        "loop aiomqtt (default)|paho|direct",
     )
     p.add_argument("--quick", action="store_true", help="two 1.5 s rungs per case")
     p.add_argument("--name", default="ingest_ceiling")
@@ -278,7 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "receive":
         asyncio.run(
-            receive(args.port, args.parser, args.window, args.out, args.max_seconds, args.protocol)
+            receive(
+                args.port,
+                args.parser,
+                args.window,
+                args.out,
+                args.max_seconds,
+                args.protocol,
+                args.loop,
+            )
         )
         return 0
     run(args)

@@ -73,7 +73,8 @@ async def test_a_flood_past_the_intake_queue_is_counted_as_queue_full_and_logged
     monkeypatch.setattr(mqtt_client, "INCOMING_QUEUE_MAX", 1)
     metrics = Metrics()
     with capture_logs() as logs:
-        server = Server(settings_for(tmp_path, mosquitto, models_dir), metrics=metrics)
+        settings = settings_for(tmp_path, mosquitto, models_dir, mqtt={"receive_path": "queue"})
+        server = Server(settings, metrics=metrics)
         async with running(server):
             await asyncio.to_thread(flood, mosquitto.port, FLOOD)
             # Every message is accounted for once the engine's tick has flushed its counters.
@@ -105,19 +106,25 @@ def test_these_are_all_the_link_reasons() -> None:
     assert set(LINK_REASONS) == {RejectReason.QUEUE_FULL, RejectReason.HANDLER_ERROR}
 
 
-def link_settings(broker: MosquittoBroker) -> AgentSettings:
+def link_settings(broker: MosquittoBroker, receive_path: str) -> AgentSettings:
     return AgentSettings(
         agent_id="agent-t1",
         plant="p1",
         units=[{"name": "u1"}],
-        mqtt={"host": broker.host, "port": broker.port, "keepalive": 5},
+        mqtt={
+            "host": broker.host,
+            "port": broker.port,
+            "keepalive": 5,
+            "receive_path": receive_path,
+        },
     )
 
 
+@pytest.mark.parametrize("receive_path", ["queue", "direct"])
 async def test_a_handler_that_raises_is_counted_as_handler_error_and_the_link_goes_on(
-    mosquitto: MosquittoBroker,
+    mosquitto: MosquittoBroker, receive_path: str
 ) -> None:
-    settings = link_settings(mosquitto)
+    settings = link_settings(mosquitto, receive_path)
     metrics = Metrics()
     cap = LogCapture()
     log: Any = structlog.wrap_logger(None, processors=[cap])
@@ -141,15 +148,19 @@ async def test_a_handler_that_raises_is_counted_as_handler_error_and_the_link_go
         await until(lambda: link.connected)
         publisher = MqttClient(mosquitto.port, "publisher")
         try:
-            publisher.publish("plant/p1/u1/telemetry", b"boom")
+            for _ in range(3):
+                publisher.publish("plant/p1/u1/telemetry", b"boom")
             publisher.publish("plant/p1/u1/telemetry", b"after")
         finally:
             publisher.close()
         await until(lambda: handled == [b"after"])
+        # On the direct path the handler runs inside paho's read: the connection survived it.
+        assert link.connected and sample(metrics, "reconnects_total") == 0
     finally:
         await asyncio.wait_for(link.stop(), 10)
         await asyncio.wait_for(task, 10)
-    assert sample(metrics, "messages_rejected_total", reason="handler_error") == 1
+    assert sample(metrics, "messages_rejected_total", reason="handler_error") == 3
+    # Logged once (rate-limited), with the traceback.
     [line] = [e for e in cap.entries if e["event"] == "mqtt_on_message_failed"]
     assert line["log_level"] == "error" and line["exc_info"] is True
     assert line["topic"] == "plant/p1/u1/telemetry"

@@ -39,6 +39,8 @@ from harness.net import free_port
 from harness.pki import Pki
 
 PROTOCOLS = ["5", "3.1.1"]
+#: ``mqtt.receive_path``: aiomqtt's queue, or paho's callback straight to the handler.
+RECEIVE_PATHS = ["queue", "direct"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -157,11 +159,12 @@ def body_of(message: aiomqtt.Message) -> dict[str, Any]:
 # -- connection, status, will -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("receive_path", RECEIVE_PATHS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_online_then_stopped_status_and_messages_flow(
-    mosquitto: MosquittoBroker, protocol: str
+    mosquitto: MosquittoBroker, protocol: str, receive_path: str
 ) -> None:
-    settings = agent_settings(mosquitto, protocol=protocol)
+    settings = agent_settings(mosquitto, protocol=protocol, receive_path=receive_path)
     async with RunningLink(settings) as run:
         assert await run.link.wait_connected(5)
         assert metric(run.metrics, "edge_agent_broker_connected") == 1
@@ -252,10 +255,11 @@ async def test_last_will_offline_when_agent_process_dies(
 # -- reconnecting ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("receive_path", RECEIVE_PATHS)
 async def test_reconnects_after_broker_crash_and_messages_flow_again(
-    mosquitto: MosquittoBroker,
+    mosquitto: MosquittoBroker, receive_path: str
 ) -> None:
-    settings = agent_settings(mosquitto)
+    settings = agent_settings(mosquitto, receive_path=receive_path)
     connects: list[float] = []
 
     async def on_connect() -> None:
@@ -319,9 +323,13 @@ async def test_on_connect_runs_beside_the_receive_loop(mosquitto: MosquittoBroke
         release.set()
 
 
-async def test_arrival_is_stamped_with_the_agent_clock(mosquitto: MosquittoBroker) -> None:
+@pytest.mark.parametrize("receive_path", RECEIVE_PATHS)
+async def test_arrival_is_stamped_with_the_agent_clock(
+    mosquitto: MosquittoBroker, receive_path: str
+) -> None:
     ticks = iter(range(1000, 2000))
-    async with RunningLink(agent_settings(mosquitto), clock=lambda: float(next(ticks))) as run:
+    settings = agent_settings(mosquitto, receive_path=receive_path)
+    async with RunningLink(settings, clock=lambda: float(next(ticks))) as run:
         assert await run.link.wait_connected(5)
         async with observer(mosquitto) as pub:
             for i in range(3):
@@ -368,11 +376,12 @@ async def test_concurrent_publishes_are_all_acknowledged(mosquitto: MosquittoBro
         assert got == {str(i).encode() for i in range(n)}
 
 
+@pytest.mark.parametrize("receive_path", RECEIVE_PATHS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_persistent_session_delivers_readings_sent_while_away(
-    mosquitto: MosquittoBroker, protocol: str
+    mosquitto: MosquittoBroker, protocol: str, receive_path: str
 ) -> None:
-    settings = agent_settings(mosquitto, protocol=protocol)
+    settings = agent_settings(mosquitto, protocol=protocol, receive_path=receive_path)
     async with RunningLink(settings) as first:
         assert await first.link.wait_connected(5)
     # The agent is away; readings keep coming (QoS 1) and the broker queues them for it.

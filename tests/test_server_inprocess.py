@@ -146,13 +146,18 @@ def scored(results: list[TickResult]) -> int:
     return sum(1 for r in results for s in r.steps if s.scored)
 
 
+@pytest.mark.parametrize("receive_path", ["queue", "direct"])
 async def test_score_back_pressure_drops_and_counts(
-    tmp_path: Path, mosquitto: MosquittoBroker, models_dir: Path
+    tmp_path: Path, mosquitto: MosquittoBroker, models_dir: Path, receive_path: str
 ) -> None:
+    """Scores go to paho without waiting (publish_nowait); beyond ``max_in_flight`` packets
+    not yet written to the socket they are dropped as ``backlog``."""
     units = [f"u{i}" for i in range(4)]
     metrics = Metrics()
     server = Server(
-        settings_for(tmp_path, mosquitto, models_dir, units=units),
+        settings_for(
+            tmp_path, mosquitto, models_dir, units=units, mqtt={"receive_path": receive_path}
+        ),
         metrics=metrics,
     )
     ticks: list[TickResult] = []
@@ -201,6 +206,14 @@ async def test_score_back_pressure_drops_and_counts(
         burst(normal_series(1, seed=5), t0 + len(series))
         await until(lambda: len(received) > before)
         collector.cancel()
+        # Broker gone: a tick's scores are dropped and counted as disconnected.
+        mosquitto.kill()
+        await until(lambda: server.link is not None and not server.link.connected)
+        assert server.scores.in_flight == 0
+        last = next(r for r in reversed(ticks) if any(s.scored for s in r.steps))
+        gone = dropped("disconnected")
+        server.scores.publish(last)
+        assert dropped("disconnected") == gone + len(last.steps)
 
 
 async def test_sighup_reload_applies_a_changed_stride(

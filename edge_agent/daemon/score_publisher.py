@@ -2,12 +2,15 @@
 
 Scores are a live view, not a record: when the broker is away or slower than scoring, a
 score is dropped (``publish_dropped{reason="disconnected"|"backlog"|"failed"}``) rather
-than queued without bound.
+than queued without bound. Each score is handed to the client synchronously
+(:meth:`~edge_agent.daemon.mqtt.Transport.publish_nowait`): no task or future per message,
+which at thousands of scores a second cost more than the scoring. The back-pressure signal
+is the client's backlog of packets not yet written to the socket: it grows only when the
+broker does not take them.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from edge_agent.config import AgentSettings
@@ -16,7 +19,7 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import StepOutcome, TickResult
 from edge_agent.topics import fill
 
-#: At most this many score publishes in flight; the rest are dropped (``backlog``).
+#: At most this many packets waiting for the socket; further scores are dropped (``backlog``).
 MAX_SCORE_PUBLISHES_IN_FLIGHT = 2000
 
 
@@ -36,31 +39,28 @@ class ScorePublisher:
         self.metrics = metrics
         self._payload = payload
         self.max_in_flight = max_in_flight
-        self.in_flight = 0
-        self._tasks: set[asyncio.Task[bool]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Outgoing packets handed to the client and not yet written to the socket."""
+        return self.link.publish_backlog
 
     def publish(self, result: TickResult) -> None:
-        """Start publishing the tick's scores (does not wait for them)."""
+        """Hand the tick's scores to the client (does not wait for them)."""
         if not self.settings.topics.publish_scores or not result.steps:
             return
-        if not self.link.connected:
+        link = self.link
+        if not link.connected:
             self.metrics.publish_dropped.labels("disconnected").inc(len(result.steps))
             return
         s = self.settings
+        dropped = self.metrics.publish_dropped
         for step in result.steps:
             if not step.scored:
                 continue
-            if self.in_flight >= self.max_in_flight:
-                self.metrics.publish_dropped.labels("backlog").inc()
+            if link.publish_backlog >= self.max_in_flight:
+                dropped.labels("backlog").inc()
                 continue
             topic = fill(s.topics.scores, plant=s.plant, unit=step.unit, agent_id=s.agent_id)
-            self.in_flight += 1
-            task = asyncio.create_task(self.link.publish(topic, self._payload(step), qos=0))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[bool]) -> None:
-        self._tasks.discard(task)
-        self.in_flight -= 1
-        if task.cancelled() or task.exception() is not None or not task.result():
-            self.metrics.publish_dropped.labels("failed").inc()
+            if not link.publish_nowait(topic, self._payload(step), qos=0):
+                dropped.labels("disconnected" if not link.connected else "failed").inc()

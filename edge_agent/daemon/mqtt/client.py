@@ -15,7 +15,8 @@
 * **Last Will** ``offline``, retained, for a connection that dies without a DISCONNECT.
 
 ``queue_type``, ``max_queued_incoming_messages`` and ``pending_calls_threshold`` are
-aiomqtt 2.x features that aiomqtt 3 removes (``pyproject.toml`` pins ``aiomqtt<3``).
+aiomqtt 2.x features that aiomqtt 3 removes (``pyproject.toml`` pins ``aiomqtt<3``);
+:func:`send_nowait` and :func:`out_backlog` reach aiomqtt's paho client (``_client``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import logging
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
 
 from edge_agent.config import AgentSettings
 
@@ -93,3 +96,27 @@ def build_client(
     )
     client.pending_calls_threshold = PENDING_CALLS_WARN
     return client
+
+
+def send_nowait(
+    client: aiomqtt.Client,
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    properties: Properties | None,
+) -> bool:
+    """Hand a PUBLISH to paho without waiting for anything: True if paho queued it.
+
+    What ``aiomqtt.Client.publish`` does before it creates its futures, on the loop thread
+    as aiomqtt does. paho 2.x refuses with ``MQTT_ERR_NO_CONN`` without a socket and with
+    ``MQTT_ERR_QUEUE_SIZE`` at ``max_queued_messages`` (QoS > 0 only; unset here).
+    """
+    info = client._client.publish(topic, payload, qos, retain, properties)
+    return info.rc == paho.MQTT_ERR_SUCCESS
+
+
+def out_backlog(client: aiomqtt.Client) -> int:
+    """Packets paho has queued for the socket but not yet written (all kinds: PUBLISH,
+    PUBACK, PINGREQ); grows when the socket to the broker does not take them."""
+    return len(client._client._out_packet)

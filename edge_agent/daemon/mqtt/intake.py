@@ -1,5 +1,10 @@
 """Messages in: the bounded queue after paho's socket callback, and delivery to the agent.
 
+Two receive paths (``mqtt.receive_path``) end in the same delivery: ``queue`` is aiomqtt's
+own (below), ``direct`` is paho's callback straight to the agent (:mod:`.direct`). Either
+way a handler that raises is counted as ``messages_rejected{reason="handler_error"}`` and
+logged at most once per :data:`HANDLER_ERROR_LOG_EVERY_SECONDS`, never crashing the link.
+
 aiomqtt queues incoming messages between paho's socket callback and the link's receive
 loop; the queue is bounded (:data:`~edge_agent.daemon.mqtt.client.INCOMING_QUEUE_MAX`) so
 a stalled loop cannot eat the memory of a small box. aiomqtt cannot pause the socket, so a
@@ -18,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 import aiomqtt
+import paho.mqtt.client as paho
 from structlog.typing import FilteringBoundLogger
 
 from edge_agent.metrics import Metrics
@@ -28,6 +34,8 @@ from .transport import MessageCallback
 
 #: Queued messages handled per wake-up of the receive loop before it yields to others.
 RECEIVE_BATCH = 256
+#: At most one log line per this many seconds for failing handlers (with the count since).
+HANDLER_ERROR_LOG_EVERY_SECONDS = 60.0
 
 
 class StampedQueue(asyncio.Queue[aiomqtt.Message]):
@@ -103,6 +111,8 @@ class Intake:
         #: Stamps each message's arrival (the agent's clock, injectable for replays).
         self.clock = clock
         self._lost = LostDataWarnings(log)
+        self._errors_unlogged = 0
+        self._error_logged_at: float | None = None
 
     def queue_class(self, made: list[StampedQueue]) -> type[StampedQueue]:
         """The ``queue_type`` for one client; ``made`` receives the queue aiomqtt creates."""
@@ -139,8 +149,32 @@ class Intake:
             self.on_message(message.topic.value, payload, arrival)
         except Exception:
             # A bug in one handler must not take the connection down with it.
-            self.metrics.messages_rejected.labels(reason=RejectReason.HANDLER_ERROR).inc()
-            self.log.exception("mqtt_on_message_failed", topic=message.topic.value)
+            self.handler_failed(message.topic.value)
+
+    def deliver_paho(self, message: paho.MQTTMessage, arrival: float) -> None:
+        """The direct path: paho's message straight to ``on_message``."""
+        topic = "?"
+        try:
+            topic = message.topic  # decoded by paho on each access: read once
+            if message.retain and self.on_retained is not None and self.on_retained(topic):
+                return
+            payload = message.payload
+            self.on_message(topic, payload if type(payload) is bytes else bytes(payload), arrival)
+        except Exception:
+            # Raised inside paho's read, it would end the connection: count it instead.
+            self.handler_failed(topic)
+
+    def handler_failed(self, topic: str) -> None:
+        """Count a failed handler; log it (with its traceback) rate-limited."""
+        self.metrics.messages_rejected.labels(reason=RejectReason.HANDLER_ERROR).inc()
+        now = time.monotonic()
+        last = self._error_logged_at
+        if last is not None and now - last < HANDLER_ERROR_LOG_EVERY_SECONDS:
+            self._errors_unlogged += 1
+            return
+        self.log.exception("mqtt_on_message_failed", topic=topic, since_last=self._errors_unlogged)
+        self._error_logged_at = now
+        self._errors_unlogged = 0
 
     def count_drop(self, topic: str) -> None:
         # Received from the broker (and acknowledged) but never handed on: counted on both

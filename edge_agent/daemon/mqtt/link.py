@@ -10,9 +10,14 @@ The state machine only; the client's configuration is :mod:`.client`, the intake
   ``on_connect`` (e.g. draining the outbox) runs as its own task, so neither can stall the
   intake of readings.
 * **Bounded intake.** A message arriving at a full intake queue is dropped and counted as
-  ``messages_rejected{reason="queue_full"}`` (and in ``messages_received``).
+  ``messages_rejected{reason="queue_full"}`` (and in ``messages_received``). With
+  ``mqtt.receive_path: direct`` paho's callback delivers instead (:mod:`.direct`), and the
+  receive task only watches for the end of the connection.
+* **Fire-and-forget publishing.** :meth:`MqttLink.publish_nowait` hands a message to paho
+  without a task or a future (QoS 0 scores); :attr:`MqttLink.publish_backlog` is what paho
+  holds unwritten, the caller's back-pressure signal.
 
-About 300 lines, more than the package's other modules: run, the session, publish and stop
+About 375 lines, more than the package's other modules: run, the session, publish and stop
 share one set of events and tasks, and splitting them would spread one state machine over
 several files.
 """
@@ -27,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
+from paho.mqtt.properties import Properties
 from structlog.typing import FilteringBoundLogger
 
 from edge_agent.config import AgentSettings
@@ -34,6 +40,7 @@ from edge_agent.metrics import Metrics
 
 from . import client as _client
 from .backoff import backoff_delays
+from .direct import DirectReader
 from .errors import subscription_refused
 from .intake import Intake, StampedQueue
 from .log_relay import PahoLogRelay
@@ -160,6 +167,16 @@ class MqttLink:
             self._outage.failed(exc)
             return False
         queue = made[0] if made else None
+        direct: DirectReader | None = None
+        if self.settings.mqtt.receive_path == "direct":
+            direct = DirectReader(
+                client,
+                self.intake.deliver_paho,
+                hold_max=_client.INCOMING_QUEUE_MAX,
+                on_full=self.intake.count_drop,
+                clock=self.intake.clock,
+            )
+            direct.install()
         subscribed = False
         self._client = client
         try:
@@ -177,6 +194,8 @@ class MqttLink:
                 self._outage.connected()
                 if self.on_connect is not None:
                     self._connect_task = asyncio.create_task(self._run_on_connect())
+                if direct is not None:
+                    direct.release()  # what came while subscribing, then each as it comes
                 self._receiver = asyncio.create_task(self.intake.receive(client, queue))
                 try:
                     await self._receiver
@@ -193,6 +212,8 @@ class MqttLink:
         finally:
             self._set_disconnected()
             self._client = None
+        if direct is not None:
+            direct.release()  # acknowledged to the broker already: hand them over too
         if queue is not None:
             # aiomqtt stops iterating at a disconnect even with messages still queued; they
             # were acknowledged to the broker already, so hand them over rather than lose them.
@@ -251,13 +272,9 @@ class MqttLink:
         client = self._client
         if client is None or not self.connected:
             return False
-        props = None
-        if self.settings.mqtt.protocol == "5" and properties is not None:
-            try:
-                props = publish_properties(properties)
-            except Exception as exc:  # ours (ValueError) or paho's MQTTException
-                self.log.error("mqtt_publish_bad_properties", topic=topic, error=str(exc))
-                return False
+        ok, props = self._paho_properties(topic, properties)
+        if not ok:
+            return False
         try:
             # The outer bound also covers the wait for a free slot (MAX_CONCURRENT_CALLS).
             async with asyncio.timeout(timeout):
@@ -274,6 +291,54 @@ class MqttLink:
             self.log.error("mqtt_publish_invalid", topic=topic, error=str(exc))
             return False
         return True
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> bool:
+        """Hand the message to paho now; True if it was queued for the socket.
+
+        No task, no future, no acknowledgement awaited: for QoS 0 messages whose loss is
+        counted by the caller (scores). False (never raises) when not connected, when paho
+        refuses it, or for an invalid topic, payload or properties.
+        """
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        ok, props = self._paho_properties(topic, properties)
+        if not ok:
+            return False
+        try:
+            return _client.send_nowait(client, topic, payload, qos, retain, props)
+        except (ValueError, TypeError) as exc:  # invalid topic, QoS or payload: a bug
+            self.log.error("mqtt_publish_invalid", topic=topic, error=str(exc))
+            return False
+
+    @property
+    def publish_backlog(self) -> int:
+        """Packets queued in paho but not yet written to the socket (0 when disconnected)."""
+        client = self._client
+        return _client.out_backlog(client) if client is not None else 0
+
+    def _paho_properties(
+        self, topic: str, properties: MessageProperties | None
+    ) -> tuple[bool, Properties | None]:
+        """(True, paho's properties or None); (False, None) if they cannot be built.
+
+        MQTT 5 only: on 3.1.1 properties are left out silently.
+        """
+        if self.settings.mqtt.protocol != "5" or properties is None:
+            return True, None
+        try:
+            return True, publish_properties(properties)
+        except Exception as exc:  # ours (ValueError) or paho's MQTTException
+            self.log.error("mqtt_publish_bad_properties", topic=topic, error=str(exc))
+            return False, None
 
     # -- stopping ----------------------------------------------------------------------------
 

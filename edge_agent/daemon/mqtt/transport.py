@@ -60,6 +60,24 @@ class Transport(Protocol):
         """True once the broker acknowledged; False (never an exception) otherwise."""
         ...
 
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> bool:
+        """Queue the message for the socket now, awaiting nothing; False (never an
+        exception) when not connected or refused. For QoS 0 messages whose loss is counted."""
+        ...
+
+    @property
+    def publish_backlog(self) -> int:
+        """Outgoing packets queued but not yet written to the socket: back-pressure."""
+        ...
+
     async def use_model_set(self, version: str, trace: ModelTrace | None = None) -> None:
         """Name this model set in status messages from now on."""
         ...
