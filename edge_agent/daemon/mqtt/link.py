@@ -13,11 +13,14 @@ The state machine only; the client's configuration is :mod:`.client`, the intake
   ``messages_rejected{reason="queue_full"}`` (and in ``messages_received``). With
   ``mqtt.receive_path: direct`` paho's callback delivers instead (:mod:`.direct`), and the
   receive task only watches for the end of the connection.
+* **Acknowledged publishing.** A QoS 1 publish is True only when its PUBACK's reason code
+  says delivered (:mod:`.acks`): aiomqtt ignores the code, so an alert an MQTT 5 broker's
+  ACL refused used to be deleted from the outbox as if delivered.
 * **Fire-and-forget publishing.** :meth:`MqttLink.publish_nowait` hands a message to paho
   without a task or a future (QoS 0 scores); :attr:`MqttLink.publish_backlog` is what paho
   holds unwritten, the caller's back-pressure signal.
 
-About 375 lines, more than the package's other modules: run, the session, publish and stop
+About 385 lines, more than the package's other modules: run, the session, publish and stop
 share one set of events and tasks, and splitting them would spread one state machine over
 several files.
 """
@@ -39,6 +42,7 @@ from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 
 from . import client as _client
+from .acks import Acks, PublishRefused
 from .backoff import backoff_delays
 from .direct import DirectReader
 from .errors import subscription_refused
@@ -82,6 +86,7 @@ class MqttLink:
         self.model_trace = model_trace
         self._rng = rng
         self._client: aiomqtt.Client | None = None
+        self._acks: Acks | None = None
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
@@ -179,6 +184,7 @@ class MqttLink:
             direct.install()
         subscribed = False
         self._client = client
+        self._acks = Acks(client, self.log)
         try:
             async with client:
                 if not self._stop.is_set():
@@ -212,6 +218,8 @@ class MqttLink:
         finally:
             self._set_disconnected()
             self._client = None
+            if self._acks is not None:
+                self._acks.close()
         if direct is not None:
             direct.release()  # acknowledged to the broker already: hand them over too
         if queue is not None:
@@ -278,9 +286,14 @@ class MqttLink:
         try:
             # The outer bound also covers the wait for a free slot (MAX_CONCURRENT_CALLS).
             async with asyncio.timeout(timeout):
-                await client.publish(
-                    topic, payload, qos=qos, retain=retain, properties=props, timeout=timeout
-                )
+                if qos > 0 and self._acks is not None:  # the PUBACK's code decides
+                    await self._acks.publish(topic, payload, qos, retain, props)
+                else:
+                    await client.publish(
+                        topic, payload, qos=qos, retain=retain, properties=props, timeout=timeout
+                    )
+        except PublishRefused:
+            return False  # logged by Acks, rate-limited
         except TimeoutError:
             self.log.debug("mqtt_publish_timeout", topic=topic, timeout=timeout)
             return False
