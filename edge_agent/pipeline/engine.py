@@ -159,7 +159,7 @@ class Engine:
 
     def tick(self, now: float) -> TickResult:
         """Close due steps, score them in one batch, run the alarms (all three stages)."""
-        return self.finish(run_models(self.prepare(now)))
+        return self.finish(self.prepare(now))  # finish runs the models when nobody has
 
     def prepare(self, now: float) -> ScoreJob:
         """Stage 1: close the steps due at ``now``, append them to their units' windows and
@@ -348,6 +348,7 @@ class Engine:
         names = self.sensors
         latency = m.reading_to_score_seconds
         age = m.reading_age_at_score_seconds
+        noisy = job.noisy
         offset = 0
         for scores in job.scored:
             n = len(scores.votes.ensemble_score)
@@ -364,7 +365,6 @@ class Engine:
             errors = scores.per_sensor
             for j in range(n):
                 o = job.outcomes[job.batch_rows[offset + j]]
-                noisy = job.noisy
                 if noisy is not None and noisy[offset + j].any():
                     for c in np.flatnonzero(noisy[offset + j]):
                         o.quality.setdefault(names[c], "noisy")
