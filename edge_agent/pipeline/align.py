@@ -253,10 +253,16 @@ class Aligner:
         self.steps_ready = False
         return out
 
+    def unit_clock(self, unit: str, now: float) -> float:
+        """The unit's event clock (module docstring) at agent time ``now``: deadlines in
+        data time (steps, flood windows) pass at it, so data that lags keeps its lag."""
+        tl = self._units.get(unit)
+        if tl is None:
+            return now
+        return _event_clock(tl, round(now * 1e6)) / 1e6
+
     def _close_due_unit(self, tl: Timeline, unit: str, now_us: int) -> None:
-        unit_now = now_us
-        if tl.watermark_us is not None:
-            unit_now = min(now_us, tl.watermark_us + max(0, now_us - tl.last_arrival_us))
+        unit_now = _event_clock(tl, now_us)
         # step k is due when (k + 1) * step + lateness <= the unit's event clock
         last_due = (unit_now - self._lateness_us) // self._step_us - 1
         first = tl.first_unclosed()
@@ -397,3 +403,10 @@ class Aligner:
                 last_ts=slot.last_ts if slot is not None else None,
             )
         )
+
+
+def _event_clock(tl: Timeline, now_us: int) -> int:
+    """``min(now, watermark + now - last arrival)`` in µs: see :meth:`Aligner.unit_clock`."""
+    if tl.watermark_us is None:
+        return now_us
+    return min(now_us, tl.watermark_us + max(0, now_us - tl.last_arrival_us))

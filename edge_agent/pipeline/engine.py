@@ -186,9 +186,12 @@ class Engine:
             self._step_alarms.run(outcome, step, result.alerts)
         result.steps = job.outcomes
         # A unit that went quiet still gets its flood summary, once no step of the window
-        # can arrive any more.
-        horizon = job.now - self.step_seconds - self._lateness
+        # can arrive any more: judged on the unit's own event clock, because a window is in
+        # data time (on the agent's clock, data that lags it would close every window at
+        # once and the guard would hold nothing back).
+        late = self.step_seconds + self._lateness
         for unit in self._alarms.flood_units():
+            horizon = self._aligner.unit_clock(unit, job.now) - late
             summary = self._alarms.end_flood_window(unit, horizon)
             if summary is not None:
                 alarms = self._step_alarms
