@@ -15,7 +15,7 @@ loadgen.py), so reading→score = score arrival at the subscriber − that time 
 per score), next to the agent's own ``edge_agent_reading_to_score_seconds`` histogram
 (arrival of the step's last reading → score, bucket bounds).
 
-    python benchmarks/end_to_end.py [--models DIR] [--seconds 10] [--quick]
+    python benchmarks/end_to_end.py [--models DIR] [--seconds 10] [--quick] [--stride N]
         [--stage telemetry:500:10000 ...]
 """
 
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 Path(tmp) / f"stage{i}",
                 fault_units=min(args.fault_units, units),
                 publish_scores=not args.no_scores,
+                agent_extra={"models.stride": args.stride} if args.stride > 1 else None,
                 profile=Path(tmp) / f"profile{i}.txt" if args.profile else None,
             )
             done.append(r)
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "seconds": seconds,
             "publish_scores": not args.no_scores,
+            "stride": args.stride,
             "fault_units": args.fault_units,
             "publish_qos": 0,
             "agent_cpus": sorted(procstat.cpu_split()[0] or []),
@@ -278,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-units", type=int, default=2, help="units with periodic faults (for alert latency)"
     )
     p.add_argument("--no-scores", action="store_true", help="topics.publish_scores: false")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="models.stride: score every n-th full window (the lever when scoring is the limit)",
+    )
     p.add_argument(
         "--all-stages", action="store_true", help="keep going after a stage that did not keep up"
     )

@@ -174,9 +174,9 @@ class ModelSettings(_Section):
     #: refused. None: accept the first set's list and pin it for reloads.
     expected_sensors: list[str] | None = None
     threads: int = Field(default=1, ge=1, le=64)
-    #: Intra-op threads for batches of 64 windows and more (a backlog, many units), where
-    #: they pay; small batches stay on ``threads`` (more threads cost them time).
-    batch_threads: int = Field(default=1, ge=1, le=64)
+    #: Threads that score the parts of a large batch at once (many units closing a step
+    #: together, a backlog): 0 = the CPUs this process may use, at most 4.
+    batch_threads: int = Field(default=0, ge=0, le=64)
     #: onnxruntime's CPU arena grows and never shrinks: off on small boxes.
     enable_cpu_mem_arena: bool = False
     #: Score every n-th closed step (1 = every step).

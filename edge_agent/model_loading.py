@@ -6,9 +6,21 @@ model set without running a server.
 
 from __future__ import annotations
 
+import os
+
 from edge_agent.config import AgentSettings
 from edge_agent.pipeline.manifest import MANIFEST_NAME, ManifestError
 from edge_agent.pipeline.scoring import ModelSet
+
+#: ``models.batch_threads: 0`` uses the usable CPUs up to this many (past it, the parts
+#: of a 125-window batch get too small to pay for their hand-off).
+AUTO_BATCH_THREADS_MAX = 4
+
+
+def auto_batch_threads() -> int:
+    """The CPUs this process may run on (its affinity, as systemd's CPUAffinity= sets it),
+    at most :data:`AUTO_BATCH_THREADS_MAX`."""
+    return max(1, min(AUTO_BATCH_THREADS_MAX, len(os.sched_getaffinity(0))))
 
 
 def load_model_set(settings: AgentSettings, pinned_sensors: list[str] | None) -> ModelSet:
@@ -23,6 +35,6 @@ def load_model_set(settings: AgentSettings, pinned_sensors: list[str] | None) ->
         settings.models.dir,
         expected_sensors=list(expected) if expected else None,
         threads=settings.models.threads,
-        batch_threads=settings.models.batch_threads,
+        batch_threads=settings.models.batch_threads or auto_batch_threads(),
         mem_arena=settings.models.enable_cpu_mem_arena,
     )

@@ -1,4 +1,4 @@
-"""ModelSet (edge_agent/pipeline/scoring.py): the sessions a batch runs on."""
+"""ModelSet (edge_agent/pipeline/scoring.py) and how a batch is cut into parts for threads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from handmade_models import build_model_set, normal_series
 
-from edge_agent.pipeline.scoring import LARGE_BATCH, ModelSet
+from edge_agent.pipeline.outcome import (
+    MAX_SCORE_BATCH,
+    MIN_PARALLEL_WINDOWS,
+    ScoreJob,
+    batch_slices,
+    run_models,
+)
+from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.sensor_health import SensorHealth
 
 WINDOW = 10
 
@@ -23,25 +31,64 @@ def windows(n: int) -> np.ndarray:
     return np.stack([series[i : i + WINDOW] for i in range(n)])
 
 
-def test_large_batches_run_on_the_multi_threaded_sessions_with_the_same_scores(
-    model_dir: Path,
+def test_batch_slices_cover_the_batch_in_bounded_parts_a_multiple_of_the_threads() -> None:
+    for parallel in (1, 2, 3, 4):
+        for n in range(0, 700):
+            parts = batch_slices(n, parallel)
+            assert [i for a, b in parts for i in range(a, b)] == list(range(n))
+            sizes = [b - a for a, b in parts]
+            assert all(1 <= k <= MAX_SCORE_BATCH for k in sizes)
+            assert not sizes or max(sizes) - min(sizes) <= 1  # near-equal
+            p = min(parallel, n // MIN_PARALLEL_WINDOWS)
+            if p > 1:
+                assert len(parts) % p == 0 and min(sizes) >= MIN_PARALLEL_WINDOWS
+            else:
+                assert len(parts) == -(-n // MAX_SCORE_BATCH)
+    assert [b - a for a, b in batch_slices(125, 2)] == [62, 63]
+    assert [b - a for a, b in batch_slices(300, 2)] == [75] * 4
+    assert batch_slices(31, 2) == [(0, 31)]  # two parts of 15 would not pay
+
+
+def test_a_batch_scores_the_same_however_it_is_cut(model_dir: Path) -> None:
+    """The parts threads score give exactly (bit for bit) the scores of one batch: each
+    window is scored on its own rows, so replay (one thread) equals live (several)."""
+    ms = ModelSet.load(model_dir, batch_threads=3)
+    w = windows(150)
+    whole = ms.score(w)
+    for parallel in (1, 2, 3):
+        ms.parallel = parallel
+        cuts: list[int] = []
+
+        def map_parts(score, parts, cuts=cuts):  # type: ignore[no-untyped-def]
+            cuts.extend(len(p) for p in parts)
+            return [score(p) for p in reversed(parts)][::-1]  # out of order, results in order
+
+        health = SensorHealth(ms.manifest.sensors, rolling=10)
+        job = ScoreJob(0.0, [], [], list(range(150)), w, ms, health)
+        run_models(job, map_parts)
+        assert cuts == [b - a for a, b in batch_slices(150, parallel)]
+        assert len(cuts) == {1: 2, 2: 2, 3: 3}[parallel]
+        for key in whole.scores:
+            together = np.concatenate([b.scores[key] for b in job.scored])
+            np.testing.assert_array_equal(together, whole.scores[key])
+        np.testing.assert_array_equal(
+            np.concatenate([b.votes.ensemble_decision for b in job.scored]),
+            whole.votes.ensemble_decision,
+        )
+
+
+def test_batch_threads_0_uses_the_cpus_the_process_may_run_on(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plain = ModelSet.load(model_dir)
-    threaded = ModelSet.load(model_dir, batch_threads=2)
-    assert plain.batch_sessions == {} and set(threaded.batch_sessions) == set(threaded.sessions)
-    ran: list[str] = []
-    for key, sess in threaded.batch_sessions.items():
-        real = sess.run
+    from edge_agent.config import AgentSettings
+    from edge_agent.model_loading import AUTO_BATCH_THREADS_MAX, load_model_set
 
-        def spy(names: list[str], feeds: dict[str, np.ndarray], real=real, key=key) -> list:
-            ran.append(f"{key}:{len(next(iter(feeds.values())))}")
-            return real(names, feeds)
-
-        threaded.batch_sessions[key] = type("Spy", (), {"run": staticmethod(spy)})()
-    big, small = windows(LARGE_BATCH), windows(LARGE_BATCH - 1)
-    for w in (big, small):
-        a, b = plain.score(w), threaded.score(w)
-        for name in a.scores:
-            np.testing.assert_allclose(a.scores[name], b.scores[name], rtol=1e-5, atol=1e-7)
-        np.testing.assert_array_equal(a.votes.ensemble_decision, b.votes.ensemble_decision)
-    assert sorted(ran) == sorted(f"{k}:{LARGE_BATCH}" for k in threaded.sessions)
+    settings = AgentSettings(units=[{"name": "u1"}], models={"dir": str(model_dir)})
+    assert settings.models.batch_threads == 0  # the default
+    for cpus, expected in ((1, 1), (2, 2), (16, AUTO_BATCH_THREADS_MAX)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cpus: set(range(n)))
+        assert load_model_set(settings, None).parallel == expected
+    pinned = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"batch_threads": 3})}
+    )
+    assert load_model_set(pinned, None).parallel == 3

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from handmade_models import build_model_set, normal_series
@@ -25,7 +26,8 @@ from edge_agent.daemon.ticker import Ticker
 from edge_agent.metrics import Metrics
 from edge_agent.model_loading import load_model_set
 from edge_agent.pipeline.engine import Engine, ScoreJob, StepOutcome, TickResult, run_models
-from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.outcome import MapParts
+from edge_agent.pipeline.scoring import BatchScores, ModelSet
 from harness.broker import MosquittoBroker
 from harness.telemetry import PLANT, telemetry_payload
 
@@ -39,7 +41,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_set(model_dir: Path) -> ModelSet:
-    return load_model_set(make_settings(models={"dir": str(model_dir)}), None)
+    return load_model_set(make_settings(models={"dir": str(model_dir), "batch_threads": 1}), None)
 
 
 class GatedRun:
@@ -51,12 +53,12 @@ class GatedRun:
         self.threads: list[str] = []
         self.jobs: list[ScoreJob] = []
 
-    def __call__(self, job: ScoreJob) -> ScoreJob:
+    def __call__(self, job: ScoreJob, map_parts: MapParts | None = None) -> ScoreJob:
         self.threads.append(threading.current_thread().name)
         self.jobs.append(job)
         self.entered.set()
         assert self.gate.wait(10), "the test never opened the gate"
-        return run_models(job)
+        return run_models(job, map_parts)
 
 
 def send(e: Engine, unit: str, ts: float, row: list[float]) -> None:
@@ -211,3 +213,57 @@ def test_the_worker_shortens_the_gil_switch_interval_while_it_runs() -> None:
     worker.close()
     worker.close()  # idempotent: restores once
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+async def test_a_large_batch_is_scored_as_parts_on_threads_of_their_own(
+    model_set: ModelSet, model_dir: Path
+) -> None:
+    """``models.batch_threads: 2``: a 40-window batch is two parts of 20, scored at once on
+    two pool threads, with exactly the scores one thread gives; with a set loaded for one
+    thread (a reload) the next batch is one part again."""
+    settings = make_settings(
+        units=[{"name": f"b{i}"} for i in range(40)],
+        models={"dir": str(model_dir), "batch_threads": 2},
+    )
+    parallel = load_model_set(settings, None)
+    assert parallel.parallel == 2
+
+    def job_for(ms: ModelSet) -> tuple[Engine, ScoreJob]:
+        e = Engine(settings, ms, Metrics())
+        for k in range(WINDOW):
+            for i in range(40):
+                send(e, f"b{i}", T0 + k, SERIES[UNITS[i % 3]][k])
+            if k < WINDOW - 1:
+                e.tick(T0 + k + 0.05)
+        job = e.prepare(T0 + WINDOW - 1 + 0.05)
+        assert len(job.batch_rows) == 40
+        return e, job
+
+    seen: list[tuple[str, int]] = []
+    real_score = parallel.score
+    both = threading.Barrier(2, timeout=10)  # broken (an error) unless the parts overlap
+
+    def spy(windows: np.ndarray) -> BatchScores:
+        seen.append((threading.current_thread().name, len(windows)))
+        both.wait()
+        return real_score(windows)
+
+    parallel.score = spy  # type: ignore[method-assign]
+    worker = ScoringWorker()
+    try:
+        _, job = job_for(parallel)
+        await worker.score(job)
+        assert sorted(n for _, n in seen) == [20, 20]
+        assert len({t for t, _ in seen}) == 2 and all(t.startswith("scoring-part") for t, _ in seen)
+        assert worker.part_threads == 2
+        _, alone = job_for(model_set)  # batch_threads 1: one part, on the worker's thread
+        run_models(alone)
+        assert len(alone.scored) == 1
+        for key in alone.scored[0].scores:
+            together = np.concatenate([b.scores[key] for b in job.scored])
+            np.testing.assert_array_equal(together, alone.scored[0].scores[key])
+        _, again = job_for(model_set)  # as after a reload to batch_threads 1
+        await worker.score(again)
+        assert len(again.scored) == 1
+    finally:
+        worker.close()

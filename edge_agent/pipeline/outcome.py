@@ -9,7 +9,8 @@ event loop goes on taking messages; replay and the tests run all three in one ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,30 @@ from edge_agent.pipeline.sensor_health import SensorHealth
 #: windows up, while one huge batch (a backlog after an outage) would spike memory that
 #: glibc then keeps.
 MAX_SCORE_BATCH = 128
+#: A batch is split over the model set's ``parallel`` threads only into parts of at least
+#: this many windows: below it the hand-off costs about what the second core saves.
+MIN_PARALLEL_WINDOWS = 16
+
+#: ``map``-like: runs ``score`` on each part (perhaps on several threads), results in order.
+MapParts = Callable[
+    [Callable[[NDArray[np.float32]], BatchScores], list[NDArray[np.float32]]],
+    Iterable[BatchScores],
+]
+
+
+def batch_slices(n: int, parallel: int = 1) -> list[tuple[int, int]]:
+    """Contiguous ``(start, end)`` parts of ``n`` windows, near-equal, each at most
+    :data:`MAX_SCORE_BATCH`; a multiple of ``parallel`` of them when every part still gets
+    :data:`MIN_PARALLEL_WINDOWS`, so a burst of 125 windows is two parts on two cores.
+    Scores do not depend on how a batch is cut (every window is scored on its own rows)."""
+    if n <= 0:
+        return []
+    k = -(-n // MAX_SCORE_BATCH)
+    p = min(parallel, n // MIN_PARALLEL_WINDOWS)
+    if p > 1:
+        k = -(-k // p) * p
+    bounds = [i * n // k for i in range(k + 1)]
+    return list(itertools.pairwise(bounds))
 
 
 @dataclass(slots=True)
@@ -111,7 +136,7 @@ class ScoreJob:
     windows: NDArray[np.float32]
     model_set: ModelSet
     health: SensorHealth
-    #: Filled by :func:`run_models`: one entry per ``MAX_SCORE_BATCH`` slice of ``windows``.
+    #: Filled by :func:`run_models`: one entry per part of ``windows``, in order.
     scored: list[BatchScores] = field(default_factory=list)
     #: (batch, sensors): windows whose recent readings are too rough to trust.
     noisy: NDArray[np.bool_] | None = None
@@ -121,13 +146,19 @@ class ScoreJob:
         return bool(self.batch_rows)
 
 
-def run_models(job: ScoreJob) -> ScoreJob:
-    """Score the job's windows in bounded batches. Touches only the job (thread-safe:
-    onnxruntime sessions may be run from any thread)."""
+def run_models(job: ScoreJob, map_parts: MapParts | None = None) -> ScoreJob:
+    """Score the job's windows in the parts :func:`batch_slices` cuts, through
+    ``map_parts`` when given (the daemon's threads) or one after another. Touches only the
+    job (thread-safe: onnxruntime sessions may be run from several threads at once)."""
     if job.scored or not job.batch_rows:
         return job
-    for start in range(0, len(job.batch_rows), MAX_SCORE_BATCH):
-        job.scored.append(job.model_set.score(job.windows[start : start + MAX_SCORE_BATCH]))
+    parallel = job.model_set.parallel if map_parts is not None else 1
+    parts = [job.windows[a:b] for a, b in batch_slices(len(job.batch_rows), parallel)]
+    score = job.model_set.score
+    if map_parts is not None and len(parts) > 1:
+        job.scored = list(map_parts(score, parts))
+    else:
+        job.scored = [score(part) for part in parts]
     if job.health.enabled:
         job.noisy = job.health.noisy(job.windows)
     return job

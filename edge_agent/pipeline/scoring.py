@@ -71,10 +71,6 @@ def _check_io(key: str, entry: ModelEntry, sess: ort.InferenceSession, manifest:
         raise ManifestError(f"model {key}: outputs {sorted(missing)} not in graph")
 
 
-#: Batches of this many windows and more run on the ``batch_threads`` sessions.
-LARGE_BATCH = 64
-
-
 class ModelSet:
     """A verified manifest with one onnxruntime session per model."""
 
@@ -83,15 +79,15 @@ class ModelSet:
         manifest: Manifest,
         models_dir: Path,
         sessions: dict[str, Any],
-        batch_sessions: dict[str, Any] | None = None,
+        parallel: int = 1,
     ) -> None:
         self.manifest = manifest
         self.models_dir = models_dir
         self.sessions = sessions
-        #: Sessions with more intra-op threads, for batches of ``LARGE_BATCH`` windows and
-        #: more (a backlog): there the threads pay; for a few windows they cost more than
-        #: they give (measured: benchmarks/inference.py).
-        self.batch_sessions = batch_sessions or {}
+        #: Threads a large batch's parts may be scored on at once (``models.batch_threads``;
+        #: see :func:`~edge_agent.pipeline.outcome.batch_slices`). onnxruntime sessions may
+        #: be run from several threads at once, so the parts share these sessions.
+        self.parallel = max(1, parallel)
         self.feature_spec = manifest.feature_spec
 
     @classmethod
@@ -105,29 +101,20 @@ class ModelSet:
     ) -> ModelSet:
         models_dir = Path(models_dir)
         manifest = load_manifest(models_dir, expected_sensors)
-
-        def sessions_with(opts: ort.SessionOptions) -> dict[str, Any]:
-            sessions: dict[str, Any] = {}
-            for key, entry in manifest.models.items():
-                try:
-                    sess = ort.InferenceSession(
-                        str(models_dir / entry.file),
-                        sess_options=opts,
-                        providers=["CPUExecutionProvider"],
-                    )
-                except Exception as exc:  # onnxruntime raises its own exception types
-                    raise ManifestError(f"model {key}: onnxruntime cannot load it: {exc}") from None
-                _check_io(key, entry, sess, manifest)
-                sessions[key] = sess
-            return sessions
-
-        sessions = sessions_with(session_options(threads, mem_arena))
-        batch_sessions = (
-            sessions_with(session_options(batch_threads, mem_arena))
-            if batch_threads > threads
-            else None
-        )
-        return cls(manifest, models_dir, sessions, batch_sessions)
+        opts = session_options(threads, mem_arena)
+        sessions: dict[str, Any] = {}
+        for key, entry in manifest.models.items():
+            try:
+                sess = ort.InferenceSession(
+                    str(models_dir / entry.file),
+                    sess_options=opts,
+                    providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ManifestError(f"model {key}: onnxruntime cannot load it: {exc}") from None
+            _check_io(key, entry, sess, manifest)
+            sessions[key] = sess
+        return cls(manifest, models_dir, sessions, parallel=batch_threads)
 
     @property
     def version(self) -> str:
@@ -146,8 +133,7 @@ class ModelSet:
         names = [entry.score_output]
         if entry.per_sensor_output:
             names.append(entry.per_sensor_output)
-        pool = self.batch_sessions if len(x) >= LARGE_BATCH and self.batch_sessions else None
-        values = (pool or self.sessions)[key].run(names, {entry.input_name: x})
+        values = self.sessions[key].run(names, {entry.input_name: x})
         return dict(zip(names, values, strict=True))
 
     def score(self, windows: NDArray[np.floating[Any]]) -> BatchScores:
