@@ -426,27 +426,36 @@ def test_flood_guard_summarises_limit_alert_floods(model_set: ModelSet) -> None:
     ALERT_SCHEMA.validate(orjson.loads(summary.to_json()))
 
 
+LAG = 1200.0  # seconds the readings are old when they arrive
+
+
+def lagged_flood(
+    model_set: ModelSet, series: NDArray[np.float64]
+) -> tuple[Engine, Metrics, list[Alert]]:
+    """An engine with a flood guard of 2 raises per 20 s, fed ``series`` 20 minutes late."""
+    e, metrics = engine(
+        model_set,
+        units=[{"name": "u1", "limits": {"load": {"hi": 650.0}}}],
+        align={"lateness_seconds": 2.0, "stale_after_seconds": 5.0, "max_age_seconds": 86400},
+        alarm={"on_delay": 1, "off_delay": 1, "flood_max": 2, "flood_window_seconds": 20},
+    )
+    alerts: list[Alert] = []
+    for i, row in enumerate(series):
+        ts = T0 + i
+        payload = orjson.dumps({"ts": ts, "values": dict(zip(NAMES, row.tolist(), strict=True))})
+        e.handle_message("plant/plant1/u1/telemetry", payload, ts + LAG + 0.01)
+        alerts.extend(e.tick(ts + LAG + 0.05).alerts)
+    return e, metrics, alerts
+
+
 def test_flood_guard_holds_for_data_that_lags_the_agent_clock(model_set: ModelSet) -> None:
     """Readings 20 minutes old when they arrive (a gateway back-filling after an outage, or
     a plant clock behind the agent's): the flood window is in data time, so the guard holds
     back exactly what it holds back live. Judged on the agent's clock, every window would
     have ended at once and nothing would be held back (what CI saw in the flood test)."""
-    lag = 1200.0
-    limits = {"load": {"hi": 650.0}}
-    e, metrics = engine(
-        model_set,
-        units=[{"name": "u1", "limits": limits}],
-        align={"lateness_seconds": 2.0, "stale_after_seconds": 5.0, "max_age_seconds": 86400},
-        alarm={"on_delay": 1, "off_delay": 1, "flood_max": 2, "flood_window_seconds": 20},
-    )
     series = normal_series(40, seed=8)
     series[0:10:2, 4] = 700.0
-    alerts: list[Alert] = []
-    for i, row in enumerate(series):
-        ts = T0 + i
-        payload = orjson.dumps({"ts": ts, "values": dict(zip(NAMES, row.tolist(), strict=True))})
-        e.handle_message("plant/plant1/u1/telemetry", payload, ts + lag + 0.01)
-        alerts.extend(e.tick(ts + lag + 0.05).alerts)
+    _, metrics, alerts = lagged_flood(model_set, series)
     raised = [a for a in alerts if a.kind == "limit" and a.state == "raised"]
     assert [a.ts - T0 for a in raised] == [0.0, 2.0]
     assert sample(metrics, "alerts_suppressed_total", kind="limit") == 3
@@ -458,27 +467,14 @@ def test_flood_guard_holds_for_data_that_lags_the_agent_clock(model_set: ModelSe
 def test_a_quiet_units_flood_summary_comes_out_on_its_own_clock(model_set: ModelSet) -> None:
     """A unit whose data lags by 20 minutes goes quiet inside a flood window: the summary
     comes out once the window has passed on the unit's clock, not before and not never."""
-    lag = 1200.0
-    limits = {"load": {"hi": 650.0}}
-    e, _ = engine(
-        model_set,
-        units=[{"name": "u1", "limits": limits}],
-        align={"lateness_seconds": 2.0, "stale_after_seconds": 5.0, "max_age_seconds": 86400},
-        alarm={"on_delay": 1, "off_delay": 1, "flood_max": 2, "flood_window_seconds": 20},
-    )
     series = normal_series(8, seed=8)
     series[0:8:2, 4] = 700.0  # four raises in the first 8 s, then silence
-    alerts: list[Alert] = []
-    for i, row in enumerate(series):
-        ts = T0 + i
-        payload = orjson.dumps({"ts": ts, "values": dict(zip(NAMES, row.tolist(), strict=True))})
-        e.handle_message("plant/plant1/u1/telemetry", payload, ts + lag + 0.01)
-        alerts.extend(e.tick(ts + lag + 0.05).alerts)
+    e, _, alerts = lagged_flood(model_set, series)
     assert not [a for a in alerts if a.kind == "flood"]
     # The window ends at T0 + 20 in data time; its last step can close 1 s + lateness later.
-    alerts.extend(e.tick(T0 + lag + 20.5).alerts)
+    alerts.extend(e.tick(T0 + LAG + 20.5).alerts)
     assert not [a for a in alerts if a.kind == "flood"], "the window has not passed yet"
-    alerts.extend(e.tick(T0 + lag + 23.5).alerts)
+    alerts.extend(e.tick(T0 + LAG + 23.5).alerts)
     [summary] = [a for a in alerts if a.kind == "flood"]
     assert summary.flood is not None  # the silence raised sensor_stale: held back too
     assert dict(summary.flood.by_kind) == {"limit": 2, "sensor_stale": 1}
