@@ -42,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 
 #: How the receiver takes messages: aiomqtt's ``async for``; paho's ``on_message`` callback
 #: on the same aiomqtt client (aiomqtt's socket reader: one packet per loop wake-up); and the
-#: agent's direct path (:mod:`edge_agent.daemon.mqtt.direct`: the callback plus a reader
-#: that takes up to READ_BATCH packets per wake-up).
+#: agent's direct path (:mod:`edge_agent.daemon.mqtt.direct`: one large read per wake-up,
+#: cut into packets and decoded by the agent's own framer).
 LOOPS = ("aiomqtt", "paho", "direct")
 
 
@@ -105,7 +105,9 @@ async def receive(
     reader = None
     if loop == "direct":
         reader = DirectReader(
-            client, lambda message, _arrival: on_message(None, None, message), hold_max=10**6
+            client,
+            lambda _topic, payload, _retain, _arrival: None if done.is_set() else took(payload),
+            hold_max=10**6,
         )
         reader.install()
     async with client:

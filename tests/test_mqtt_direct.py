@@ -72,8 +72,8 @@ async def test_publish_nowait_is_false_when_disconnected_and_for_a_bad_topic(
 async def test_direct_path_delivers_in_order_with_arrival_stamps(
     mosquitto: MosquittoBroker, protocol: str
 ) -> None:
-    """More messages than one read batch, sent at once: order and stamps survive batching."""
-    n = 3 * direct.READ_BATCH + 7
+    """More messages than one read takes, sent at once: order and stamps survive framing."""
+    n = 3 * direct.READ_BYTES // 20 + 7
     settings = agent_settings(mosquitto, protocol=protocol, receive_path="direct")
     async with RunningLink(settings) as run:
         assert await run.link.wait_connected(5)
@@ -143,3 +143,72 @@ async def test_direct_path_holds_what_the_session_delivers_until_subscribed(
         await asyncio.wait_for(task, 10)
     assert [p for p, _ in seen] == [str(i).encode() for i in range(20)]
     assert all(up for _, up in seen)
+
+
+async def test_direct_path_acknowledges_qos1_messages_it_decodes(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """QoS 1 deliveries are decoded by the agent's framer, so it sends their PUBACKs: a broker
+    that got none would deliver them again to the next connection of the same session."""
+    settings = agent_settings(mosquitto, receive_path="direct", protocol="3.1.1")
+    async with RunningLink(settings) as run:
+        assert await run.link.wait_connected(5)
+        async with observer(mosquitto) as pub:
+            for i in range(30):
+                await pub.publish("plant/p1/u1/sensors/load", str(i).encode(), qos=1)
+        await run.wait_received(30)
+    async with RunningLink(settings) as again:
+        assert await again.link.wait_connected(5)
+        async with observer(mosquitto) as pub:
+            await pub.publish("plant/p1/u1/sensors/load", b"after", qos=1)
+        await again.wait_received(1)
+        await asyncio.sleep(0.2)
+    assert [p for _, p, _ in again.received] == [b"after"]
+
+
+async def test_direct_path_takes_mqtt5_messages_with_properties(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Properties a producer sets (content type, user properties) do not reach the payload."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    settings = agent_settings(mosquitto, receive_path="direct", protocol="5")
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ContentType = "application/json"
+    properties.UserProperty = [("site", "north"), ("gateway", "g" * 300)]
+    async with RunningLink(settings) as run:
+        assert await run.link.wait_connected(5)
+        async with observer(mosquitto) as pub:
+            for i in range(5):
+                await pub.publish(
+                    "plant/p1/u1/sensors/load", str(i).encode(), qos=i % 2, properties=properties
+                )
+        await run.wait_received(5)
+    assert [p for _, p, _ in run.received] == [str(i).encode() for i in range(5)]
+
+
+def test_the_installed_paho_has_what_the_framed_reader_needs() -> None:
+    """An upgrade of paho that drops one of these internals must be noticed here (the link
+    would fall back to paho's slower reader)."""
+    import paho.mqtt.client as paho
+
+    assert direct.framed_reading_supported(paho.Client(paho.CallbackAPIVersion.VERSION2))
+
+
+async def test_the_fallback_reader_delivers_too(
+    mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the internals the direct path still works, with paho reading each packet."""
+    monkeypatch.setattr(direct, "framed_reading_supported", lambda client: False)
+    settings = agent_settings(mosquitto, receive_path="direct")
+    async with RunningLink(settings) as run:
+        assert await run.link.wait_connected(5)
+        publisher = MqttClient(mosquitto.port, "publisher")
+        try:
+            for i in range(100):
+                publisher.publish("plant/p1/u1/sensors/load", str(i).encode(), qos=int(i == 99))
+        finally:
+            publisher.close()
+        await run.wait_received(100)
+    assert [p for _, p, _ in run.received] == [str(i).encode() for i in range(100)]

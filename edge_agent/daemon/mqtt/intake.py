@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable
 
 import aiomqtt
-import paho.mqtt.client as paho
 from structlog.typing import FilteringBoundLogger
 
 from edge_agent.metrics import Metrics
@@ -151,17 +150,14 @@ class Intake:
             # A bug in one handler must not take the connection down with it.
             self.handler_failed(message.topic.value)
 
-    def deliver_paho(self, message: paho.MQTTMessage, arrival: float) -> None:
-        """The direct path: paho's message straight to ``on_message``."""
-        topic = "?"
+    def deliver_direct(self, topic: str, payload: bytes, retain: bool, arrival: float) -> None:
+        """The direct path: a decoded PUBLISH straight to ``on_message``."""
         try:
-            topic = message.topic  # decoded by paho on each access: read once
-            if message.retain and self.on_retained is not None and self.on_retained(topic):
+            if retain and self.on_retained is not None and self.on_retained(topic):
                 return
-            payload = message.payload
-            self.on_message(topic, payload if type(payload) is bytes else bytes(payload), arrival)
+            self.on_message(topic, payload, arrival)
         except Exception:
-            # Raised inside paho's read, it would end the connection: count it instead.
+            # Raised inside the socket reader, it would end the connection: count it instead.
             self.handler_failed(topic)
 
     def handler_failed(self, topic: str) -> None:

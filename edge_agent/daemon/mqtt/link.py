@@ -176,7 +176,7 @@ class MqttLink:
         if self.settings.mqtt.receive_path == "direct":
             direct = DirectReader(
                 client,
-                self.intake.deliver_paho,
+                self.intake.deliver_direct,
                 hold_max=_client.INCOMING_QUEUE_MAX,
                 on_full=self.intake.count_drop,
                 clock=self.intake.clock,
