@@ -12,6 +12,8 @@ One concept per module:
 * :mod:`.link`: the state machine (connect, subscribe, receive, publish, stop, reconnect).
 * :mod:`.client`: one configured ``aiomqtt.Client`` per attempt (session, Last Will).
 * :mod:`.intake`: the bounded, arrival-stamping incoming queue and delivery to the agent.
+* :mod:`.direct`: the default receive path, reading the socket itself.
+* :mod:`.framing`: MQTT packets out of a byte stream (pure; the direct path's decoder).
 * :mod:`.status`: the retained status message.
 * :mod:`.subscriptions`: the wildcard subscriptions (made by :mod:`edge_agent.topics`).
 * :mod:`.properties`: paho properties from plain values.
