@@ -31,6 +31,13 @@ HERE = Path(__file__).resolve().parent
 SKAB_DATA = Path("..") / "shared" / "data" / "skab"  # relative to the repository root
 
 
+#: The stride-10 telemetry run: the same script as ``end_to_end``, its own results file.
+STRIDE_RUN = "end_to_end_stride10"
+STRIDE_STAGES = ("telemetry:1000:10000", "telemetry:1250:12500", "telemetry:1500:15000")
+#: Results name -> script, where they differ.
+SCRIPT_OF = {STRIDE_RUN: "end_to_end"}
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(results name, command-line arguments) of each benchmark, in running order."""
     quick = ["--quick"] if args.quick else []
@@ -39,6 +46,9 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("ingest_ceiling", [*quick, "--seconds", "5"]),
         ("training_time", ["--rerun"] if args.rerun_training else []),
         ("end_to_end", [*quick, "--seconds", "8"]),
+        # the documented lever when scoring is the limit: telemetry at models.stride 10
+        (STRIDE_RUN, [*quick, "--seconds", "8", "--stride", "10", "--name", STRIDE_RUN]
+         + ([] if args.quick else [a for r in STRIDE_STAGES for a in ("--stage", r)])),
         # profiled (py-spy, from the dev extra): a missed latency target comes with the
         # functions the agent spent its time in
         ("latency", [*quick, "--profile"]),
@@ -59,11 +69,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / f"{name}.py"), *extra]
+    script = SCRIPT_OF.get(name, name)
+    cmd = [sys.executable, str(HERE / f"{script}.py"), *extra]
     if name != "ingest_ceiling":  # the only one without models
         cmd += ["--models", str(models)]
     pinnable = ("ingest_ceiling", "end_to_end", "latency", "cost_curve", "baseline", "footprint")
-    if pin and name in (*pinnable, "soak"):
+    if pin and script in (*pinnable, "soak"):
         cmd.append("--pin")
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     t0, started = time.monotonic(), time.time()
@@ -87,6 +98,8 @@ def run_one(name: str, extra: list[str], models: Path, pin: bool) -> dict[str, A
 ISSUE14 = (
     ("telemetry readings/s, zero loss", "end_to_end", "summary.sustained_telemetry_readings_per_s",
      ">=", 80000, "readings/s"),
+    ("telemetry readings/s at models.stride 10 (the lever; not every step scored)", STRIDE_RUN,
+     "summary.sustained_telemetry_readings_per_s", ">=", 80000, "readings/s"),
     ("per-sensor msgs/s, zero loss", "end_to_end", "summary.sustained_sensor_msgs_per_s",
      ">=", 10000, "msgs/s"),
     ("p99 reading->score, burst (subscriber)", "latency",

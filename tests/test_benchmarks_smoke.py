@@ -102,9 +102,18 @@ def test_footprint_closure_and_training_time(tiny_models: Path) -> None:
 
 
 def test_orchestrators_parse_their_modes() -> None:
-    names = [n for n, _ in run_all.plan(run_all_args(soak=True))]
+    steps = dict(run_all.plan(run_all_args(soak=True)))
+    names = list(steps)
     assert names[0] == "inference" and names[-1] == "soak"
     assert {"latency", "cost_curve"} <= set(names)
+    # the stride lever runs the end-to-end script into a results file of its own
+    stride = steps[run_all.STRIDE_RUN]
+    assert run_all.SCRIPT_OF[run_all.STRIDE_RUN] == "end_to_end"
+    assert stride[stride.index("--stride") + 1] == "10"
+    assert stride[stride.index("--name") + 1] == run_all.STRIDE_RUN
+    parsed = end_to_end.build_parser().parse_args(stride)
+    assert parsed.stride == 10
+    assert parsed.stage == [end_to_end.parse_stage(s) for s in run_all.STRIDE_STAGES]
     assert baseline.saturated_rate([[0, 0], [1, 2], [2, 5], [3, 9]], 1, 3) == 3.5
     for module in (baseline, baseline_agent, footprint, soak, end_to_end, loadgen, latency):
         assert module.build_parser().format_help()
@@ -176,6 +185,7 @@ def test_cost_curve_quick_grows_units_and_sensors(tiny_models: Path) -> None:
 def test_run_all_reads_issue14_targets(tmp_path: Path) -> None:
     files = {
         "end_to_end": {"summary": {"sustained_telemetry_readings_per_s": 90000.0}},
+        run_all.STRIDE_RUN: {"summary": {"sustained_telemetry_readings_per_s": 50000.0}},
         "latency": {"targets": [{"figure": "p99 reading->score at a subscriber, burst (ms)",
                                  "value": 25.0}]},
     }  # fmt: skip
@@ -185,6 +195,8 @@ def test_run_all_reads_issue14_targets(tmp_path: Path) -> None:
         runs.append({"name": name, "result_file": str(tmp_path / f"{name}.json")})
     got = {t["figure"]: t["met"] for t in run_all.issue14_targets(runs)}
     assert got["telemetry readings/s, zero loss"] is True
+    stride = next(f for f in got if "stride 10" in f)
+    assert got[stride] is False  # its own file, not the stride-1 figure
     assert got["p99 reading->score, burst (subscriber)"] is False
     assert got["per-sensor msgs/s, zero loss"] is None  # not in the file: not measured
     assert got["end to end vs the seed design (x)"] is None
