@@ -47,8 +47,11 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("training_time", ["--rerun"] if args.rerun_training else []),
         ("end_to_end", [*quick, "--seconds", "8"]),
         # the documented lever when scoring is the limit: telemetry at models.stride 10
-        (STRIDE_RUN, [*quick, "--seconds", "8", "--stride", "10", "--name", STRIDE_RUN]
-         + ([] if args.quick else [a for r in STRIDE_STAGES for a in ("--stage", r)])),
+        (
+            STRIDE_RUN,
+            [*quick, "--seconds", "8", "--stride", "10", "--name", STRIDE_RUN]
+            + ([] if args.quick else [a for r in STRIDE_STAGES for a in ("--stage", r)]),
+        ),
         # profiled (py-spy, from the dev extra): a missed latency target comes with the
         # functions the agent spent its time in
         ("latency", [*quick, "--profile"]),
