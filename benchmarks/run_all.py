@@ -32,7 +32,7 @@ SKAB_DATA = Path("..") / "shared" / "data" / "skab"  # relative to the repositor
 
 
 #: The stride-10 telemetry run: the same script as ``end_to_end``, its own results file.
-#: 1,000 units (the agent's default ``max_units``), the rate raised by a shorter step.
+#: 1,000 units (the agent's default ``ingest.max_units``), the rate raised by a shorter step.
 STRIDE_RUN = "end_to_end_stride10"
 STRIDE_STAGES = ("telemetry:1000:10000", "telemetry:1000:12500", "telemetry:1000:15000")
 #: Results name -> script, where they differ.
