@@ -14,6 +14,7 @@ One concept per module:
 * :mod:`.intake`: the bounded, arrival-stamping incoming queue and delivery to the agent.
 * :mod:`.direct`: the default receive path, reading the socket itself.
 * :mod:`.framing`: MQTT packets out of a byte stream (pure; the direct path's decoder).
+* :mod:`.tcp`: the quick ACK after each read that keeps the broker's Nagle from holding readings.
 * :mod:`.status`: the retained status message.
 * :mod:`.subscriptions`: the wildcard subscriptions (made by :mod:`edge_agent.topics`).
 * :mod:`.properties`: paho properties from plain values.

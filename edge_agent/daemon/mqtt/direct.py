@@ -40,6 +40,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 from .framing import Framer, MalformedStream, Packet, Publish
+from .tcp import ack_now
 
 #: Bytes read per wake-up of the event loop (about 200 small sensor messages) before other
 #: tasks get their turn.
@@ -175,6 +176,7 @@ class DirectReader:
                 client._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
                 return
             self._arrival = arrival = self._clock()
+            ack_now(client._sock)  # else the broker's Nagle holds its next packet (see .tcp)
             with client._msgtime_mutex:
                 client._last_bytes_received = time.monotonic()
             try:
@@ -230,6 +232,7 @@ class DirectReader:
                 before = self.delivered
                 if client.loop_read() != paho.MQTT_ERR_SUCCESS:
                     return  # paho closed the socket (and told aiomqtt via on_disconnect)
+                ack_now(client._sock)
                 pending = getattr(client._sock, "pending", None)
                 if self.delivered == before and not (pending is not None and pending() > 0):
                     return
