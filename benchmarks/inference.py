@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "figures": "medians of process CPU time per call (ms/window = that / "
             "batch); wall-clock figures beside them",
             "ort_threads": 1,
-            "ort_mem_arena": False,
+            "ort_mem_arena": True,
             "keras": None
             if args.no_keras
             else {

@@ -31,7 +31,7 @@ def _ort_session(path_or_bytes: Path | bytes) -> Any:
 
     source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
     return ort.InferenceSession(
-        source, sess_options=session_options(1, False), providers=["CPUExecutionProvider"]
+        source, sess_options=session_options(1), providers=["CPUExecutionProvider"]
     )
 
 
@@ -212,7 +212,7 @@ def bench_model_set(models: Path, seconds: float, batches: tuple[int, ...]) -> l
     """The agent's whole scoring call: features + both graphs + vote."""
     from edge_agent.pipeline.scoring import ModelSet
 
-    ms = ModelSet.load(models, threads=1, mem_arena=False)
+    ms = ModelSet.load(models, threads=1)  # the agent's session options
     windows = model_sets.sample_windows(models, max(batches))
     inputs = {b: np.ascontiguousarray(windows[:b]) for b in batches}
     cases: list[tuple[str, int, Callable[[], Any]]] = [

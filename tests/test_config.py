@@ -21,7 +21,7 @@ def test_shipped_example_config_is_valid() -> None:
     s = load_settings(REPO / "config" / "agent.yaml")
     assert s.units[0].name == "unit1"
     assert s.metrics.host == "127.0.0.1"
-    assert s.models.enable_cpu_mem_arena is False
+    assert s.models.enable_cpu_mem_arena is True
 
 
 def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

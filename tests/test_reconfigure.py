@@ -51,7 +51,7 @@ def test_stride_change_is_applied_on_reload(model_dir: Path) -> None:
     [
         ("threads", 2),
         ("batch_threads", 2),
-        ("enable_cpu_mem_arena", True),
+        ("enable_cpu_mem_arena", False),
         ("expected_sensors", NAMES),
     ],
 )

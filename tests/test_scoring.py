@@ -44,8 +44,9 @@ def test_batch_slices_cover_the_batch_in_bounded_parts_a_multiple_of_the_threads
                 assert len(parts) % p == 0 and min(sizes) >= MIN_PARALLEL_WINDOWS
             else:
                 assert len(parts) == -(-n // MAX_SCORE_BATCH)
-    assert [b - a for a, b in batch_slices(125, 2)] == [62, 63]
-    assert [b - a for a, b in batch_slices(300, 2)] == [75] * 4
+    assert [b - a for a, b in batch_slices(125, 2)] == [31, 31, 31, 32]
+    assert [b - a for a, b in batch_slices(300, 2)] == [30] * 10
+    assert [b - a for a, b in batch_slices(40, 2)] == [20, 20]
     assert batch_slices(31, 2) == [(0, 31)]  # two parts of 15 would not pay
 
 
@@ -67,7 +68,7 @@ def test_a_batch_scores_the_same_however_it_is_cut(model_dir: Path) -> None:
         job = ScoreJob(0.0, [], [], list(range(150)), w, ms, health)
         run_models(job, map_parts)
         assert cuts == [b - a for a, b in batch_slices(150, parallel)]
-        assert len(cuts) == {1: 2, 2: 2, 3: 3}[parallel]
+        assert len(cuts) == {1: 5, 2: 6, 3: 6}[parallel]
         for key in whole.scores:
             together = np.concatenate([b.scores[key] for b in job.scored])
             np.testing.assert_array_equal(together, whole.scores[key])
@@ -92,3 +93,46 @@ def test_batch_threads_0_uses_the_cpus_the_process_may_run_on(
         update={"models": settings.models.model_copy(update={"batch_threads": 3})}
     )
     assert load_model_set(pinned, None).parallel == 3
+
+
+def test_the_arena_keeps_buffers_not_results(model_dir: Path) -> None:
+    """onnxruntime's arena (the default) reuses buffers between calls: scores of a batch
+    scored after others of other sizes equal, bit for bit, those of a fresh arena-less set."""
+    with_arena, without = ModelSet.load(model_dir), ModelSet.load(model_dir, mem_arena=False)
+    w = windows(70)
+    for n in (MAX_SCORE_BATCH, 3, MAX_SCORE_BATCH - 1):  # fill the arena with other shapes
+        with_arena.score(windows(n + 5)[5:])
+    a, b = with_arena.score(w[:MAX_SCORE_BATCH]), without.score(w[:MAX_SCORE_BATCH])
+    for key in a.scores:
+        np.testing.assert_array_equal(a.scores[key], b.scores[key])
+    assert a.per_sensor is not None and b.per_sensor is not None
+    np.testing.assert_array_equal(a.per_sensor, b.per_sensor)
+
+
+def test_loading_a_set_warms_the_arena_with_the_largest_part_on_each_thread(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_model_set scores one full part per part thread, at once, before returning: the
+    arena reaches its bound at start (and a reload), not under the plant's first burst."""
+    import threading
+
+    from edge_agent.config import AgentSettings
+    from edge_agent.model_loading import load_model_set
+
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    both = threading.Barrier(2, timeout=10)  # broken (an error) unless the two overlap
+    real = ModelSet.score
+
+    def spy(self: ModelSet, windows: np.ndarray) -> object:
+        calls.append((threading.current_thread().name, windows.shape))
+        both.wait()
+        return real(self, windows)
+
+    monkeypatch.setattr(ModelSet, "score", spy)
+    settings = AgentSettings(
+        units=[{"name": "u1"}], models={"dir": str(model_dir), "batch_threads": 2}
+    )
+    ms = load_model_set(settings, None)
+    shape = (MAX_SCORE_BATCH, ms.window, len(ms.manifest.sensors))
+    assert sorted(s for _, s in calls) == [shape, shape]
+    assert len({t for t, _ in calls}) == 2 and all(t.startswith("warm-up") for t, _ in calls)

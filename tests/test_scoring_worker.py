@@ -218,11 +218,11 @@ def test_the_worker_shortens_the_gil_switch_interval_while_it_runs() -> None:
 async def test_a_large_batch_is_scored_as_parts_on_threads_of_their_own(
     model_set: ModelSet, model_dir: Path
 ) -> None:
-    """``models.batch_threads: 2``: a 40-window batch is two parts of 20, scored at once on
-    two pool threads, with exactly the scores one thread gives; with a set loaded for one
-    thread (a reload) the next batch is one part again."""
+    """``models.batch_threads: 2``: a 32-window batch (``MAX_SCORE_BATCH``) is two parts of
+    16, scored at once on two pool threads, with exactly the scores one thread gives; with a
+    set loaded for one thread (a reload) the next batch is one part again."""
     settings = make_settings(
-        units=[{"name": f"b{i}"} for i in range(40)],
+        units=[{"name": f"b{i}"} for i in range(32)],
         models={"dir": str(model_dir), "batch_threads": 2},
     )
     parallel = load_model_set(settings, None)
@@ -231,12 +231,12 @@ async def test_a_large_batch_is_scored_as_parts_on_threads_of_their_own(
     def job_for(ms: ModelSet) -> tuple[Engine, ScoreJob]:
         e = Engine(settings, ms, Metrics())
         for k in range(WINDOW):
-            for i in range(40):
+            for i in range(32):
                 send(e, f"b{i}", T0 + k, SERIES[UNITS[i % 3]][k])
             if k < WINDOW - 1:
                 e.tick(T0 + k + 0.05)
         job = e.prepare(T0 + WINDOW - 1 + 0.05)
-        assert len(job.batch_rows) == 40
+        assert len(job.batch_rows) == 32
         return e, job
 
     seen: list[tuple[str, int]] = []
@@ -253,7 +253,7 @@ async def test_a_large_batch_is_scored_as_parts_on_threads_of_their_own(
     try:
         _, job = job_for(parallel)
         await worker.score(job)
-        assert sorted(n for _, n in seen) == [20, 20]
+        assert sorted(n for _, n in seen) == [16, 16]
         assert len({t for t, _ in seen}) == 2 and all(t.startswith("scoring-part") for t, _ in seen)
         assert worker.part_threads == 2
         _, alone = job_for(model_set)  # batch_threads 1: one part, on the worker's thread

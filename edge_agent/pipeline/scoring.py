@@ -32,8 +32,9 @@ class BatchScores:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def session_options(threads: int = 1, mem_arena: bool = False) -> ort.SessionOptions:
-    """Small-box defaults: few threads, and no CPU memory arena (it grows and never shrinks)."""
+def session_options(threads: int = 1, mem_arena: bool = True) -> ort.SessionOptions:
+    """Small-box defaults: few threads; the CPU arena bounded by the part size (see
+    :data:`~edge_agent.pipeline.outcome.MAX_SCORE_BATCH`)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
@@ -96,7 +97,7 @@ class ModelSet:
         models_dir: Path | str,
         expected_sensors: list[str] | None = None,
         threads: int = 1,
-        mem_arena: bool = False,
+        mem_arena: bool = True,
         batch_threads: int = 1,
     ) -> ModelSet:
         models_dir = Path(models_dir)
