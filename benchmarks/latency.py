@@ -13,6 +13,11 @@ Two patterns (issue 14, item 4):
   instant (a gateway scanning its tags): 125 messages within a millisecond, then silence;
 * ``steady``: 1 000 msgs/s (100 units at 10 steps/s, spread evenly over each step).
 
+``steady-broker-nodelay`` repeats ``steady`` with ``set_tcp_nodelay true`` in the broker's
+configuration (as ``config/mosquitto.conf`` ships it): Mosquitto's default Nagle holds a
+score on its way to the subscriber until the previous one is acknowledged. It is reported
+beside the targets, which are measured against the broker's defaults.
+
 Some units get a +35 °C bearing step past a configured HI limit every few steps, so alerts
 fire; reading→alert is measured the same way from the alert's ``ts``. Beside the subscriber's
 figures: the agent's own ``edge_agent_reading_to_score_seconds`` histogram over the same
@@ -69,11 +74,17 @@ class Pattern:
     fault_units: int
     fault_every: int
     fault_len: int
+    #: Lines added to the broker's configuration (a deployment variant, not a target).
+    broker_config: str = ""
 
+
+#: Mosquitto's option for the hop to the subscribers (``config/mosquitto.conf`` sets it).
+BROKER_NODELAY = "set_tcp_nodelay true"
 
 PATTERNS = (
     Pattern("burst", 125, 125.0, True, 30.0, 25, 15, 5),
     Pattern("steady", 100, 1000.0, False, 15.0, 10, 40, 10),
+    Pattern("steady-broker-nodelay", 100, 1000.0, False, 15.0, 10, 40, 10, BROKER_NODELAY),
 )
 
 
@@ -169,7 +180,7 @@ def run_pattern(
     r: StageResult = run_stage(
         models, "telemetry", pat.units, pat.rate, seconds, work,
         fault_units=pat.fault_units, fault_every=pat.fault_every, fault_len=pat.fault_len,
-        burst=pat.burst, backfill=True,
+        burst=pat.burst, backfill=True, broker_config=pat.broker_config,
         observe=lambda port: mosquitto_sub(port, out, topics),
         profile=work / "profile.txt" if profile else None,
     )  # fmt: skip
@@ -187,6 +198,7 @@ def run_pattern(
     }
     return {
         "pattern": pat.name,
+        "broker_config": pat.broker_config,
         "units": pat.units,
         "rate": pat.rate,
         "burst": pat.burst,
@@ -218,6 +230,8 @@ def _ms(seconds: float | None) -> float | None:
 def targets_of(rows: list[dict[str, Any]]) -> list[results.Target]:
     out = []
     for row in rows:
+        if row["broker_config"]:
+            continue  # a deployment variant: reported beside the targets
         for what in ("score", "alert"):
             out.append(
                 results.target(
@@ -237,7 +251,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = model_sets.resolve_models(args.models, tiny=args.tiny)
     patterns = [p for p in PATTERNS if not args.pattern or p.name in args.pattern]
     if args.quick:  # smallest meaningful sizes: 5 units at 10 steps/s, a few seconds
-        patterns = [Pattern(p.name, 5, 50.0, p.burst, 4.0, 2, 15, 5) for p in patterns]
+        patterns = [
+            Pattern(p.name, 5, 50.0, p.burst, 4.0, 2, 15, 5, p.broker_config) for p in patterns
+        ]
     print(f"model set: {models}; agent pinned to {procstat.cpu_split()[0] or 'all CPUs'}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edge-bench-latency-") as tmp:

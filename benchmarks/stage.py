@@ -135,6 +135,7 @@ def run_stage(
     warmup_seconds: float | None = None,
     observe: Callable[[int], AbstractContextManager[Any]] | None = None,
     catch_up_timeout: float = CATCH_UP_TIMEOUT,
+    broker_config: str = "",
 ) -> StageResult:
     """One fresh broker + agent, one load-generator run, full accounting.
 
@@ -145,7 +146,8 @@ def run_stage(
     With a backfill the measured window starts once the agent is at most two steps behind
     (or after ``catch_up_timeout``: an agent slower than the load never catches up).
     ``observe(broker port)`` is entered once the agent is ready and left after the drain: a
-    second subscriber (latency.py's ``mosquitto_sub``).
+    second subscriber (latency.py's ``mosquitto_sub``). ``broker_config``: lines added to
+    the broker's configuration.
     """
     plan = load_plan.Plan(units, rate, mode, burst=burst, width=width)
     window = window or int(model_sets.load_manifest_dict(models)["window"])
@@ -153,7 +155,7 @@ def run_stage(
     work.mkdir(parents=True, exist_ok=True)
     res = StageResult(mode, units, rate, plan.step_seconds, seconds, publish_scores=publish_scores)
     fault_names = [plan.unit_name(u) for u in range(fault_units)]
-    with running_broker(work / "broker", cpus=other_cpus) as broker:
+    with running_broker(work / "broker", cpus=other_cpus, extra_config=broker_config) as broker:
         metrics_port = free_port()
         opts = AgentOptions(
             models, plan.step_seconds, None, fault_names, publish_scores, extra=agent_extra or {}

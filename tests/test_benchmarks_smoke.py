@@ -150,7 +150,18 @@ def test_latency_quick_maps_every_score_to_its_publish(tiny_models: Path) -> Non
         ["--models", str(tiny_models), "--quick", "--no-write"]
     )
     result = latency.run(args)
-    assert [r["pattern"] for r in result["patterns"]] == ["burst", "steady"]
+    assert [r["pattern"] for r in result["patterns"]] == [
+        "burst",
+        "steady",
+        "steady-broker-nodelay",
+    ]
+    assert [r["broker_config"] for r in result["patterns"]] == ["", "", latency.BROKER_NODELAY]
+    # the variant is reported, not a target
+    assert [t["figure"] for t in result["targets"]] == [
+        f"p99 reading->{what} at a subscriber, {p} (ms)"
+        for p in ("burst", "steady")
+        for what in ("score", "alert")
+    ]
     for row in result["patterns"]:
         assert row["kept_up"], row["why_not"]
         s = row["reading_to_score_ms"]
