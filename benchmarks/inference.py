@@ -5,7 +5,7 @@ the same graph converted from the native forest), skl2onnx's stock converter on 
 native forest, and sklearn's ``decision_function``. LSTM autoencoder (on the same raw
 windows): the shipped ONNX graph vs Keras ``predict`` and Keras ``__call__`` on a model of
 the same architecture. Batches of 1, 16 and 256 windows. onnxruntime runs as the agent
-runs it: one intra-op thread, CPU memory arena off.
+runs it: one intra-op thread, CPU memory arena on (the agent's default).
 
     python benchmarks/inference.py [--models DIR] [--seconds 1.0] [--quick] [--no-keras]
 """

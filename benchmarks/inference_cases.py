@@ -1,7 +1,7 @@
 """The timed cases of inference.py: each graph, library call and the agent's scoring call.
 
 Every case runs on the same feature rows or raw windows; onnxruntime as the agent runs it
-(one intra-op thread, CPU memory arena off). Cases are timed in interleaved rounds and the
+(one intra-op thread, CPU memory arena on). Cases are timed in interleaved rounds and the
 best round kept (see :func:`best_of_rounds`).
 """
 
