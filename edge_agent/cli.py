@@ -31,7 +31,8 @@ def _settings(path: Path | None) -> AgentSettings:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.daemon.server import Server, TaskCrashed
+    from edge_agent.daemon.heap import freeze_startup_heap
+    from edge_agent.daemon.server import Server, ServerHooks, TaskCrashed
     from edge_agent.logging_setup import configure_logging
 
     settings = _settings(args.config)
@@ -51,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        server = Server(settings, config_path=args.config)
+        hooks = ServerHooks(on_ready=freeze_startup_heap)
+        server = Server(settings, config_path=args.config, hooks=hooks)
         server.install_signal_handlers()
         await server.serve()
 

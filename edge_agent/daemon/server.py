@@ -69,6 +69,8 @@ class ServerHooks:
 
     on_alert_published: AlertHook | None = None
     on_tick: Callable[[TickResult], None] | None = None
+    #: Called once, when the agent first reports ready (the CLI freezes the heap here).
+    on_ready: Callable[[], object] | None = None
 
 
 @dataclass
@@ -244,6 +246,8 @@ class Server:
             self._state.ready_sent = True
             self.notifier.ready()
             self.log.info("ready")
+            if self.hooks.on_ready is not None:
+                self.hooks.on_ready()
 
     def _handle_tick(self, result: TickResult) -> None:
         assert self.alarms is not None and self.scores is not None

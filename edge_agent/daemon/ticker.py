@@ -5,6 +5,13 @@ step: the wake-up comes ``TICK_COALESCE_SECONDS`` later, so steps that complete 
 scored in one batch while latency stays a few ms. The periodic wake-up doubles as the
 event-loop lag probe, and ``last_tick`` feeds the watchdog.
 
+Why 5 ms and not less (measured 2026-12-04, two runs each): at 1 ms the 1 k msgs/s steady
+pattern of ``benchmarks/latency.py`` (broker with ``set_tcp_nodelay``) went from p50 8.3–8.5
+/ p99 15.3–16.3 ms at a subscriber to 4.4–5.3 / 10.6–14.6 ms, both within the 20 ms target;
+but smaller batches cost more per window, and at 20 k per-sensor msgs/s
+(``benchmarks/end_to_end.py``) the agent's CPU rose from 94–97 % to 102 % and its p50
+latency from 27–49 ms to 200–500 ms (queueing at the edge of saturation).
+
 Each tick is the engine's three stages: ``prepare`` and ``finish`` on the event loop, the
 models in between on the :class:`~edge_agent.daemon.scoring_worker.ScoringWorker` thread,
 so intake goes on while a batch is scored. Ticks never overlap (a lock): that keeps the
