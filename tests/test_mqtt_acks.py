@@ -108,3 +108,25 @@ async def test_mqtt_3_1_1_has_no_refusal_code_so_a_denied_publish_looks_delivere
     finally:
         await link.stop()
         runner.cancel()
+
+
+async def test_start_publish_queues_the_packet_before_it_returns(
+    tmp_path: Path, acl_broker: MosquittoBroker
+) -> None:
+    """``start_publish``: the PUBLISH is in the client's queue when the call returns (so what
+    is published after it goes after it); awaiting gives ``publish``'s answer, refusals
+    included; without a connection it is False without queueing anything."""
+    link = link_for(tmp_path, acl_broker, "5")
+    assert await link.start_publish("allowed/x", b"0", qos=1) is False  # not connected
+    runner = asyncio.create_task(link.run())
+    try:
+        assert await link.wait_connected(10)
+        before = link.publish_backlog
+        allowed = link.start_publish("allowed/x", b"1", qos=1)
+        denied = link.start_publish("denied/x", b"2", qos=1)
+        assert link.publish_backlog == before + 2  # queued, nothing awaited yet
+        assert await denied is False
+        assert await allowed is True
+    finally:
+        await link.stop()
+        runner.cancel()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -33,6 +34,15 @@ class PublishRefused(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class PendingAck:
+    """A PUBLISH handed to paho whose PUBACK is awaited."""
+
+    mid: int
+    topic: str
+    future: asyncio.Future[tuple[int, str]]
+
+
 class Acks:
     """Watches PUBACKs of one client's QoS 1 publishes; delegates the rest to aiomqtt."""
 
@@ -44,27 +54,32 @@ class Acks:
         self._logged: dict[tuple[str, int], tuple[float, int]] = {}
         self._paho.on_publish = self._on_publish
 
-    async def publish(
+    def send(
         self,
         topic: str,
         payload: bytes,
         qos: int,
         retain: bool,
         properties: Properties | None,
-    ) -> None:
-        """Publish at QoS >= 1 and wait for the PUBACK; raises :class:`PublishRefused` on a
-        failure reason code, ``aiomqtt.MqttCodeError`` when paho cannot send it."""
+    ) -> PendingAck:
+        """Hand a QoS >= 1 PUBLISH to paho now (queued for the socket when this returns);
+        raises ``aiomqtt.MqttCodeError`` when paho cannot send it."""
         info = self._paho.publish(topic, payload, qos, retain, properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         future: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self._waiting[info.mid] = future
+        return PendingAck(info.mid, topic, future)
+
+    async def acknowledged(self, pending: PendingAck) -> None:
+        """Wait for the PUBACK of a :meth:`send`; raises :class:`PublishRefused` on a failure
+        reason code, ``aiomqtt.MqttError`` if the connection ends first."""
         try:
-            code, reason = await future
+            code, reason = await pending.future
         finally:
-            self._waiting.pop(info.mid, None)
+            self._waiting.pop(pending.mid, None)
         if code >= 0x80:
-            self._log_refusal(topic, code, reason)
+            self._log_refusal(pending.topic, code, reason)
             raise PublishRefused(code, reason)
 
     def close(self) -> None:

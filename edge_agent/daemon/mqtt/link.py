@@ -20,7 +20,7 @@ The state machine only; the client's configuration is :mod:`.client`, the intake
   without a task or a future (QoS 0 scores); :attr:`MqttLink.publish_backlog` is what paho
   holds unwritten, the caller's back-pressure signal.
 
-About 385 lines, more than the package's other modules: run, the session, publish and stop
+About 410 lines, more than the package's other modules: run, the session, publish and stop
 share one set of events and tasks, and splitting them would spread one state machine over
 several files.
 """
@@ -32,7 +32,8 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.properties import Properties
@@ -277,33 +278,60 @@ class MqttLink:
         delivery is at-least-once, so consumers de-duplicate alerts by their ``alert_id``.
         Properties are MQTT 5 only and silently left out on MQTT 3.1.1.
         """
+        return await self.start_publish(
+            topic, payload, qos=qos, retain=retain, properties=properties, timeout=timeout
+        )
+
+    def start_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+        timeout: float = 10.0,
+    ) -> Coroutine[Any, Any, bool]:
+        """:meth:`publish` in two parts: a QoS >= 1 PUBLISH is queued for the socket before
+        this returns (ahead of anything published after it), and awaiting the returned
+        coroutine, which must be awaited, gives what :meth:`publish` returns."""
         client = self._client
         if client is None or not self.connected:
-            return False
+            return _returns(False)
         ok, props = self._paho_properties(topic, properties)
         if not ok:
-            return False
+            return _returns(False)
+        if qos > 0 and self._acks is not None:  # the PUBACK's code decides
+            try:
+                pending = self._acks.send(topic, payload, qos, retain, props)
+            except (aiomqtt.MqttError, ValueError) as exc:
+                return _returns(self._publish_failed(topic, exc))
+            return self._settle(topic, timeout, self._acks.acknowledged(pending))
+        # The bound also covers aiomqtt's wait for a free slot (MAX_CONCURRENT_CALLS).
+        sending = client.publish(
+            topic, payload, qos=qos, retain=retain, properties=props, timeout=timeout
+        )
+        return self._settle(topic, timeout, sending)
+
+    async def _settle(self, topic: str, timeout: float, sending: Awaitable[None]) -> bool:
         try:
-            # The outer bound also covers the wait for a free slot (MAX_CONCURRENT_CALLS).
             async with asyncio.timeout(timeout):
-                if qos > 0 and self._acks is not None:  # the PUBACK's code decides
-                    await self._acks.publish(topic, payload, qos, retain, props)
-                else:
-                    await client.publish(
-                        topic, payload, qos=qos, retain=retain, properties=props, timeout=timeout
-                    )
+                await sending
         except PublishRefused:
             return False  # logged by Acks, rate-limited
         except TimeoutError:
             self.log.debug("mqtt_publish_timeout", topic=topic, timeout=timeout)
             return False
-        except aiomqtt.MqttError as exc:
-            self.log.debug("mqtt_publish_failed", topic=topic, error=str(exc))
-            return False
-        except ValueError as exc:  # invalid topic or QoS: a bug, but do not crash the caller
-            self.log.error("mqtt_publish_invalid", topic=topic, error=str(exc))
-            return False
+        except (aiomqtt.MqttError, ValueError) as exc:
+            return self._publish_failed(topic, exc)
         return True
+
+    def _publish_failed(self, topic: str, exc: Exception) -> bool:
+        if isinstance(exc, ValueError):  # invalid topic or QoS: a bug, but do not crash
+            self.log.error("mqtt_publish_invalid", topic=topic, error=str(exc))
+        else:
+            self.log.debug("mqtt_publish_failed", topic=topic, error=str(exc))
+        return False
 
     def publish_nowait(
         self,
@@ -386,3 +414,7 @@ class MqttLink:
             self._connect_task.cancel()
         self._connect_task = None
         self._receiver = None
+
+
+async def _returns(value: bool) -> bool:
+    return value

@@ -10,9 +10,9 @@ library (aiomqtt 3, say) then changes files under ``edge_agent/daemon/mqtt/`` on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 #: The retained status the agent announces: up, gone without a goodbye (Last Will), stopped.
 StatusState = Literal["online", "offline", "stopped"]
@@ -58,6 +58,20 @@ class Transport(Protocol):
         timeout: float = 10.0,
     ) -> bool:
         """True once the broker acknowledged; False (never an exception) otherwise."""
+        ...
+
+    def start_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+        timeout: float = 10.0,
+    ) -> Coroutine[Any, Any, bool]:
+        """``publish`` in two parts: the message is queued for the socket now, and the
+        returned coroutine (to be awaited) gives what ``publish`` returns."""
         ...
 
     def publish_nowait(
