@@ -7,7 +7,7 @@ model set). Traced in the agent during ``benchmarks/latency.py``'s burst pattern
 collection took 43.6 ms with 65 k objects, on the event loop, in the middle of a burst (a
 ``prepare`` of 29 ms against 2 ms). :func:`freeze_startup_heap` collects once and moves what
 is left into the permanent generation (:func:`gc.freeze`): later full collections scan only
-what the agent allocated since (measured: 0.9 ms with 3 k objects). Reference counting
+what the agent allocated since (measured: 0.9–1.3 ms with ~3 k objects). Reference counting
 still frees frozen objects (a model set swapped out on SIGHUP goes), so the cost is only
 that cyclic garbage among them is never collected; the collection just before the freeze
 leaves none.
