@@ -113,3 +113,30 @@ async def test_the_direct_path_acknowledges_each_read_at_once(
             publisher.close()
     later = states[1:]  # the first reading comes before the agent has written anything
     assert later == ([1] * 5 if acks else [0] * 5)
+
+
+def no_delay(sock: Any) -> int:
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@pytest.mark.parametrize("receive_path", ["direct", "queue"])
+@pytest.mark.parametrize("options", [True, False], ids=["socket_options", "without"])
+async def test_the_broker_connection_sends_without_nagle_after_every_connect(
+    mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch, receive_path: str, options: bool
+) -> None:
+    """TCP_NODELAY is on the agent's socket, and again on the new socket after the broker
+    drops it. ``without`` is the control: with no options the kernel's default (Nagle on)
+    is what the check finds."""
+    if not options:
+        monkeypatch.setattr(tcp, "SOCKET_OPTIONS", ())
+    run = RunningLink(agent_settings(mosquitto, receive_path=receive_path))
+    async with run:
+        assert await run.link.wait_connected(5)
+        first = run.link._client
+        assert first is not None
+        assert no_delay(first._client._sock) == (1 if options else 0)
+        mosquitto.restart()
+        await eventually(lambda: run.link._client is not first and run.link.connected, 15)
+        again = run.link._client
+        assert again is not None
+        assert no_delay(again._client._sock) == (1 if options else 0)

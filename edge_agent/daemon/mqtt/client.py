@@ -13,6 +13,7 @@
   Readings published while the agent is away are queued by the broker and delivered on
   reconnect.
 * **Last Will** ``offline``, retained, for a connection that dies without a DISCONNECT.
+* **No Nagle** on the socket (:data:`.tcp.SOCKET_OPTIONS`): a tick's scores go out at once.
 
 ``queue_type``, ``max_queued_incoming_messages`` and ``pending_calls_threshold`` are
 aiomqtt 2.x features that aiomqtt 3 removes (``pyproject.toml`` pins ``aiomqtt<3``);
@@ -31,6 +32,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.config import AgentSettings
 
+from . import tcp
 from .properties import connect_properties
 from .status import status_payload, status_topic
 from .tls import tls_context
@@ -92,6 +94,7 @@ def build_client(
         logger=logger,
         timeout=CONNECT_TIMEOUT_S if timeout is None else timeout,
         max_concurrent_outgoing_calls=MAX_CONCURRENT_CALLS,
+        socket_options=tcp.SOCKET_OPTIONS,
         **session,
     )
     client.pending_calls_threshold = PENDING_CALLS_WARN
