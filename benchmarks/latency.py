@@ -13,10 +13,11 @@ Two patterns (issue 14, item 4):
   instant (a gateway scanning its tags): 125 messages within a millisecond, then silence;
 * ``steady``: 1 000 msgs/s (100 units at 10 steps/s, spread evenly over each step).
 
-``steady-broker-nodelay`` repeats ``steady`` with ``set_tcp_nodelay true`` in the broker's
-configuration (as ``config/mosquitto.conf`` ships it): Mosquitto's default Nagle holds a
-score on its way to the subscriber until the previous one is acknowledged. It is reported
-beside the targets, which are measured against the broker's defaults.
+``burst-broker-nodelay`` and ``steady-broker-nodelay`` repeat them with ``set_tcp_nodelay
+true`` in the broker's configuration (as ``config/mosquitto.conf`` ships it): Mosquitto's
+default Nagle holds a score on its way to the subscriber until the previous one is
+acknowledged. They are reported beside the targets, which are measured against the
+broker's defaults.
 
 Some units get a +35 °C bearing step past a configured HI limit every few steps, so alerts
 fire; reading→alert is measured the same way from the alert's ``ts``. Beside the subscriber's
@@ -83,6 +84,7 @@ BROKER_NODELAY = "set_tcp_nodelay true"
 
 PATTERNS = (
     Pattern("burst", 125, 125.0, True, 30.0, 25, 15, 5),
+    Pattern("burst-broker-nodelay", 125, 125.0, True, 30.0, 25, 15, 5, BROKER_NODELAY),
     Pattern("steady", 100, 1000.0, False, 15.0, 10, 40, 10),
     Pattern("steady-broker-nodelay", 100, 1000.0, False, 15.0, 10, 40, 10, BROKER_NODELAY),
 )

@@ -152,11 +152,13 @@ def test_latency_quick_maps_every_score_to_its_publish(tiny_models: Path) -> Non
     result = latency.run(args)
     assert [r["pattern"] for r in result["patterns"]] == [
         "burst",
+        "burst-broker-nodelay",
         "steady",
         "steady-broker-nodelay",
     ]
-    assert [r["broker_config"] for r in result["patterns"]] == ["", "", latency.BROKER_NODELAY]
-    # the variant is reported, not a target
+    nodelay = latency.BROKER_NODELAY
+    assert [r["broker_config"] for r in result["patterns"]] == ["", nodelay, "", nodelay]
+    # the variants are reported, not targets
     assert [t["figure"] for t in result["targets"]] == [
         f"p99 reading->{what} at a subscriber, {p} (ms)"
         for p in ("burst", "steady")
