@@ -13,7 +13,8 @@
   Readings published while the agent is away are queued by the broker and delivered on
   reconnect.
 * **Last Will** ``offline``, retained, for a connection that dies without a DISCONNECT.
-* **No Nagle** on the socket (:data:`.tcp.SOCKET_OPTIONS`): a tick's scores go out at once.
+* **No Nagle** on the socket (:data:`.tcp.SOCKET_OPTIONS`) and **one ``send``** for all
+  that paho has queued (:mod:`.writes`): a tick's scores go out at once, together.
 
 ``queue_type``, ``max_queued_incoming_messages`` and ``pending_calls_threshold`` are
 aiomqtt 2.x features that aiomqtt 3 removes (``pyproject.toml`` pins ``aiomqtt<3``);
@@ -32,7 +33,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.config import AgentSettings
 
-from . import tcp
+from . import tcp, writes
 from .properties import connect_properties
 from .status import status_payload, status_topic
 from .tls import tls_context
@@ -98,6 +99,7 @@ def build_client(
         **session,
     )
     client.pending_calls_threshold = PENDING_CALLS_WARN
+    writes.install(client._client)
     return client
 
 
