@@ -50,6 +50,8 @@ DEFAULT_STAGES: tuple[tuple[str, int, int], ...] = (
     ("telemetry", 50, 1000),
     ("telemetry", 75, 1500),
     ("telemetry", 100, 2000),
+    ("telemetry", 150, 3000),
+    ("telemetry", 200, 4000),
     ("telemetry", 200, 5000),
     ("telemetry", 500, 10000),
     ("telemetry", 500, 15000),
