@@ -16,9 +16,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from test_mqtt_transport import RunningLink, agent_settings, eventually
 
-from edge_agent.daemon.mqtt import writes
+from edge_agent.daemon.mqtt import tcp, writes
 from harness.broker import MosquittoBroker
 from harness.mqtt_client import MqttClient
+from harness.pki import Pki
 
 SMALL_BUFFER = 4096
 
@@ -42,18 +43,24 @@ def small_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 class Sends:
-    """Counts a client's ``send`` calls and the ones the socket took only in part."""
+    """Counts a client's ``send`` calls, those the socket took only in part and those it
+    refused (full)."""
 
     def __init__(self, client: paho.Client) -> None:
         self.calls = 0
         self.short = 0
+        self.refused = 0
         self.largest = 0
         own: Callable[[bytes], int] = client._sock_send
 
         def send(data: bytes) -> int:
             self.calls += 1
             self.largest = max(self.largest, len(data))
-            n = own(data)
+            try:
+                n = own(data)
+            except BlockingIOError:
+                self.refused += 1
+                raise
             self.short += n < len(data)
             return n
 
@@ -177,3 +184,32 @@ async def test_a_burst_of_scores_reaches_a_subscriber_whole_and_in_order(
     assert scores == list(range(500))
     topics = [m.topic.rsplit("/", 1)[1] for m in got]
     assert topics.index("alerts") == 251  # queued right after score 250, sent there
+
+
+async def test_megabytes_over_tls_arrive_whole_and_in_order(
+    mosquitto_factory: Callable[..., MosquittoBroker],
+    mqtt_pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """6 MB handed over at once on a TLS connection with a 4 KB send buffer: the joined
+    writes go through the TLS socket's refused sends (a retry starts with the bytes of the
+    refused one, as OpenSSL requires). The agent subscribes to its own sensor topics, so it
+    reads them back."""
+    small = (socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+    monkeypatch.setattr(tcp, "SOCKET_OPTIONS", (*tcp.SOCKET_OPTIONS, small))
+    broker = mosquitto_factory(tls=mqtt_pki)
+    tls = {"enabled": True, "ca_file": mqtt_pki.ca_cert}
+    run = RunningLink(agent_settings(broker, tls=tls, receive_path="direct"))
+    async with run:
+        assert await run.link.wait_connected(5)
+        pad = b"x" * 2000
+        assert run.link._client is not None
+        sends = Sends(run.link._client._client)
+        for i in range(3000):
+            payload = b'{"value":%d,"pad":"%s"}' % (i, pad)
+            assert run.link.publish_nowait("plant/p1/u1/sensors/load", payload)
+        await run.wait_received(3000, timeout=30)
+        assert run.link.connected
+        assert sends.refused + sends.short > 0  # the socket was full: the retry path ran
+    values = [int(payload.split(b",")[0].split(b":")[1]) for _, payload, _ in run.received]
+    assert values == list(range(3000))
