@@ -90,7 +90,7 @@ def write_queued(client: paho.Client, own: Callable[[], MQTTErrorCode]) -> MQTTE
         except BlockingIOError:
             return MQTTErrorCode.MQTT_ERR_AGAIN
         except OSError as err:
-            client._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            client._easy_log(paho.MQTT_LOG_ERR, "failed to send on socket: %s", err)
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         if sent <= 0:
             break
