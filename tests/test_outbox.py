@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +421,36 @@ def test_an_old_outbox_file_is_migrated_in_place(tmp_path: Path, clock: FakeCloc
         assert junk.meta == AlertMeta()  # unparseable: kept, published without metadata
     with Outbox(path, 100, 3600, clock=clock) as ob:  # a second open does not migrate again
         assert [i.meta.alert_id for i in ob.pending()] == ["old-1", None]
+
+
+def test_inserts_are_fsynced_and_bookkeeping_is_not(tmp_path: Path, clock: FakeClock) -> None:
+    """An alert's insert commits at ``synchronous=FULL``; attempt marks and deletes commit at
+    NORMAL (no fsync on the alert's way to the broker) and leave the connection at FULL."""
+    with Outbox(tmp_path / "outbox.sqlite", 100, 3600, Metrics(), clock) as ob:
+        conn = ob._conn
+        assert conn is not None
+        sql: list[str] = []
+        conn.set_trace_callback(lambda s: sql.append(" ".join(s.split()).upper()))
+
+        def level_at_commit(run: Callable[[], object]) -> tuple[str, int]:
+            """The synchronous level the one COMMIT ran at, and the level left behind."""
+            sql.clear()
+            run()
+            assert sql.count("COMMIT") == 1, sql  # one transaction
+            level = "FULL"
+            for s in sql[: sql.index("COMMIT")]:
+                if s.startswith("PRAGMA SYNCHRONOUS="):
+                    level = s.split("=")[1]
+            after = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+            return level, after
+
+        items: list[Any] = []
+        assert level_at_commit(
+            lambda: items.extend(ob.put_many([("t", alert(i), 1, None) for i in range(3)]))
+        ) == ("FULL", 2)
+        assert level_at_commit(lambda: ob.mark_attempts([i.id for i in items])) == ("NORMAL", 2)
+        assert [i.attempts for i in ob.pending()] == [1, 1, 1]
+        assert level_at_commit(lambda: ob.ack_many([i.id for i in items])) == ("NORMAL", 2)
+        conn.set_trace_callback(None)
+    with Outbox(tmp_path / "outbox.sqlite", 100, 3600, Metrics(), clock) as ob:
+        assert ob.pending() == []  # the deletes landed

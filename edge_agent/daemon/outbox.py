@@ -1,8 +1,10 @@
 """The alert outbox: an alert that cannot be published waits on disk.
 
 Every alert is written to SQLite (WAL journal, ``synchronous=FULL``) *before* it is published,
-and deleted when the broker acknowledges it (PUBACK). After a reconnect the backlog goes out
-oldest first. The outbox is bounded by rows and by age; what it drops is counted.
+and deleted when the broker acknowledges it (PUBACK; the delete and the attempt marks are
+committed without an fsync of their own: :mod:`edge_agent.daemon.outbox_file` says why).
+After a reconnect the backlog goes out oldest first. The outbox is bounded by rows and by age;
+what it drops is counted.
 
 Storage trouble (disk full, read-only or vanished state directory, corrupt file) never takes
 the agent down: the error is logged once per condition, ``outbox_available`` drops to 0, and
@@ -175,7 +177,7 @@ class Outbox:
         if self._conn is None or not on_disk:
             return
         try:
-            with transaction(self._conn) as conn:
+            with transaction(self._conn, durable=False) as conn:
                 conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", on_disk)
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc, "mark_attempt")
@@ -185,7 +187,7 @@ class Outbox:
         self.ack_many([item_id])
 
     def ack_many(self, item_ids: Sequence[int]) -> None:
-        """:meth:`ack` for several alerts, in one transaction (one fsync)."""
+        """:meth:`ack` for several alerts, in one transaction (no fsync of its own)."""
         on_disk: list[int] = []
         for item_id in item_ids:
             item_id = self._moved.pop(item_id, item_id)
@@ -199,7 +201,7 @@ class Outbox:
         elif on_disk:
             rows_before = self._db_rows
             try:
-                with transaction(self._conn) as conn:
+                with transaction(self._conn, durable=False) as conn:
                     for row_id in on_disk:
                         cur = conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
                         self._db_rows = max(0, self._db_rows - cur.rowcount)

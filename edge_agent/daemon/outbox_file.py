@@ -2,7 +2,13 @@
 corrupt, and what went wrong named in a word (each condition is logged once by the outbox).
 
 WAL journal and ``synchronous=FULL``: a committed alert survives power loss, not only a crash;
-alerts are rare, so the fsync per alert is affordable.
+alerts are rare, so the fsync per tick's alerts is affordable. Bookkeeping that only decides
+whether a duplicate is flagged (attempt counts, deleting what the broker acknowledged) is
+committed with ``synchronous=NORMAL`` (``durable=False``): no fsync of its own, made durable
+by the next insert's; a power cut can only undo it, and an undone delete or mark is a resend
+flagged ``resent`` (after a restart every stored alert counts as one). Measured here: a
+16-row update 0.30 ms with FULL, 0.03 ms with NORMAL; on an SD card an fsync is milliseconds,
+and the attempt mark sits between a tick's alerts and their PUBLISH.
 """
 
 from __future__ import annotations
@@ -52,17 +58,26 @@ def move_aside(path: Path, stamp: int) -> Path:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+def transaction(
+    conn: sqlite3.Connection | None, *, durable: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception; ``durable=False``
+    commits without an fsync (see the module docstring for what may use it)."""
     assert conn is not None
-    conn.execute("BEGIN IMMEDIATE")
+    if not durable:
+        conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        yield conn
-    except BaseException:
-        with suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        if not durable:  # not suppressed: a connection left at NORMAL would not fsync alerts
+            conn.execute("PRAGMA synchronous=FULL")
 
 
 def condition(exc: BaseException) -> str:
