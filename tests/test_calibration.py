@@ -109,3 +109,24 @@ def test_alarm_threshold_is_quiet_on_the_out_of_sample_data_plus_a_tail_margin()
     # never lower than the point threshold, and no margin once the data cover the horizon
     th2, info2 = alarm_threshold(fused, 99.0, 3, covered_days=30.0, alarms_per_day=0.1)
     assert th2 == 99.0 and info2["margin"] == 0.0
+
+
+def test_alarm_margin_of_a_short_export_rests_on_enough_of_the_tail() -> None:
+    """400 steps: the top 1 % is 4 held levels. On a quantised transmitter those are often one
+    value (a tail scale of 0: no margin at all); on any data 4 points make a scale that is
+    off by half. The scale comes from at least ``MIN_TAIL_POINTS`` levels instead."""
+    from training.calibration import MIN_TAIL_POINTS, alarm_threshold
+
+    truth = 0.2 / 3  # the held level (min of 3) of an exponential(0.2)
+    scales = []
+    for seed in range(20):
+        f = np.random.default_rng(seed).exponential(0.2, 400)
+        _, info = alarm_threshold(f, 0.0, on_delay=3, covered_days=0.005, alarms_per_day=0.1)
+        assert info["tail_points"] >= 0.9 * MIN_TAIL_POINTS  # held levels can tie
+        scales.append(info["tail_scale"])
+    assert all(0.5 * truth < s < 1.6 * truth for s in scales), scales
+    # a transmitter that reads in steps of 0.3 (like SKAB's pressure): the top held levels tie
+    rng = np.random.default_rng(1)
+    stepped = np.round(rng.exponential(0.6, 400) / 0.3) * 0.3
+    th, info = alarm_threshold(stepped, 0.0, 3, covered_days=0.005, alarms_per_day=0.1)
+    assert info["tail_scale"] > 0.1 and th > info["quiet_level"] + 0.1 * np.log(10 / 0.005)

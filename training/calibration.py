@@ -42,6 +42,14 @@ from edge_agent.pipeline.manifest import ModelEntry
 
 #: Smallest score scale written to a manifest (it must be > 0 and divides the margin).
 MIN_SCORE_SCALE = 1e-9
+#: The alarm margin's tail scale is the mean excess over the held levels' top ``TAIL_SHARE``,
+#: and over at least ``MIN_TAIL_POINTS`` of them (at most the upper half): a mean of the top
+#: 1 % of a 400-row export is 4 points — on a quantised transmitter often all one value, a
+#: scale of 0 and no margin at all. 50 exceedances is the usual floor for a peaks-over-threshold
+#: estimate; where the data are that short, the margin comes from further down the tail
+#: (larger, the cautious side while little is known).
+TAIL_SHARE = 0.01
+MIN_TAIL_POINTS = 50
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,8 @@ def alarm_threshold(
     * ``quiet``: the highest level the out-of-sample fused score held for ``on_delay``
       consecutive steps — just above it, those data raise no alarm;
     * ``beta``: the mean excess of that held level over its 99th percentile (the scale of
-      an exponential tail of what raises alarms: each ``beta`` higher, e times rarer);
+      an exponential tail of what raises alarms: each ``beta`` higher, e times rarer) — or
+      over a lower percentile, so that at least ``MIN_TAIL_POINTS`` levels exceed it;
     * threshold = max(point threshold, quiet + beta * ln(target days / covered days)).
     """
     f = np.asarray(fused, dtype=np.float64)
@@ -193,7 +202,8 @@ def alarm_threshold(
         raise ValueError("alarm calibration needs out-of-sample scores and positive rates")
     held = np.lib.stride_tricks.sliding_window_view(f, on_delay).min(axis=1)
     quiet = float(held.max())
-    u = float(np.quantile(held, 0.99))
+    k = min(max(int(np.ceil(TAIL_SHARE * len(held))), MIN_TAIL_POINTS), len(held) // 2)
+    u = float(np.partition(held, len(held) - k - 1)[len(held) - k - 1])  # k levels above it
     excess = held[held > u] - u
     beta = float(excess.mean()) if excess.size else 0.0
     horizon = 1.0 / alarms_per_day
@@ -204,6 +214,7 @@ def alarm_threshold(
         "covered_days": covered_days,
         "quiet_level": quiet,
         "tail_scale": beta,
+        "tail_points": int(excess.size),
         "margin": float(margin),
         "point_threshold": point_threshold,
         "threshold": threshold,
