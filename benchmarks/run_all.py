@@ -5,8 +5,8 @@ model set, writes ``benchmarks/results/<name>.json`` and its targets; this scrip
 those into ``results/summary.json`` and prints issue 14's targets MET or MISSED (figures from
 end_to_end, latency and baseline). Durations are chosen so the whole run stays near
 20 minutes on a 2-core machine; the soak (10 minutes on its own) only runs with ``--soak``.
-With ``--skab``, ``benchmarks/skab.py --data ../shared/data/skab`` runs at the end when that
-directory exists (about 5 minutes more; ``make skab`` runs it alone).
+With ``--skab``, ``benchmarks/skab.py`` and ``benchmarks/skab_healthy.py`` (``--data
+../shared/data/skab``) run at the end when that directory exists (``make skab`` runs them alone).
 
     python benchmarks/run_all.py [--models DIR] [--soak] [--quick] [--only inference,footprint]
 """
@@ -155,21 +155,22 @@ def profile_lines(runs: list[dict[str, Any]], name: str, top: int = 5) -> list[s
     return [f"profile ({busiest.get('samples', 0)} samples, self time): {shares}"]
 
 
-def run_skab() -> dict[str, Any] | None:
+def run_skab(name: str) -> dict[str, Any] | None:
+    """``skab`` (the labelled protocol) or ``skab_healthy`` (the anomaly-free recording)."""
     data = (results.REPO / SKAB_DATA).resolve()
-    script = HERE / "skab.py"
+    script = HERE / f"{name}.py"
     if not data.is_dir() or not script.is_file():
-        print(f"\n=== skab: skipped ({data} or {script.name} not found)", flush=True)
+        print(f"\n=== {name}: skipped ({data} or {script.name} not found)", flush=True)
         return None
     cmd = [sys.executable, str(script), "--data", str(SKAB_DATA)]
-    print(f"\n=== skab: {' '.join(cmd[1:])}", flush=True)
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=results.REPO, check=False)
     return {
-        "name": "skab",
+        "name": name,
         "exit_code": proc.returncode,
         "seconds": time.monotonic() - t0,
-        "result_file": str(results.RESULTS_DIR / "skab.json"),
+        "result_file": str(results.RESULTS_DIR / f"{name}.json"),
         "targets": [],
     }
 
@@ -198,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model set: {models}", flush=True)
     runs = [run_one(name, extra, models, args.pin) for name, extra in plan(args)]
     if args.skab and not args.only:
-        skab = run_skab()
-        if skab is not None:
-            runs.append(skab)
+        for name in ("skab", "skab_healthy"):
+            skab = run_skab(name)
+            if skab is not None:
+                runs.append(skab)
     total = time.monotonic() - t0
 
     rows = []

@@ -81,8 +81,13 @@ class Options:
     config: Path
 
 
-def train_args(csv_path: Path, out: Path, opt: Options) -> list[str]:
-    """The ``edge-train train`` command line for one file (the same for every file)."""
+def train_args(
+    csv_path: Path, out: Path, opt: Options, exclude: tuple[str, ...] = ("changepoint",)
+) -> list[str]:
+    """The ``edge-train train`` command line for one file (the same for every file).
+
+    ``exclude``: the labelled files' non-sensor column; the anomaly-free recording has none.
+    """
     return [
         "train",
         "--config",
@@ -99,8 +104,7 @@ def train_args(csv_path: Path, out: Path, opt: Options) -> list[str]:
         TIME_COLUMN,
         "--label-column",
         "none",
-        "--exclude",
-        "changepoint",
+        *(a for col in exclude for a in ("--exclude", col)),
         "--sensors",
         ",".join(SENSORS),
         "--no-report",
