@@ -7,13 +7,20 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from handmade_models import THERMAL_NORMAL, build_model_set, normal_series
 
 from edge_agent.config import AgentSettings
 from edge_agent.metrics import Metrics
 from edge_agent.pipeline.engine import Engine
+from edge_agent.pipeline.manifest import Manifest
 from edge_agent.pipeline.scoring import ModelSet
-from edge_agent.pipeline.sensor_health import SensorHealth, longest_runs, roughness_series
+from edge_agent.pipeline.sensor_health import (
+    SensorHealth,
+    change_roughness,
+    longest_runs,
+    roughness_series,
+)
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 
 T0 = 1_714_564_800.0
@@ -49,6 +56,55 @@ def test_training_statistics_match_what_the_agent_computes() -> None:
     windows = np.lib.stride_tricks.sliding_window_view(series, 10, axis=0).transpose(0, 2, 1)
     expected = np.diff(windows.astype(np.float32).astype(np.float64), axis=1).std(axis=1)
     np.testing.assert_allclose(rough, expected)
+    # the trimmed roughness training places limits on is the one the agent judges
+    trimmed = roughness_series(series, 10, trim=1)
+    assert (trimmed < rough).all()  # white noise: leaving out the largest change lowers it
+    median = np.median(trimmed, axis=0)
+    spec = [
+        SensorSpec(n, "", roughness_hi=float(m), roughness_trim=1)
+        for n, m in zip("ab", median, strict=True)
+    ]
+    flags = SensorHealth(spec, rolling=10).noisy(windows.astype(np.float32))
+    assert np.array_equal(flags, trimmed > median)
+
+
+def test_trimmed_roughness_leaves_out_each_columns_largest_changes() -> None:
+    rng = np.random.default_rng(3)
+    changes = rng.normal(0, 1, (40, 9, 3))
+    # no trim: exactly numpy's std (sets trained before trimming are judged as they were)
+    assert np.array_equal(change_roughness(changes, 0, axis=1), changes.std(axis=1))
+    got = change_roughness(changes, np.array([0, 1, 2]), axis=1)
+    for i in range(len(changes)):
+        for c, k in enumerate((0, 1, 2)):
+            col = changes[i, :, c]
+            kept = col[np.argsort(-np.abs(col), kind="stable")[k:]]
+            assert got[i, c] == pytest.approx(kept.std(), rel=1e-12)
+
+
+def test_a_step_in_level_is_not_noise_but_spikes_and_noise_are() -> None:
+    rng = np.random.default_rng(4)
+    base = 10 + rng.normal(0, 0.1, (3, 30, 1))
+    step, spike, loud = base.copy(), base.copy(), base.copy()
+    step[1, 25:, 0] += 2.0  # one change of 20 noise widths: the level moved
+    spike[2, 25, 0] += 2.0  # up and back: two large changes
+    loud[0, 20:, 0] += rng.normal(0, 1.0, 10)
+    windows = np.concatenate([step[1:2], spike[2:3], loud[0:1]]).astype(np.float32)
+    trimmed = SensorHealth([SensorSpec("a", "", roughness_hi=0.5, roughness_trim=1)], rolling=10)
+    assert trimmed.noisy(windows)[:, 0].tolist() == [False, True, True]
+    untrimmed = SensorHealth([SensorSpec("a", "", roughness_hi=0.5)], rolling=10)
+    assert untrimmed.noisy(windows)[:, 0].tolist() == [True, True, True]
+
+
+def test_a_manifest_cannot_trim_away_every_change(tmp_path: Path) -> None:
+    sensors = [SensorSpec(s.name, s.unit, roughness_hi=1.0) for s in THERMAL_UNIT_SENSORS]
+    manifest = Path(build_model_set(tmp_path, sensors, window=20)) / "manifest.json"
+    doc = orjson.loads(manifest.read_bytes())
+    rolling = doc["features"]["rolling"]
+    doc["sensors"][0]["roughness_trim"] = rolling - 2
+    Manifest.model_validate(doc)
+    doc["sensors"][0]["roughness_trim"] = rolling - 1
+    with pytest.raises(ValueError, match="roughness_trim leaves fewer than one"):
+        Manifest.model_validate(doc)
 
 
 def _engine(tmp_path: Path) -> Engine:
@@ -102,3 +158,29 @@ def test_a_noisy_transmitter_raises_bad_quality_noisy(tmp_path: Path) -> None:
     rows[40:70, 2] += rng.normal(0, 40.0, 30)  # feedwater_flow noise (normal sd 3)
     bad = [a for a in _run(_engine(tmp_path), rows) if a.kind == "bad_quality"]
     assert bad and (bad[0].sensor, bad[0].quality) == ("feedwater_flow", "noisy")
+
+
+def test_training_places_a_trimmed_limit_that_a_level_step_stays_under() -> None:
+    from training.data import Dataset
+    from training.model_set import sensor_entries
+
+    rng = np.random.default_rng(8)
+    fit = 5.0 + rng.normal(0, 0.05, (20_000, 1))
+    data = Dataset(
+        timestamps=T0 + np.arange(len(fit), dtype=np.float64),
+        values=fit,
+        labels=None,
+        sensors=("pressure",),
+        step_seconds=1.0,
+        source=Path("fit.csv"),
+        sha256="0" * 64,
+    )
+    (spec,) = sensor_entries(data, slice(0, len(fit)), {}, rolling=10)
+    assert spec.roughness_trim == 1 and spec.roughness_hi is not None
+    later = 5.0 + rng.normal(0, 0.05, (3, 10, 1))
+    later[0, 5:, 0] += 1.0  # the level steps by 20 noise widths (the process moved)
+    later[1, :, 0] += rng.normal(0, 0.3, 10)  # the transmitter turns noisy (sd x 6 more)
+    health = SensorHealth([spec], rolling=10)
+    assert health.noisy(later.astype(np.float32))[:, 0].tolist() == [False, True, False]
+    # untrimmed, that step's window is rougher than the limit: it would be called noise
+    assert np.diff(later[0, :, 0]).std() > spec.roughness_hi

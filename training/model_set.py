@@ -58,13 +58,14 @@ def sensor_entries(
     steps (the calibration's out-of-sample stretch: for a hold-out, the tail the models never
     saw; a file of several units one after another has jumps between them elsewhere).
     """
-    from edge_agent.pipeline.sensor_health import longest_runs, roughness_series
+    from edge_agent.pipeline.sensor_health import ROUGHNESS_TRIM, longest_runs, roughness_series
 
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
     values = data.values[fit]
     checked = values if health is None else data.values[health]
     runs = longest_runs(checked)
-    rough = roughness_series(checked, rolling)
+    trim = min(ROUGHNESS_TRIM, rolling - 2)  # a window of 2 steps has one change
+    rough = roughness_series(checked, rolling, trim)
     days = len(checked) * data.step_seconds / 86400
     on_delay = AlarmSettings().on_delay
     specs = []
@@ -94,6 +95,7 @@ def sensor_entries(
                 envelope_hi=float(values[:, j].max()),
                 frozen_limit_steps=int(max(2 * runs[j], 2 * rolling)),
                 roughness_hi=float(np.exp(limit) - eps),
+                roughness_trim=trim,
             )
         )
     return specs

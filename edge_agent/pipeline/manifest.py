@@ -50,6 +50,9 @@ class SensorEntry(_Strict):
     #: noisy above this roughness. Learned from the fit data; null = not checked.
     frozen_limit_steps: int | None = Field(default=None, ge=2)
     roughness_hi: float | None = Field(default=None, gt=0)
+    #: The roughness ``roughness_hi`` limits leaves out this many of a window's largest step
+    #: changes (0: sets written before 2026-12-06, judged as they were).
+    roughness_trim: int = Field(default=0, ge=0)
 
     def to_spec(self) -> SensorSpec:
         return SensorSpec.from_dict(self.model_dump())
@@ -154,6 +157,12 @@ class Manifest(_Strict):
             raise ValueError("sensor names must be unique")
         if self.features.sensors != names:
             raise ValueError("features.sensors must equal the sensor list, in order")
+        over = [s.name for s in self.sensors if s.roughness_trim > self.features.rolling - 2]
+        if over:
+            raise ValueError(
+                f"roughness_trim leaves fewer than one of the {self.features.rolling - 1} step "
+                f"changes of a window for sensors {over}"
+            )
         unknown = set(self.voting.weights) - set(self.models)
         if unknown:
             raise ValueError(f"voting weights name unknown models: {sorted(unknown)}")

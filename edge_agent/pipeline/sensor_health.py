@@ -13,6 +13,12 @@ limits training derived from the fit data, label-free
   ``rolling`` steps, the forest's feature) above ``roughness_hi`` — placed like the
   ensemble's alarm threshold: above the highest level the fit data held for the alarm's
   on-delay, plus the exponential tail's margin for the horizon (``training.calibration``).
+  Sets trained since 2026-12-06 leave the ``roughness_trim`` (:data:`ROUGHNESS_TRIM`)
+  largest changes of the window out: a step in level is *one* large change, and it is the
+  process moving (the models' evidence), not a bad transmitter; noise and spikes are many
+  changes (a spike is two, up and back). Measured on SKAB's healthy pump (fitted on its
+  first half): the untrimmed check called both accelerometers noisy when they stepped down
+  together by five noise widths.
 
 Either raises the sensor's ``bad_quality`` alarm (with the reason), like an impossible
 reading. Pure and per step; carried-forward values (a missing reading) never count as
@@ -30,6 +36,8 @@ from edge_agent.pipeline.sensors import SensorSpec
 
 #: Why a sensor's readings are not trusted (``Alert.quality``).
 QUALITY_REASONS: tuple[str, ...] = ("impossible", "frozen", "noisy")
+#: The largest step changes of a window that training leaves out of the roughness.
+ROUGHNESS_TRIM = 1
 
 
 class SensorHealth:
@@ -43,6 +51,9 @@ class SensorHealth:
             [np.inf if s.roughness_hi is None else s.roughness_hi for s in sensors],
             dtype=np.float64,
         )
+        self._trim = np.array([s.roughness_trim for s in sensors], dtype=np.int64)
+        if len(self._trim) and (self._trim.min() < 0 or self._trim.max() > rolling - 2):
+            raise ValueError(f"roughness_trim must be 0..{rolling - 2} for {rolling} steps")
         self._checks_frozen = bool(self._frozen_limit.any())
         #: Run length at which a column is frozen (never, for a sensor without a limit).
         self._frozen_at = np.where(
@@ -89,18 +100,41 @@ class SensorHealth:
         if not np.isfinite(self._rough_hi).any():
             return np.zeros((len(windows), len(self.names)), dtype=bool)
         tail = np.asarray(windows[:, -self.rolling :, :], dtype=np.float64)
-        rough = np.diff(tail, axis=1).std(axis=1)
+        rough = change_roughness(np.diff(tail, axis=1), self._trim, axis=1)
         return np.asarray(rough > self._rough_hi)
 
 
-def roughness_series(values: NDArray[np.floating], rolling: int) -> NDArray[np.float64]:
+def change_roughness(
+    changes: NDArray[np.float64], trim: NDArray[np.int64] | int, axis: int
+) -> NDArray[np.float64]:
+    """Standard deviation of ``changes`` along ``axis``, leaving out each column's ``trim``
+    largest (by magnitude; ``trim`` broadcasts over the last axis, the sensors).
+
+    With no trim this is exactly ``changes.std(axis)``, so sets trained before trimming
+    existed are judged as they were."""
+    trims = np.broadcast_to(np.asarray(trim, dtype=np.int64), changes.shape[-1:])
+    if not trims.any():
+        return np.asarray(changes.std(axis=axis))
+    order = np.argsort(-np.abs(changes), axis=axis, kind="stable")
+    rank = np.argsort(order, axis=axis, kind="stable")
+    keep = rank >= trims  # the sensors are the last axis
+    n = keep.sum(axis=axis)
+    mean = np.where(keep, changes, 0.0).sum(axis=axis) / n
+    dev = np.where(keep, changes - np.expand_dims(mean, axis), 0.0)
+    return np.asarray(np.sqrt((dev * dev).sum(axis=axis) / n))
+
+
+def roughness_series(
+    values: NDArray[np.floating], rolling: int, trim: int = 0
+) -> NDArray[np.float64]:
     """Roughness of every ``rolling``-step window of a (steps, sensors) series, as the agent
     computes it (row i: the window ending at step i + rolling - 1)."""
     x = np.asarray(values, dtype=np.float32).astype(np.float64)
     if len(x) < rolling:
         return np.empty((0, x.shape[1]))
     view = np.lib.stride_tricks.sliding_window_view(x, rolling, axis=0)  # (n, sensors, rolling)
-    return np.asarray(np.diff(view, axis=2).std(axis=2))
+    changes = np.diff(view, axis=2).transpose(0, 2, 1)  # (n, rolling - 1, sensors)
+    return change_roughness(changes, trim, axis=1)
 
 
 def longest_runs(values: NDArray[np.floating]) -> NDArray[np.int64]:

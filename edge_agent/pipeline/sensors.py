@@ -34,6 +34,8 @@ class SensorSpec:
     #: None = not checked.
     frozen_limit_steps: int | None = None
     roughness_hi: float | None = None
+    #: How many of a window's largest step changes ``roughness_hi`` leaves out.
+    roughness_trim: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: an unknown bound is ``None`` (JSON has no infinity)."""
@@ -61,6 +63,7 @@ class SensorSpec:
                 None if data.get("frozen_limit_steps") is None else int(data["frozen_limit_steps"])
             ),
             roughness_hi=None if data.get("roughness_hi") is None else float(data["roughness_hi"]),
+            roughness_trim=int(data.get("roughness_trim") or 0),
         )
 
     def in_range(self, value: float) -> bool:
