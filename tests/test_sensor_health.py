@@ -73,12 +73,17 @@ def test_trimmed_roughness_leaves_out_each_columns_largest_changes() -> None:
     changes = rng.normal(0, 1, (40, 9, 3))
     # no trim: exactly numpy's std (sets trained before trimming are judged as they were)
     assert np.array_equal(change_roughness(changes, 0, axis=1), changes.std(axis=1))
-    got = change_roughness(changes, np.array([0, 1, 2]), axis=1)
-    for i in range(len(changes)):
-        for c, k in enumerate((0, 1, 2)):
-            col = changes[i, :, c]
-            kept = col[np.argsort(-np.abs(col), kind="stable")[k:]]
-            assert got[i, c] == pytest.approx(kept.std(), rel=1e-12)
+    mixed = change_roughness(changes, np.array([0, 1, 2]), axis=1)
+    for trims, got in (
+        ((0, 1, 2), mixed),
+        ((1, 1, 1), change_roughness(changes, 1, axis=1)),  # one trim for all: its own path
+        ((2, 2, 2), change_roughness(changes, 2, axis=1)),
+    ):
+        for i in range(len(changes)):
+            for c, k in enumerate(trims):
+                col = changes[i, :, c]
+                kept = col[np.argsort(-np.abs(col), kind="stable")[k:]]
+                assert got[i, c] == pytest.approx(kept.std(), rel=1e-12)
 
 
 def test_a_step_in_level_is_not_noise_but_spikes_and_noise_are() -> None:

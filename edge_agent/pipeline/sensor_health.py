@@ -115,13 +115,21 @@ def change_roughness(
     trims = np.broadcast_to(np.asarray(trim, dtype=np.int64), changes.shape[-1:])
     if not trims.any():
         return np.asarray(changes.std(axis=axis))
+    k = int(trims[0])
+    if (trims == k).all():  # the usual case: sums over the window minus the k left out
+        top = np.argpartition(-np.abs(changes), k - 1, axis=axis)
+        left_out = np.take_along_axis(changes, np.take(top, range(k), axis=axis), axis=axis)
+        n = changes.shape[axis] - k
+        mean = (changes.sum(axis=axis) - left_out.sum(axis=axis)) / n
+        centred = np.expand_dims(mean, axis)
+        sq = ((changes - centred) ** 2).sum(axis=axis) - ((left_out - centred) ** 2).sum(axis=axis)
+        return np.asarray(np.sqrt(np.maximum(sq, 0.0) / n))
     order = np.argsort(-np.abs(changes), axis=axis, kind="stable")
-    rank = np.argsort(order, axis=axis, kind="stable")
-    keep = rank >= trims  # the sensors are the last axis
-    n = keep.sum(axis=axis)
-    mean = np.where(keep, changes, 0.0).sum(axis=axis) / n
+    keep = np.argsort(order, axis=axis, kind="stable") >= trims  # sensors: the last axis
+    n_kept = keep.sum(axis=axis)
+    mean = np.where(keep, changes, 0.0).sum(axis=axis) / n_kept
     dev = np.where(keep, changes - np.expand_dims(mean, axis), 0.0)
-    return np.asarray(np.sqrt((dev * dev).sum(axis=axis) / n))
+    return np.asarray(np.sqrt((dev * dev).sum(axis=axis) / n_kept))
 
 
 def roughness_series(
