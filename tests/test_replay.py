@@ -227,3 +227,20 @@ def test_replay_reads_timestamps_like_training(model_set: ModelSet, tmp_path: Pa
                                        label_column=None))  # fmt: skip
         assert data.timestamps[0] == T0
     assert outputs[0] == outputs[1]
+
+
+def test_replay_repeats_what_training_warned_about_the_set(tmp_path: Path) -> None:
+    models = build_model_set(tmp_path / "models", window=WINDOW)
+    manifest = models / "manifest.json"
+    doc = orjson.loads(manifest.read_bytes())
+    doc["metrics"]["warnings"] = ["the fit part covers 6.7 min of operation"]
+    manifest.write_bytes(orjson.dumps(doc))
+    warned = ModelSet.load(models)
+    path = write_csv(tmp_path / "in.csv", normal_series(30, seed=24))
+    summary = replay(settings(), warned, path, tmp_path / "o")
+    assert summary.describe().splitlines()[-1] == (
+        "warning from training: the fit part covers 6.7 min of operation"
+    )
+    plain = replay(settings(), ModelSet.load(build_model_set(tmp_path / "m2", window=WINDOW)),
+                   path, tmp_path / "o2")  # fmt: skip
+    assert "warning" not in plain.describe()

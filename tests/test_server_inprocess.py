@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -238,3 +239,22 @@ async def test_sighup_reload_applies_a_changed_stride(
         assert list(report.refused) == ["alarm.on_delay"]
         assert server.engine is not None and server.engine.settings.models.stride == 3
         assert server.settings.models.stride == 3 and server.settings.alarm.on_delay == 3
+
+
+async def test_the_agent_logs_what_training_warned_about_its_model_set(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    from structlog.testing import capture_logs
+
+    models = build_model_set(tmp_path / "models", window=WINDOW)
+    doc = json.loads((models / "manifest.json").read_text())
+    doc["metrics"]["warnings"] = ["the fit part covers 6.7 min of operation"]
+    (models / "manifest.json").write_text(json.dumps(doc))
+    with capture_logs() as logs:
+        server = Server(settings_for(tmp_path, mosquitto, models))
+        async with running(server):
+            pass
+    [line] = [e for e in logs if e["event"] == "model set training warning"]
+    assert line["log_level"] == "warning"
+    assert line["warning"] == "the fit part covers 6.7 min of operation"
+    assert line["model_set"] == doc["model_set_version"]

@@ -325,17 +325,34 @@ def _export_csv(path: Path, rows: int, seed: int, labels: bool) -> None:
 SMALL = ["--window", "20", "--trees", "10", "--epochs", "1", "--threads", "1", "--no-report"]
 
 
+def test_a_fit_part_shorter_than_a_day_is_warned_about() -> None:
+    from training.pipeline import MIN_FIT_HOURS, fit_span_warning
+
+    assert fit_span_warning(int(MIN_FIT_HOURS * 3600), 1.0) is None
+    assert fit_span_warning(8640, 10.0) is None  # 24 h of 10 s steps
+    short = fit_span_warning(4702, 1.0)
+    assert short is not None and short.startswith("the fit part covers 1.3 h of operation")
+    assert "(4702 steps of 1 s)" in short and "days to weeks" in short
+    assert fit_span_warning(86399, 1.0) is not None
+
+
 def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: Path) -> None:
     data = tmp_path / "export.csv"
     _export_csv(data, 400, seed=41, labels=False)
     out = tmp_path / "m"
     argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";",
             "--timestamp-column", "datetime", "--label-column", "none", *SMALL]  # fmt: skip
-    with redirect_stdout(io.StringIO()):
+    printed = io.StringIO()
+    with redirect_stdout(printed):
         result = run_train(build_parser().parse_args(argv))
     m = load_manifest(out)
     d = m.metrics["data"]
     assert d["split_steps"] == {"fit": 400, "test": 0}  # no rows lost to a split
+    # 400 rows of 1 s: training says the set cannot know the plant, and the manifest keeps it
+    assert d["fit_hours"] == pytest.approx(400 / 3600)
+    [warning] = m.training_warnings
+    assert warning.startswith("the fit part covers 6.7 min of operation (400 steps of 1 s)")
+    assert f"warning: {warning}" in printed.getvalue()
     assert d["calibration_mode"] == "kfold" and d["folds"] == 5
     windows = 400 - 20 + 1
     assert m.metrics["out_of_sample"]["steps"] == windows  # every window scored out of fold

@@ -167,6 +167,7 @@ def write_report(result: TrainResult) -> Path:
         f"Created {manifest.created_at}. Models: `{out.parent}/` "
         f"({', '.join(m.file for m in manifest.models.values())}, manifest.json).",
         "",
+        *(f"**Warning:** {w}\n" for w in metrics.get("warnings", [])),
         "## Data",
         "",
         _md_kv(

@@ -198,6 +198,13 @@ class Server:
             metrics_port=self.metrics_port,
             broker=f"{s.mqtt.host}:{s.mqtt.port}",
         )
+        self._repeat_training_warnings(model_set)
+
+    def _repeat_training_warnings(self, model_set: ModelSet) -> None:
+        for warning in model_set.manifest.training_warnings:
+            self.log.warning(
+                "model set training warning", model_set=model_set.version, warning=warning
+            )
 
     async def shutdown(self) -> None:
         """Stop intake, score what is buffered, flush alerts briefly, say ``stopped``, exit."""
@@ -322,6 +329,7 @@ class Server:
             self.settings = self.engine.settings
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
+            self._repeat_training_warnings(model_set)
             await self.link.use_model_set(model_set.version, model_set.manifest.trace)
             return report
 

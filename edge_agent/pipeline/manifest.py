@@ -169,6 +169,13 @@ class Manifest(_Strict):
         return self
 
     @property
+    def training_warnings(self) -> list[str]:
+        """What training warned about this set (e.g. too little fit data), for the agent to
+        repeat where the OT engineer installing it will read it; none for older sets."""
+        found = self.metrics.get("warnings")
+        return [str(w) for w in found] if isinstance(found, list) else []
+
+    @property
     def trace(self) -> dict[str, str | int | None]:
         """The tracked run and registry version behind this set (None where untracked)."""
         t = self.tracking

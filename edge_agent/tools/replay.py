@@ -56,6 +56,8 @@ class ReplaySummary:
     last_ts: float | None
     model_set_version: str
     output: Path
+    #: What training warned about the model set (e.g. too little fit data).
+    training_warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """A few human-readable lines for the command line."""
@@ -73,6 +75,7 @@ class ReplaySummary:
                 f"alerts: {self.alerts_raised} raised, {self.alerts_cleared} cleared, "
                 f"{self.alerts_suppressed} held back by the flood guard",
                 f"input: {self.missing_cells} missing cells, {self.rejected} rejected readings",
+                *(f"warning from training: {w}" for w in self.training_warnings),
             ]
         )
 
@@ -230,5 +233,6 @@ def replay(
         first_ts=first_ts,
         last_ts=last_ts,
         model_set_version=model_set.version,
+        training_warnings=tuple(model_set.manifest.training_warnings),
         output=output,
     )
