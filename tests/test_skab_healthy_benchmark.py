@@ -134,7 +134,8 @@ def _seconds_into(ts: str) -> float:
 
 @pytest.mark.slow
 def test_a_late_level_shift_is_in_alarm_and_the_alerts_name_it(result: dict[str, Any]) -> None:
-    """15 noise widths on three sensors: the set trained on the quiet rows alarms through it."""
+    """15 noise widths on three sensors: the set trained on the quiet rows alarms through it,
+    and names them; no bad-quality alarm."""
     shifted = {"Accelerometer1RMS", "Accelerometer2RMS", "Volume Flow RateRMS"}
     for f in result["fits"]:
         overlapping = [
@@ -145,11 +146,11 @@ def test_a_late_level_shift_is_in_alarm_and_the_alerts_name_it(result: dict[str,
             and _seconds_into(e["raised"]) + e["seconds"] >= SHIFT.start
         ]
         assert overlapping, f["episodes"]
-        raised_in_shift = [
-            e for e in f["episodes"] if SHIFT.start <= _seconds_into(e["raised"]) < SHIFT.stop
-        ]
-        named = {s for e in raised_in_shift for s in e["named"] + e["outside_envelope"]}
-        assert named & shifted, raised_in_shift
+        named = {s for e in overlapping for s in e["named"] + e["outside_envelope"]}
+        assert named & shifted, overlapping
+        # a shift in level is the process moving, not a noisy transmitter: sensor health
+        # leaves the one large change out of the roughness it judges
+        assert not [e for e in f["episodes"] if e["kind"] == "bad_quality"], f["episodes"]
 
 
 def test_refuses_a_folder_without_the_recording(tmp_path: Path) -> None:
