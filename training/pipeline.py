@@ -129,7 +129,8 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     split = chronological_split(data.n_steps, test_fraction)
     _check_parts(data, split, cfg)
     clock.say(f"split (chronological): {split.sizes()}")
-    warnings = [w for w in (fit_span_warning(split.sizes()["fit"], data.step_seconds),) if w]
+    fit_steps = split.sizes()["fit"]
+    warnings = [w for w in (fit_span_warning(fit_steps, data.step_seconds),) if w]
     for w in warnings:
         clock.say(f"warning: {w}")
     fitted = fit_models(cfg, data, split, clock)
@@ -199,7 +200,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "lstm_training_windows": fitted.final.lstm_windows,
                 "calibration_mode": fitted.plan.mode,
                 "folds": len(fitted.plan.folds) if fitted.plan.mode == "kfold" else 0,
-                "fit_hours": split.sizes()["fit"] * data.step_seconds / 3600,
+                "fit_hours": fit_steps * data.step_seconds / 3600,
             },
             "warnings": warnings,
             "thresholds": {
