@@ -58,6 +58,14 @@ class AgentView:
     raw: dict[str, Any] = field(default_factory=dict)
     seen_at: float = 0.0
 
+    @property
+    def training_warnings(self) -> list[str]:
+        """What training warned about the model set this agent runs (its status carries
+        them; an agent older than that field, or a malformed entry, gives none)."""
+        trace = self.raw.get("model_set")
+        found = trace.get("training_warnings") if isinstance(trace, dict) else None
+        return [str(w) for w in found] if isinstance(found, list) else []
+
 
 @dataclass
 class UnitView:

@@ -39,6 +39,8 @@ from harness.telemetry import telemetry_payload
 pytestmark = pytest.mark.slow
 
 WINDOW = 30
+#: As training writes it for a short fit part: the console must show it to the operator.
+TRAINING_WARNING = "the fit part is 0.5 h of data (under 24 h)"
 N_STEPS = 320
 FAULT_FROM = 170  # unit2's steam temperature is 30 sd too high from this step on
 STEPS_PER_SECOND = 10.0
@@ -102,6 +104,7 @@ def rig(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[dict[str, object
     raw = json.loads(manifest.read_text(encoding="utf-8"))
     raw["tracking"] = {"run_id": run_id, "experiment": "edge-agent",
                        "registered_model": "edge-agent-test", "registered_version": 3}  # fmt: skip
+    raw.setdefault("metrics", {})["warnings"] = [TRAINING_WARNING]
     manifest.write_text(json.dumps(raw), encoding="utf-8")
     agent = AgentProcess(
         tmp_path / "agent",
@@ -155,8 +158,8 @@ def test_live_alarm_sign_in_acknowledge(rig: dict[str, object]) -> None:
             ),
             timeout=40,
         )
-        assert "online" in (driver.find_element(
-            By.CSS_SELECTOR, '[data-testid="unit-p1-unit1-agent"]').text)  # fmt: skip
+        agent_line = driver.find_element(By.CSS_SELECTOR, '[data-testid="unit-p1-unit1-agent"]')
+        assert agent_line.text == "agent test-agent: online · model set has 1 training warning"
         driver.save_screenshot(str(ARTIFACTS / "live-normal.png"))
 
         raised = alerts.collect(
@@ -248,6 +251,8 @@ def test_live_alarm_sign_in_acknowledge(rig: dict[str, object]) -> None:
             lambda: "hm-browser" in driver.find_element(By.TAG_NAME, "body").text,
         )
         runs = driver.find_element(By.CSS_SELECTOR, "[data-testid=tracked-runs]").text
+        warned = driver.find_element(By.CSS_SELECTOR, "[data-testid=training-warnings-test-agent]")
+        assert warned.text == f"training warning: {TRAINING_WARNING}", warned.text
         run_id = str(rig["run_id"])
         assert run_id[:12] in runs and "edge-agent-test/3" in runs and "0.812" in runs, runs
         assert "test-agent" in runs, runs  # marked as the run behind the agent's model set

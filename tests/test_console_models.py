@@ -32,3 +32,20 @@ def test_trace_from_the_agent_status() -> None:
     assert trace_text({"run_id": "abc", "registered_model": "m", "registered_version": 3}) == (
         "training run abc · registered as m version 3"
     )
+
+
+def test_training_warnings_from_the_status_or_the_manifest() -> None:
+    from edge_console.state import AgentView
+    from edge_console.web.models_page import manifest_warnings
+
+    agent = AgentView("p1", "a1")
+    assert agent.training_warnings == []  # no status yet
+    agent.raw = {"model_set": {"version": "v1", "run_id": None}}  # an older agent's status
+    assert agent.training_warnings == []
+    agent.raw = {"model_set": {"version": "v1", "training_warnings": "not a list"}}
+    assert agent.training_warnings == []
+    agent.raw = {"model_set": {"version": "v1", "training_warnings": ["short fit part"]}}
+    assert agent.training_warnings == ["short fit part"]
+    assert manifest_warnings(None) == []
+    assert manifest_warnings((Path("."), {"metrics": {}})) == []
+    assert manifest_warnings((Path("."), {"metrics": {"warnings": ["w1", "w2"]}})) == ["w1", "w2"]

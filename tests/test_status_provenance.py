@@ -61,6 +61,10 @@ def test_status_payload_without_tracking_or_plant_info() -> None:
 def test_status_and_metric_carry_run_id_version_and_plant(tmp_path: Path) -> None:
     v1 = tracked(build_model_set(tmp_path / "v1", window=20, version="hm-v1"), 4)
     v2 = build_model_set(tmp_path / "v2", window=20, version="hm-v2")  # untracked
+    warning = "the fit part is 0.1 h of data (under 24 h): ..."
+    raw = json.loads((v2 / MANIFEST_NAME).read_text())
+    raw.setdefault("metrics", {})["warnings"] = [warning]  # as training writes for a short fit
+    (v2 / MANIFEST_NAME).write_text(json.dumps(raw))
     plant = find_plant("VINDH_CHAL STPS")
     info = {"name": plant.name, "gppd_id": plant.gppd_id, "fuel": plant.fuel,
             "capacity_mw": plant.capacity_mw, "latitude": plant.latitude,
@@ -74,6 +78,7 @@ def test_status_and_metric_carry_run_id_version_and_plant(tmp_path: Path) -> Non
             assert status["model_set"] == {
                 "version": "hm-v1", "run_id": RUN_ID,
                 "registered_model": "thermal-8", "registered_version": 4,
+                "training_warnings": [],
             }  # fmt: skip
             assert status["plant_info"] == info
             metric = info_metric(agent)
@@ -87,6 +92,7 @@ def test_status_and_metric_carry_run_id_version_and_plant(tmp_path: Path) -> Non
             status = retained_status(broker.port, "agent-trace")
             assert status["model_set"]["version"] == "hm-v2"
             assert status["model_set"]["run_id"] is None  # the untracked set says so
+            assert status["model_set"]["training_warnings"] == [warning]
             assert info_metric(agent)["run_id"] == ""
         finally:
             rc, _ = agent.terminate()

@@ -176,7 +176,7 @@ class Server:
             on_connect=self._on_connect,
             on_retained=self.alarms.refuse_retained,
             model_set_version=model_set.version,
-            model_trace=model_set.manifest.trace,
+            model_trace=model_set.manifest.status_trace,
         )
         self.alerts = AlertPublisher(
             s, self.outbox, link, self.metrics, self.clock, self.hooks.on_alert_published
@@ -330,7 +330,7 @@ class Server:
             self.metrics.reloads.labels("ok").inc()
             self.log.info("reloaded", model_set=model_set.version)
             self._repeat_training_warnings(model_set)
-            await self.link.use_model_set(model_set.version, model_set.manifest.trace)
+            await self.link.use_model_set(model_set.version, model_set.manifest.status_trace)
             return report
 
     # ------------------------------------------------------------------ health

@@ -186,6 +186,12 @@ class Manifest(_Strict):
         }
 
     @property
+    def status_trace(self) -> dict[str, str | int | list[str] | None]:
+        """What the agent's retained status says about this set beyond its version: the
+        training run behind it and what training warned about, so a console can show both."""
+        return {**self.trace, "training_warnings": self.training_warnings}
+
+    @property
     def sensor_names(self) -> list[str]:
         return [s.name for s in self.sensors]
 

@@ -185,6 +185,9 @@ class UnitCard:
             text = f"agent {view.agent_id}: no status" if view.agent_id else "agent: unknown"
         else:
             text = f"agent {agent.agent_id}: {agent.state}"
+            warned = len(agent.training_warnings)
+            if warned:  # the set was trained on too little data, say: its alarms weigh less
+                text += f" · model set has {warned} training warning" + "s" * (warned > 1)
         if text != self.agent_text:
             self.agent_text = text
             self.agent.text = text

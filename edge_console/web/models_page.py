@@ -95,6 +95,22 @@ def trace_text(trace: Any) -> str | None:
     return text
 
 
+def manifest_warnings(entry: tuple[Path, dict[str, Any]] | None) -> list[str]:
+    """``metrics.warnings`` of a manifest found in ``model_dirs`` (for agents whose status
+    predates carrying them)."""
+    found = ((entry[1].get("metrics") or {}).get("warnings")) if entry is not None else None
+    return [str(w) for w in found] if isinstance(found, list) else []
+
+
+def _warnings_view(warnings: list[str], testid: str) -> None:
+    """Training's warnings about a set (too little fit data, …), where they cannot be missed."""
+    if not warnings:
+        return
+    with ui.column().classes("gap-0").props(f"data-testid={testid}"):
+        for warning in warnings:
+            ui.label(f"training warning: {warning}").classes("text-sm text-orange-10")
+
+
 def _trace_view(trace: Any, ui_url: str | None) -> None:
     text = trace_text(trace)
     if text is None:
@@ -173,6 +189,10 @@ def register(console: Console, app: FastAPI) -> None:
                 ui.label("units: " + (", ".join(units) or "none seen yet")).classes("text-sm")
                 _trace_view(agent.raw.get("model_set"), console.settings.tracking_ui_url)
                 entry = manifests.get(agent.model_set or "")
+                _warnings_view(
+                    agent.training_warnings or manifest_warnings(entry),
+                    f"training-warnings-{agent.agent_id}",
+                )
                 if entry is None:
                     ui.label(
                         f"model set {agent.model_set}: manifest not found in model_dirs"

@@ -41,9 +41,10 @@ def status_payload(
 ) -> bytes:
     """Retained status JSON: who this agent is, what it runs, and whether it is up.
 
-    ``model_set`` traces the running set to its training run and registry version
-    (:attr:`edge_agent.pipeline.manifest.Manifest.trace`); ``plant_info`` is the configured
-    metadata.
+    ``model_set`` traces the running set to its training run and registry version and
+    carries what training warned about it
+    (:attr:`edge_agent.pipeline.manifest.Manifest.status_trace`); ``plant_info`` is the
+    configured metadata.
     """
     body: dict[str, object] = {
         "state": state,

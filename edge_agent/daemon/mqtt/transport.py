@@ -18,8 +18,9 @@ from typing import Any, Literal, Protocol
 StatusState = Literal["online", "offline", "stopped"]
 #: ``on_message(topic, payload, arrival)``: arrival is the agent's clock when it came in.
 MessageCallback = Callable[[str, bytes, float], None]
-#: A model set's provenance as published in the status (training run, registry version).
-ModelTrace = Mapping[str, str | int | None]
+#: A model set's provenance as published in the status (training run, registry version,
+#: training warnings).
+ModelTrace = Mapping[str, str | int | list[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
