@@ -271,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--unit", help="unit name to replay as (default: the first configured unit)")
     rp.add_argument(
         "--timestamp-column",
-        default="timestamp",
-        help="column with ISO 8601 times or Unix seconds (default: timestamp)",
+        default="auto",
+        help="column with ISO 8601 times or Unix seconds (default auto: 'timestamp', else "
+        "the one column of date-times, as edge-train guesses it)",
     )
     rp.add_argument("--separator", default=",", help="CSV field separator (default: ,)")
     rp.set_defaults(fn=cmd_replay)

@@ -18,11 +18,14 @@ import uuid
 import zipfile
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-_TIME_NAME = re.compile(r"(time|date|^ts$|timestamp)", re.I)
-_LABEL_NAMES = {"label", "labels", "anomaly", "anomalous", "is_anomaly", "fault", "target", "y"}
+from edge_agent.pipeline.table_columns import (
+    guess_label_column,
+    guess_timestamp_column,
+    timestamp_candidates,
+)
+
 _EPOCH = re.compile(r"lstm_ae epoch (\d+)/(\d+)")
 
 
@@ -39,14 +42,6 @@ class CsvGuess:
 def _is_number(text: str) -> bool:
     try:
         float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_time(text: str) -> bool:
-    try:
-        datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         return False
     return True
@@ -75,19 +70,13 @@ def sniff_csv(path: Path, sample_bytes: int = 65536) -> CsvGuess:
             if v.strip():
                 values[h].append(v.strip())
     numeric = {h for h, vs in values.items() if vs and all(_is_number(v) for v in vs)}
-    timestamp = next(
-        (h for h in header if values[h] and all(_is_time(v) for v in values[h])), None
-    ) or next((h for h in header if _TIME_NAME.search(h) and h in numeric), None)
-    label = next(
-        (
-            h
-            for h in header
-            if h.lower() in _LABEL_NAMES
-            and h in numeric
-            and set(values[h]) <= {"0", "1", "0.0", "1.0"}
-        ),
-        None,
+    # edge-train's own guess (one source); where it declines, pre-fill the first candidate
+    timestamp = guess_timestamp_column(header, body) or next(
+        iter(timestamp_candidates(header, body)), None
     )
+    label = guess_label_column(header, body)
+    if label is not None and label not in numeric:
+        label = None
     sensors = [h for h in header if h in numeric and h not in (timestamp, label)]
     return CsvGuess(separator, header, timestamp, sensors, label, len(body))
 

@@ -165,6 +165,26 @@ def test_a_custom_timestamp_column_and_unit(model_set: ModelSet, tmp_path: Path)
     assert {line["unit"] for line in read_lines(tmp_path / "o")} == {"b"}
 
 
+def test_the_time_column_is_guessed_as_edge_train_guesses_it(
+    model_set: ModelSet, tmp_path: Path
+) -> None:
+    series = normal_series(5, seed=23)
+    path = tmp_path / "in.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*NAMES, "Time (UTC)"])  # not first, not called timestamp: ISO cells
+        for i, row in enumerate(series):
+            w.writerow([*row.tolist(), rfc3339(T0 + i)])
+    replay(settings(), model_set, path, tmp_path / "o")
+    assert [line["ts"] for line in read_lines(tmp_path / "o")] == [
+        rfc3339(T0 + i) for i in range(5)
+    ]
+    path.write_text(f"start,end,{','.join(NAMES)}\n" + "2026-01-01T00:00:00Z," * 2
+                    + ",".join(["1"] * len(NAMES)) + "\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"which column is the time\? .*\['start', 'end'\]"):
+        replay(settings(), model_set, path, tmp_path / "o")
+
+
 def test_bad_inputs_are_refused_with_a_clear_message(model_set: ModelSet, tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("timestamp,load\n1714564800,500\n")

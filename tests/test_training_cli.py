@@ -251,7 +251,8 @@ def test_data_error_exits_2_with_one_message(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,a,b\n" + "".join(f"{i},{i},3\n" for i in range(200)), "utf-8")
-    rc = main(["train", "--data", str(bad), "--out", str(tmp_path / "m"), "--label-column", "none"])
+    out = str(tmp_path / "m")
+    rc = main(["train", "--data", str(bad), "--out", out, "--sensors", "a,b"])  # b named
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("edge-train: error: ") and "column 'b'" in err and "constant" in err
@@ -340,13 +341,17 @@ def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: 
     data = tmp_path / "export.csv"
     _export_csv(data, 400, seed=41, labels=False)
     out = tmp_path / "m"
-    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";",
-            "--timestamp-column", "datetime", "--label-column", "none", *SMALL]  # fmt: skip
+    # neither the time nor the label column named: "datetime" holds the times, no label
+    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
     printed = io.StringIO()
     with redirect_stdout(printed):
         result = run_train(build_parser().parse_args(argv))
     m = load_manifest(out)
     d = m.metrics["data"]
+    assert (d["timestamp_column"], d["label_column"]) == ("datetime", None)
+    assert "timestamp column: 'datetime' (guessed from the file" in printed.getvalue()
+    assert "no label column found: unlabelled" in printed.getvalue()
+    assert m.sensor_names == list(SENSORS)
     assert d["split_steps"] == {"fit": 400, "test": 0}  # no rows lost to a split
     # 400 rows of 1 s: training says the set cannot know the plant, and the manifest keeps it
     assert d["fit_hours"] == pytest.approx(400 / 3600)

@@ -157,10 +157,17 @@ def test_bad_label(tmp_path: Path) -> None:
     assert "line 4" in msg and "column 'label'" in msg and "not 0 or 1" in msg
 
 
-def test_constant_column_is_refused(tmp_path: Path) -> None:
+def test_a_named_constant_sensor_is_refused_an_unnamed_one_left_out(tmp_path: Path) -> None:
     text = "time,a,c,label\n" + "".join(f"{1700000000 + i},{i},7.5,0\n" for i in range(5))
-    msg = error_of(write(tmp_path, text), UNIX)
+    path = write(tmp_path, text)
+    msg = error_of(path, DataSpec(timestamp_column="time", sensors=("a", "c")))
     assert "column 'c'" in msg and "constant value 7.5" in msg and "cannot be scaled" in msg
+    data = load_csv(path, UNIX)  # every numeric column: a tag that never moved is no sensor
+    assert data.sensors == ("a",) and data.constant_columns == ("c",)
+    assert data.values.shape == (5, 1)
+    only = "time,c,d\n" + "".join(f"{1700000000 + i},7.5,1\n" for i in range(5))
+    msg = error_of(write(tmp_path, only), UNIX)
+    assert "every numeric column is constant" in msg and "'c', 'd'" in msg
 
 
 def test_missing_file() -> None:
@@ -253,3 +260,57 @@ def test_split_with_an_impossible_test_fraction_is_refused() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(DataError, match="test fraction"):
             chronological_split(100, bad)
+
+
+# --- columns nobody named ------------------------------------------------------------------
+
+
+def test_the_time_and_label_columns_are_guessed_when_not_named(tmp_path: Path) -> None:
+    iso = "2026-01-01T00:00:{:02d}Z"
+    plain = "time,load_mw,valve\n" + "".join(
+        f"{iso.format(i)},{400 + i},{i % 3}\n" for i in range(6)
+    )
+    data = load_csv(write(tmp_path, plain), DataSpec())
+    assert (data.timestamp_column, data.label_column) == ("time", None)
+    assert data.guessed_columns == ("timestamp", "label") and data.labels is None
+    assert data.sensors == ("load_mw", "valve") and data.timestamps[1] - data.timestamps[0] == 1
+    skab_like = "datetime;a;anomaly\n" + "".join(
+        f"2020-03-09 10:00:{i:02d};{i * 0.5};{int(i > 3)}\n" for i in range(6)
+    )
+    data = load_csv(write(tmp_path, skab_like), DataSpec(separator=";"))
+    assert (data.timestamp_column, data.label_column, data.sensors) == (
+        "datetime",
+        "anomaly",
+        ("a",),
+    )
+    assert data.labels is not None and data.labels.tolist() == [0, 0, 0, 0, 1, 1]
+    # an explicit name wins over the guess, and "none" means unlabelled
+    data = load_csv(write(tmp_path, skab_like), DataSpec(separator=";", label_column=None))
+    assert data.sensors == ("a", "anomaly") and data.guessed_columns == ("timestamp",)
+
+
+def test_no_guess_is_made_between_two_time_columns(tmp_path: Path) -> None:
+    text = "start,end,a\n" + "".join(
+        f"2026-01-01T00:00:{i:02d},2026-01-01T00:01:{i:02d},{i}\n" for i in range(4)
+    )
+    msg = error_of(write(tmp_path, text), DataSpec())
+    assert "which column is the time?" in msg and "['start', 'end']" in msg
+    assert "--timestamp-column" in msg
+    numbers = "a,b\n1,2\n3,4\n"
+    assert "no 'timestamp' column, and none" in error_of(write(tmp_path, numbers), DataSpec())
+    unix = "epoch_s,a\n" + "".join(f"{1700000000 + i},{i}\n" for i in range(4))
+    assert load_csv(write(tmp_path, unix), DataSpec()).timestamp_column == "epoch_s"
+
+
+def test_lines_read_ahead_for_the_guess_keep_their_numbers(tmp_path: Path) -> None:
+    def stamp(i: int) -> str:
+        return f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z"
+
+    lines = [f"{stamp(i)},{i}" for i in range(80)]
+    lines[2] = f"{stamp(2)},oops"  # file line 4, inside the rows read ahead
+    msg = error_of(write(tmp_path, "time,a\n" + "\n".join(lines) + "\n"), DataSpec())
+    assert "line 4" in msg and "'oops'" in msg
+    lines[2] = f"{stamp(2)},2"
+    lines[70] = f"{stamp(70)},1,2"  # file line 72, after them
+    msg = error_of(write(tmp_path, "time,a\n" + "\n".join(lines) + "\n"), DataSpec())
+    assert "line 72" in msg and "3 fields" in msg

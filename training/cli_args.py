@@ -30,12 +30,20 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data format (override the config's data section)")
-    g.add_argument("--timestamp-column", help="column holding ISO 8601 times or Unix seconds")
+    g.add_argument(
+        "--timestamp-column",
+        help="column holding ISO 8601 times or Unix seconds (default auto: 'timestamp', "
+        "else the one column of date-times)",
+    )
     g.add_argument("--separator", type=_separator, help="field separator, e.g. ';' or '\\t'")
     g.add_argument(
         "--sensors", help="comma-separated sensor columns (default: every numeric column)"
     )
-    g.add_argument("--label-column", help="0/1 label column, or 'none' for unlabelled data")
+    g.add_argument(
+        "--label-column",
+        help="0/1 label column, or 'none' for unlabelled data (default auto: 'label', "
+        "else a 0/1 column named like anomaly/fault, else none)",
+    )
     g.add_argument("--exclude", help="comma-separated numeric columns that are not sensors")
     g.add_argument("--step-seconds", type=float, help="resample period (default: median spacing)")
     g.add_argument("--max-gap-seconds", type=float, help="longest gap to interpolate")

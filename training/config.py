@@ -31,10 +31,10 @@ class _Section(BaseModel):
 
 class DataSection(_Section):
     path: Path | None = None
-    timestamp_column: str = "timestamp"
+    timestamp_column: str = "auto"
     separator: str = Field(default=",", min_length=1, max_length=1)
     sensors: list[str] | None = None
-    label_column: str | None = "label"
+    label_column: str | None = "auto"
     exclude: list[str] = Field(default_factory=list)
     step_seconds: float | None = Field(default=None, gt=0)
     max_gap_seconds: float = Field(default=5.0, ge=0)

@@ -9,8 +9,10 @@ file, the column and the line.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.pipeline.table_columns import (
+    AUTO,
+    GUESS_ROWS,
+    guess_label_column,
+    guess_timestamp_column,
+    timestamp_candidates,
+)
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 
 #: Cell values read as "no reading" rather than as text.
@@ -32,16 +41,20 @@ class DataError(ValueError):
 class DataSpec:
     """How to read one historian export.
 
+    ``timestamp_column`` and ``label_column`` ``"auto"`` guess from the header and the first
+    rows (:mod:`edge_agent.pipeline.table_columns`: ``timestamp``/``label`` when present,
+    else the one time-like column and a 0/1 column named like a label; no such column means
+    unlabelled); a name is used as given; ``label_column=None`` is unlabelled.
     ``sensors=None`` takes every numeric column except the timestamp, the label and the
     ``exclude`` columns. ``step_seconds=None`` uses the median spacing of the timestamps.
     Gaps of up to ``max_gap_seconds`` (missing cells or missing rows) are linearly
     interpolated after resampling; longer gaps are an error.
     """
 
-    timestamp_column: str = "timestamp"
+    timestamp_column: str = AUTO
     separator: str = ","
     sensors: tuple[str, ...] | None = None
-    label_column: str | None = "label"
+    label_column: str | None = AUTO
     exclude: tuple[str, ...] = ()
     step_seconds: float | None = None
     max_gap_seconds: float = 5.0
@@ -148,6 +161,10 @@ class RawTable:
     columns: dict[str, RawColumn]
     labels: NDArray[np.int8] | None
     header: list[str]
+    #: The columns read as the time and the labels (after any guess) and whether guessed.
+    timestamp_column: str = ""
+    label_column: str | None = None
+    guessed: tuple[str, ...] = ()
 
 
 def read_rows(path: Path, spec: DataSpec) -> RawTable:
@@ -174,13 +191,42 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         if dupes:
             raise DataError(f"{path}, line 1: duplicate column names {dupes}")
         index = {name: i for i, name in enumerate(header)}
-        ts_col = spec.timestamp_column
-        if ts_col not in index:
+        ahead: list[list[str]] = []
+        ahead_lines: list[int] = []
+        deferred: Exception | None = None
+        guessed: list[str] = []
+        ts_col, label_col = spec.timestamp_column, spec.label_column
+        if AUTO in (ts_col, label_col):
+            try:
+                for row in reader:
+                    ahead.append(row)
+                    ahead_lines.append(reader.line_num)
+                    if len(ahead) >= GUESS_ROWS:
+                        break
+            except (csv.Error, UnicodeDecodeError) as exc:
+                deferred = exc  # raised below, after the rows before it, like any other
+        if ts_col == AUTO:
+            found = guess_timestamp_column(header, ahead)
+            if found is None:
+                candidates = timestamp_candidates(header, ahead)
+                which = f"several look like times: {candidates}" if candidates else "none"
+                raise DataError(
+                    f"{path}: which column is the time? no 'timestamp' column, and {which} "
+                    f"(columns: {header}); set data.timestamp_column or --timestamp-column"
+                )
+            ts_col = found
+            if found != "timestamp":
+                guessed.append("timestamp")
+        elif ts_col not in index:
             raise DataError(
                 f"{path}: no timestamp column {ts_col!r} (columns: {header}); "
                 f"set data.timestamp_column or --timestamp-column"
             )
-        label_col = spec.label_column
+        if label_col == AUTO:
+            taken = {ts_col, *(spec.sensors or ()), *spec.exclude}
+            label_col = guess_label_column([h if h not in taken else "" for h in header], ahead)
+            if label_col != "label":
+                guessed.append("label")
         if label_col is not None and label_col not in index:
             raise DataError(
                 f"{path}: no label column {label_col!r} (columns: {header}); "
@@ -212,8 +258,14 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         prev_line = 0
         n_fields = len(header)
         try:
-            for row in reader:
-                line = reader.line_num
+
+            def rest() -> Iterator[tuple[int, list[str]]]:
+                if deferred is not None:
+                    raise deferred
+                for row in reader:
+                    yield reader.line_num, row
+
+            for line, row in itertools.chain(zip(ahead_lines, ahead, strict=True), rest()):
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 if len(row) != n_fields:
@@ -254,4 +306,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         columns=cols,
         labels=np.frombuffer(labels, dtype=np.int8).copy() if label_i is not None else None,
         header=header,
+        timestamp_column=ts_col,
+        label_column=label_col,
+        guessed=tuple(guessed),
     )

@@ -44,6 +44,12 @@ class Dataset:
     rows_read: int = 0
     interpolated_cells: int = 0
     ignored_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: Numeric columns left out because they never moved (only when sensors were not named).
+    constant_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: The columns read as the time and the labels, and which of the two were guessed.
+    timestamp_column: str = "timestamp"
+    label_column: str | None = None
+    guessed_columns: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def n_steps(self) -> int:
@@ -160,10 +166,11 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
                 f"{path}: no readings for {b - a} steps ({(b - a) * step:g} s) "
                 f"{_gap_place(raw, bins, a, b)}; {limit} (data.max_gap_seconds)"
             )
-    values = np.empty((n_bins, len(sensors)), dtype=np.float64)
+    columns: list[NDArray[np.float64]] = []
+    constant: list[str] = []
     interpolated = 0
     steps_idx = np.arange(n_bins, dtype=np.float64)
-    for j, name in enumerate(sensors):
+    for name in sensors:
         v = np.frombuffer(raw.columns[name].values, dtype=np.float64)
         ok = ~np.isnan(v)
         counts = np.bincount(bins, weights=ok.astype(np.float64), minlength=n_bins)
@@ -181,11 +188,20 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
             col[missing] = np.interp(steps_idx[missing], steps_idx[~missing], col[~missing])
             interpolated += int(missing.sum())
         if col.max() == col.min():
+            if spec.sensors is None:  # a tag that never moved (a pump's "on" flag): not evidence
+                constant.append(name)
+                continue
             raise DataError(
                 f"{path}, column {name!r}: constant value {col[0]:g} on every row; a constant "
                 f"sensor cannot be scaled — leave it out (data.sensors or data.exclude)"
             )
-        values[:, j] = col
+        columns.append(col)
+    sensors = [n for n in sensors if n not in constant]
+    if not sensors:
+        raise DataError(
+            f"{path}: every numeric column is constant ({constant}); nothing to learn from"
+        )
+    values = np.stack(columns, axis=1)
     labels: NDArray[np.int8] | None = None
     if raw.labels is not None:
         lab = np.zeros(n_bins, dtype=np.int8)
@@ -208,6 +224,10 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         rows_read=len(raw.times),
         interpolated_cells=interpolated,
         ignored_columns=tuple(ignored),
+        constant_columns=tuple(constant),
+        timestamp_column=raw.timestamp_column,
+        label_column=raw.label_column,
+        guessed_columns=raw.guessed,
     )
 
 

@@ -122,7 +122,20 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         )
         + (f", {data.interpolated_cells} cells interpolated" if data.interpolated_cells else "")
         + (f", ignored columns {list(data.ignored_columns)}" if data.ignored_columns else "")
+        + (
+            f", left out constant columns {list(data.constant_columns)}"
+            if data.constant_columns
+            else ""
+        )
     )
+    for guessed in data.guessed_columns:
+        column = data.timestamp_column if guessed == "timestamp" else data.label_column
+        option = f"--{guessed}-column"
+        clock.say(
+            f"{guessed} column: {column!r} (guessed from the file; {option} to choose)"
+            if column is not None
+            else f"no label column found: unlabelled ({option} to name one)"
+        )
     test_fraction = cfg.split.test
     if test_fraction == "auto":
         test_fraction = 0.2 if data.labels is not None and evaluation is None else 0.0
@@ -193,6 +206,9 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "steps": data.n_steps,
                 "step_seconds": data.step_seconds,
                 "interpolated_cells": data.interpolated_cells,
+                "timestamp_column": data.timestamp_column,
+                "label_column": data.label_column,
+                "constant_columns": list(data.constant_columns),
                 "split_steps": split.sizes(),
                 "labelled": data.labels is not None,
                 "evaluation_file": None if evaluation is None else evaluation.source.name,

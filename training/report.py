@@ -186,6 +186,16 @@ def write_report(result: TrainResult) -> Path:
                 ),
                 ("interpolated cells", data.interpolated_cells),
                 (
+                    "time / label columns",
+                    f"`{data.timestamp_column}` / "
+                    + (f"`{data.label_column}`" if data.label_column else "none")
+                    + (" (guessed from the file)" if data.guessed_columns else ""),
+                ),
+                (
+                    "left out, never moved",
+                    ", ".join(data.constant_columns) if data.constant_columns else "none",
+                ),
+                (
                     "split (steps)",
                     f"fit {split['fit']}, test {split['test']} (chronological)"
                     + (

@@ -16,6 +16,7 @@ than the timestamp and the model set's sensors are ignored.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ from edge_agent.pipeline.alerts import Alert, rfc3339
 from edge_agent.pipeline.engine import Engine, StepOutcome, TickResult
 from edge_agent.pipeline.ingest import EventLogger
 from edge_agent.pipeline.scoring import ModelSet
+from edge_agent.pipeline.table_columns import (
+    AUTO,
+    GUESS_ROWS,
+    guess_timestamp_column,
+    timestamp_candidates,
+)
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 from edge_agent.topics import fill
 
@@ -108,15 +115,30 @@ def _rows(
         if header is None:
             raise ValueError(f"{path}: empty file")
         header = [h.strip() for h in header]
+        ahead: list[tuple[int, list[str]]] = []
+        if timestamp_column == AUTO:  # as edge-train guesses it (table_columns)
+            for row in reader:
+                ahead.append((reader.line_num, row))
+                if len(ahead) >= GUESS_ROWS:
+                    break
+            found = guess_timestamp_column(header, [row for _, row in ahead])
+            if found is None:
+                candidates = timestamp_candidates(header, [row for _, row in ahead])
+                raise ValueError(
+                    f"{path}: which column is the time? no 'timestamp' column, and "
+                    + (f"several look like times: {candidates}" if candidates else "none")
+                    + f" (columns: {header}); use --timestamp-column"
+                )
+            timestamp_column = found
         missing = [c for c in (timestamp_column, *sensors) if c not in header]
         if missing:
             raise ValueError(f"{path}: missing columns {missing} (has {header})")
         ts_col = header.index(timestamp_column)
         cols = [(name, header.index(name)) for name in sensors]
-        for row in reader:
+        rest = ((reader.line_num, row) for row in reader)
+        for line, row in itertools.chain(ahead, rest):
             if not row or all(not c.strip() for c in row):
                 continue
-            line = reader.line_num
             if len(row) < len(header):
                 row = row + [""] * (len(header) - len(row))
             ts = parse_table_timestamp(row[ts_col])
@@ -161,7 +183,7 @@ def replay(
     input_csv: Path,
     output: Path,
     *,
-    timestamp_column: str = "timestamp",
+    timestamp_column: str = AUTO,
     separator: str = ",",
     unit: str | None = None,
     log: EventLogger | None = None,
