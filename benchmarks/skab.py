@@ -16,8 +16,11 @@ anomalous rows missed). Here that is, per file:
    agent did not score counts as "not flagged" (and is counted).
 
 Both point decisions (the ``decision`` of each step) and alarm states (the anomaly alarm
-active after on/off delays) are reported, per model and for the ensemble. One command
-line for every file; labels are read only to score the result.
+active after on/off delays) are reported, per model and for the ensemble; and every alarm
+of any kind (anomaly, sensor health, …) raised on a labelled-normal row after the fit rows,
+counted by kind and per hour of normal rows, since a sensor-health alarm on a healthy pump
+costs the operator as much as an anomaly one. One command line for every file; labels are
+read only to score the result.
 
     python benchmarks/skab.py --data ../shared/data/skab      [--help for every option]
 
@@ -176,10 +179,8 @@ def run_file(path: Path, opt: Options) -> dict[str, Any]:
         )
         if rc != 0:
             raise RuntimeError(f"{path}: edge-agent replay exited {rc}")
-        steps = {}
-        for line in out.read_text(encoding="utf-8").splitlines():
-            d = json.loads(line)
-            steps[parse_table_timestamp(d["ts"])] = d
+        replayed = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    steps = {parse_table_timestamp(d["ts"]): d for d in replayed}
     judged = range(opt.fit_rows, len(ts))
     flags = {k: np.zeros(len(judged), dtype=bool) for k in DETECTORS}
     alarm = np.zeros(len(judged), dtype=bool)
@@ -194,12 +195,98 @@ def run_file(path: Path, opt: Options) -> dict[str, Any]:
             flags[k][i] = bool(d["models"][k]["decision"])
         alarm[i] = bool(d["alarms"]["anomaly"])
     return {
+        "episodes": labelled_episodes(replayed, ts, labels, opt.fit_rows),
         "file": f"{path.parent.name}/{path.name}",
         "labels": labels[opt.fit_rows :].tolist(),
         "flags": {k: v.tolist() for k, v in flags.items()},
         "alarm": alarm.tolist(),
         "unscored": unscored,
         "train_seconds": train_s,
+    }
+
+
+def alarm_episodes(steps: list[dict[str, Any]], judged_from: float) -> list[dict[str, Any]]:
+    """Every alarm raised at or after ``judged_from``, with how long it stayed raised: what
+    an operator would have seen, from the replay's steps (in order).
+
+    An alarm still raised at the end of the recording has ``cleared: null`` and its
+    duration up to the last step.
+    """
+    open_: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    last = judged_from
+    for d in steps:
+        t = parse_table_timestamp(d["ts"])
+        assert t is not None
+        last = t
+        for alert in d["alerts"]:
+            key = alert["alarm"]
+            if alert["state"] == "raised" and t >= judged_from:
+                ep = {
+                    "alarm": key,
+                    "kind": alert["kind"],
+                    "raised": d["ts"],
+                    "cleared": None,
+                    "seconds": None,
+                    "named": [s["sensor"] for s in alert.get("top_sensors") or []],
+                    "outside_envelope": [s["sensor"] for s in alert.get("outside_envelope") or []],
+                    "message": alert["message"],
+                    "_t": t,
+                }
+                open_[key] = ep
+                out.append(ep)
+            elif alert["state"] == "cleared" and key in open_:
+                ep = open_.pop(key)
+                ep["cleared"] = d["ts"]
+                ep["seconds"] = t - ep["_t"]
+    for ep in open_.values():
+        ep["seconds"] = last - ep["_t"]
+    for ep in out:
+        del ep["_t"]
+    return out
+
+
+def labelled_episodes(
+    replayed: list[dict[str, Any]], ts: list[float], labels: np.ndarray, fit_rows: int
+) -> list[dict[str, Any]]:
+    """Every alarm raised after the fit rows, marked with the label of the row it was raised
+    on (``on_normal``): an alarm raised on a normal row is one an operator would have
+    checked for nothing, whatever its kind (the point figures only judge the anomaly one)."""
+    row_of = {int(t): i for i, t in enumerate(ts)}
+    anomalous = np.flatnonzero(labels)
+    out = []
+    for ep in alarm_episodes(replayed, ts[fit_rows]):
+        t = parse_table_timestamp(ep["raised"])
+        row = row_of.get(int(t)) if t is not None else None
+        on_normal = row is not None and labels[row] == 0
+        phase = None
+        if on_normal and row is not None:  # before the file's fault, after it, or between
+            phase = (
+                "before"
+                if not anomalous.size or row < anomalous[0]
+                else "after"
+                if row > anomalous[-1]
+                else "between"
+            )
+        out.append({**ep, "on_normal": on_normal, "phase": phase})
+    return out
+
+
+def on_normal_rows(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alarms raised on labelled-normal judged rows, by kind, and per hour of such rows."""
+    normal_hours = sum(r["labels"].count(0) for r in results) / 3600  # one row a second
+    by_kind: dict[str, int] = {}
+    by_phase: dict[str, int] = {}
+    for r in results:
+        for ep in r["episodes"]:
+            if ep["on_normal"]:
+                by_kind[ep["kind"]] = by_kind.get(ep["kind"], 0) + 1
+                by_phase[ep["phase"]] = by_phase.get(ep["phase"], 0) + 1
+    return {
+        "normal_hours": normal_hours,
+        "raised": by_kind,
+        "raised_relative_to_the_fault": by_phase,
+        "per_hour": {k: v / normal_hours for k, v in by_kind.items()} if normal_hours else {},
     }
 
 
@@ -210,7 +297,12 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
         for k in DETECTORS
     }
     alarm = detection_metrics(y, np.concatenate([r["alarm"] for r in results]), 1.0)
-    return {"point": point, "alarm": {"ensemble": alarm}, "rows": int(y.size)}
+    return {
+        "point": point,
+        "alarm": {"ensemble": alarm},
+        "rows": int(y.size),
+        "alarms_on_normal_rows": on_normal_rows(results),
+    }
 
 
 def met(value: float | None, rule: tuple[str, float]) -> bool:
@@ -298,6 +390,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{k} {r[0]} {r[1]}: {'met' if targets[k] else 'MISSED'}" for k, r in TARGETS.items()
         )
     )
+    normal = summary["alarms_on_normal_rows"]
+    print(
+        f"alarms raised on normal rows ({normal['normal_hours']:.2f} h of them): "
+        + (", ".join(f"{k} {v}" for k, v in sorted(normal["raised"].items())) or "none")
+        + " ("
+        + ", ".join(
+            f"{v} {k} the file's fault"
+            for k, v in sorted(normal["raised_relative_to_the_fault"].items())
+        )
+        + ")"
+    )
     unscored = sum(r["unscored"] for r in results)
     print(
         f"{len(files)} files, {summary['rows']} judged rows, {unscored} not scored, "
@@ -314,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                 "unscored": r["unscored"],
                 "train_seconds": round(r["train_seconds"], 1),
                 **{k: m[k] for k in ("f1", "far_percent", "mar_percent")},
+                "alarms_on_normal_rows": [
+                    {k: ep[k] for k in ("alarm", "raised", "phase", "seconds", "named", "message")}
+                    for ep in r["episodes"]
+                    if ep["on_normal"]
+                ],
             }
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

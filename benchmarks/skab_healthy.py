@@ -56,46 +56,6 @@ def fit_rows_for(fit: str, rows: int) -> int:
     return rows // 2 if fit == "half" else int(fit)
 
 
-def episodes(steps: list[dict[str, Any]], judged_from: float) -> list[dict[str, Any]]:
-    """Every alarm raised at or after ``judged_from``, with how long it stayed raised.
-
-    An alarm still raised at the end of the recording has ``cleared: null`` and its
-    duration up to the last step.
-    """
-    open_: dict[str, dict[str, Any]] = {}
-    out: list[dict[str, Any]] = []
-    last = judged_from
-    for d in steps:
-        t = parse_table_timestamp(d["ts"])
-        assert t is not None
-        last = t
-        for alert in d["alerts"]:
-            key = alert["alarm"]
-            if alert["state"] == "raised" and t >= judged_from:
-                ep = {
-                    "alarm": key,
-                    "kind": alert["kind"],
-                    "raised": d["ts"],
-                    "cleared": None,
-                    "seconds": None,
-                    "named": [s["sensor"] for s in alert.get("top_sensors") or []],
-                    "outside_envelope": [s["sensor"] for s in alert.get("outside_envelope") or []],
-                    "message": alert["message"],
-                    "_t": t,
-                }
-                open_[key] = ep
-                out.append(ep)
-            elif alert["state"] == "cleared" and key in open_:
-                ep = open_.pop(key)
-                ep["cleared"] = d["ts"]
-                ep["seconds"] = t - ep["_t"]
-    for ep in open_.values():
-        ep["seconds"] = last - ep["_t"]
-    for ep in out:
-        del ep["_t"]
-    return out
-
-
 def run_fit(data: Path, fit: str, opt: skab.Options) -> dict[str, Any]:
     """Train on the first rows of the recording, replay all of it, judge what follows."""
     path = data / RECORDING
@@ -136,7 +96,7 @@ def run_fit(data: Path, fit: str, opt: skab.Options) -> dict[str, Any]:
     }
     flagged["ensemble"] = float(np.mean([bool(d["decision"]) for d in scored]))
     in_alarm = float(np.mean([bool(d["alarms"]["anomaly"]) for d in scored]))
-    eps = episodes(steps, judged_from)
+    eps = skab.alarm_episodes(steps, judged_from)
     by_kind: dict[str, int] = {}
     for ep in eps:
         by_kind[ep["kind"]] = by_kind.get(ep["kind"], 0) + 1

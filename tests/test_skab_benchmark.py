@@ -76,6 +76,40 @@ def _experiment(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _step(ts: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"ts": ts, "alerts": alerts}
+
+
+def _alert(alarm: str, state: str) -> dict[str, Any]:
+    return {
+        "alarm": alarm,
+        "kind": alarm.split("/")[0],
+        "state": state,
+        "message": f"{alarm} {state}",
+        "top_sensors": [{"sensor": "Pressure", "error": 2.0}],
+        "outside_envelope": [],
+    }
+
+
+def test_episodes_count_what_is_raised_after_the_fit_and_how_long_it_stays() -> None:
+    t = "2020-02-08T13:00:{:02d}.000Z"
+    steps = [
+        _step(t.format(0), [_alert("anomaly", "raised")]),  # during the fit rows: not judged
+        _step(t.format(5), [_alert("anomaly", "cleared")]),
+        _step(t.format(10), [_alert("anomaly", "raised")]),
+        _step(t.format(12), [_alert("bad_quality/Pressure", "raised")]),
+        _step(t.format(40), [_alert("anomaly", "cleared")]),
+        _step(t.format(50), []),
+    ]
+    judged_from = skab.parse_table_timestamp(t.format(8))
+    eps = skab.alarm_episodes(steps, judged_from)
+    assert [(e["alarm"], e["seconds"], e["cleared"]) for e in eps] == [
+        ("anomaly", 30.0, t.format(40)),
+        ("bad_quality/Pressure", 38.0, None),  # still raised when the recording ends
+    ]
+    assert eps[0]["named"] == ["Pressure"] and eps[1]["kind"] == "bad_quality"
+
+
 @pytest.fixture(scope="module")
 def skab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("skab")
@@ -129,6 +163,12 @@ def test_pools_the_judged_rows_after_the_fit_rows(result: dict[str, Any]) -> Non
     assert set(pooled["alarm"]) == {"ensemble"}
     assert [f["rows"] for f in result["per_file"]] == [ROWS - FIT_ROWS] * 2
     assert set(result["targets_met"]) == {"f1", "far_percent", "mar_percent"}
+    normal = pooled["alarms_on_normal_rows"]
+    listed = [ep for f in result["per_file"] for ep in f["alarms_on_normal_rows"]]
+    assert sum(normal["raised"].values()) == len(listed)
+    assert normal["normal_hours"] == pytest.approx(
+        (judged - 2 * (ANOMALY.stop - ANOMALY.start)) / 3600
+    )
 
 
 @pytest.mark.slow
@@ -146,3 +186,32 @@ def test_refuses_a_folder_without_csv_files(tmp_path: Path) -> None:
     (tmp_path / "valve1").mkdir()
     with pytest.raises(SystemExit, match="no CSV files"):
         skab.main(["--data", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
+def test_alarms_are_marked_by_the_label_of_the_row_they_were_raised_on() -> None:
+    t = "2020-02-08T13:00:{:02d}.000Z"
+    ts = [skab.parse_table_timestamp(t.format(i)) for i in range(20)]
+    labels = np.zeros(20, dtype=np.int8)
+    labels[10:15] = 1
+    steps = [
+        _step(t.format(3), [_alert("bad_quality/Pressure", "raised")]),  # fit rows
+        _step(t.format(6), [_alert("bad_quality/Pressure", "cleared")]),
+        _step(t.format(7), [_alert("sensor_stale/Current", "raised")]),
+        _step(t.format(11), [_alert("anomaly", "raised")]),  # on the anomaly
+        _step(t.format(17), [_alert("anomaly", "cleared")]),
+    ]
+    eps = skab.labelled_episodes(steps, ts, labels, fit_rows=5)
+    assert [(e["alarm"], e["on_normal"], e["phase"]) for e in eps] == [
+        ("sensor_stale/Current", True, "before"),
+        ("anomaly", False, None),
+    ]
+    results = [{"labels": labels[5:].tolist(), "episodes": eps}] * 2
+    normal = skab.on_normal_rows(results)
+    assert normal["raised"] == {"sensor_stale": 2}
+    assert normal["raised_relative_to_the_fault"] == {"before": 2}
+    after = skab.labelled_episodes(
+        [_step(t.format(16), [_alert("anomaly", "raised")])], ts, labels, fit_rows=5
+    )
+    assert (after[0]["on_normal"], after[0]["phase"]) == (True, "after")
+    assert normal["normal_hours"] == 2 * 10 / 3600
+    assert normal["per_hour"]["sensor_stale"] == 2 / normal["normal_hours"]

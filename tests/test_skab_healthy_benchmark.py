@@ -35,40 +35,6 @@ ROWS = 480
 SHIFT = slice(380, 440)  # after the fit rows of fit "200" and of "half" (240)
 
 
-def _step(ts: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"ts": ts, "alerts": alerts}
-
-
-def _alert(alarm: str, state: str) -> dict[str, Any]:
-    return {
-        "alarm": alarm,
-        "kind": alarm.split("/")[0],
-        "state": state,
-        "message": f"{alarm} {state}",
-        "top_sensors": [{"sensor": "Pressure", "error": 2.0}],
-        "outside_envelope": [],
-    }
-
-
-def test_episodes_count_what_is_raised_after_the_fit_and_how_long_it_stays() -> None:
-    t = "2020-02-08T13:00:{:02d}.000Z"
-    steps = [
-        _step(t.format(0), [_alert("anomaly", "raised")]),  # during the fit rows: not judged
-        _step(t.format(5), [_alert("anomaly", "cleared")]),
-        _step(t.format(10), [_alert("anomaly", "raised")]),
-        _step(t.format(12), [_alert("bad_quality/Pressure", "raised")]),
-        _step(t.format(40), [_alert("anomaly", "cleared")]),
-        _step(t.format(50), []),
-    ]
-    judged_from = healthy.parse_table_timestamp(t.format(8))
-    eps = healthy.episodes(steps, judged_from)
-    assert [(e["alarm"], e["seconds"], e["cleared"]) for e in eps] == [
-        ("anomaly", 30.0, t.format(40)),
-        ("bad_quality/Pressure", 38.0, None),  # still raised when the recording ends
-    ]
-    assert eps[0]["named"] == ["Pressure"] and eps[1]["kind"] == "bad_quality"
-
-
 def _recording(path: Path) -> None:
     """Pump-like levels and noise; a level shift of both accelerometers and the flow late on."""
     rng = np.random.default_rng(3)
