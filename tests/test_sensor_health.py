@@ -19,6 +19,7 @@ from edge_agent.pipeline.sensor_health import (
     SensorHealth,
     change_roughness,
     longest_runs,
+    roughness_floor,
     roughness_series,
 )
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
@@ -189,3 +190,53 @@ def test_training_places_a_trimmed_limit_that_a_level_step_stays_under() -> None
     assert health.noisy(later.astype(np.float32))[:, 0].tolist() == [False, True, False]
     # untrimmed, that step's window is rougher than the limit: it would be called noise
     assert np.diff(later[0, :, 0]).std() > spec.roughness_hi
+
+
+def test_the_floor_is_half_a_window_of_typical_moves() -> None:
+    x = np.zeros((40, 2))
+    x[::7, 0] = 0.5  # a held signal that moves by 0.5 now and then (and back)
+    x[:, 1] = 3.0  # one that never moved
+    floor = roughness_floor(x, rolling=10, trim=1)
+    # 9 changes, 4 of them 0.5: the largest trimmed leaves 3 of 0.5 and 5 zeros
+    assert floor[0] == pytest.approx(0.5 * np.sqrt(3 / 8 - (3 / 8) ** 2))
+    assert floor[1] == 0.0
+
+
+def test_a_held_signal_gets_a_limit_its_ordinary_moves_stay_under() -> None:
+    """A valve position that moves only past a 1 % deadband, in 0.5 % steps: with its one
+    move per window trimmed, its fit roughness is exactly 0 everywhere. Training must still
+    write a positive limit (it once wrote -8e-21 and the manifest refused it after the whole
+    training) that the valve's next two moves in a window do not exceed."""
+    from training.data import Dataset
+    from training.model_set import sensor_entries
+
+    rng = np.random.default_rng(9)
+    steps = 20_000
+    demand = 60 + np.cumsum(rng.normal(0, 0.02, steps))
+    valve = np.empty(steps)
+    held = demand[0]
+    for i, d in enumerate(demand):
+        held = d if abs(d - held) > 1.0 else held
+        valve[i] = round(held * 2) / 2
+    constant = np.full(steps, 7.0)
+    values = np.stack([valve, constant], axis=1)
+    data = Dataset(
+        timestamps=T0 + np.arange(steps, dtype=np.float64),
+        values=values,
+        labels=None,
+        sensors=("valve", "aux"),
+        step_seconds=1.0,
+        source=Path("fit.csv"),
+        sha256="0" * 64,
+    )
+    assert roughness_series(values, 10, trim=1)[:, 0].max() == 0.0  # the degenerate case
+    valve_spec, aux_spec = sensor_entries(data, slice(0, steps), {}, rolling=10)
+    assert valve_spec.roughness_hi is not None and valve_spec.roughness_hi > 0
+    assert aux_spec.roughness_hi is None  # never moved: nothing to place a limit on
+    health = SensorHealth([valve_spec], rolling=10)
+    later = np.full((3, 10, 1), 61.0)
+    later[0, 4:, 0] += 1.0  # two moves in one window: a faster ramp
+    later[0, 7:, 0] += 1.0
+    later[1, :, 0] += rng.normal(0, 1.0, 10)  # the transmitter turns noisy
+    later[2, 5:, 0] -= 1.5  # one move
+    assert health.noisy(later.astype(np.float32))[:, 0].tolist() == [False, True, False]

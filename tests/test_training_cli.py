@@ -384,3 +384,16 @@ def test_labels_never_fit_a_model_or_place_a_threshold(tmp_path: Path) -> None:
             + [m.voting.fused_threshold]
         )
     assert thresholds[0] == pytest.approx(thresholds[1], rel=1e-4)
+
+
+def test_a_manifest_the_agent_would_refuse_is_one_clear_error() -> None:
+    from edge_agent.pipeline.manifest import ManifestError
+    from training.pipeline import _checked_manifest
+
+    base = json.loads((REPO / "models" / "manifest.json").read_text(encoding="utf-8"))
+    assert _checked_manifest(base).model_set_version == base["model_set_version"]
+    base["sensors"][1]["roughness_hi"] = -8.47e-21  # what a held signal once produced
+    with pytest.raises(
+        ManifestError, match=r"(?s)would refuse \(a bug in edge-train\).*roughness_hi"
+    ):
+        _checked_manifest(base)

@@ -58,7 +58,12 @@ def sensor_entries(
     steps (the calibration's out-of-sample stretch: for a hold-out, the tail the models never
     saw; a file of several units one after another has jumps between them elsewhere).
     """
-    from edge_agent.pipeline.sensor_health import ROUGHNESS_TRIM, longest_runs, roughness_series
+    from edge_agent.pipeline.sensor_health import (
+        ROUGHNESS_TRIM,
+        longest_runs,
+        roughness_floor,
+        roughness_series,
+    )
 
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
     values = data.values[fit]
@@ -66,6 +71,7 @@ def sensor_entries(
     runs = longest_runs(checked)
     trim = min(ROUGHNESS_TRIM, rolling - 2)  # a window of 2 steps has one change
     rough = roughness_series(checked, rolling, trim)
+    floor = roughness_floor(checked, rolling, trim)
     days = len(checked) * data.step_seconds / 86400
     on_delay = AlarmSettings().on_delay
     specs = []
@@ -88,13 +94,15 @@ def sensor_entries(
             days,
             alarms_per_day or HEALTH_ALARMS_PER_DAY,
         )
+        # a sensor that never moved in these steps has no roughness to place a limit on
+        rough_hi = max(float(np.exp(limit) - eps), float(floor[j])) if floor[j] > 0 else None
         specs.append(
             replace(
                 base,
                 envelope_lo=float(values[:, j].min()),
                 envelope_hi=float(values[:, j].max()),
                 frozen_limit_steps=int(max(2 * runs[j], 2 * rolling)),
-                roughness_hi=float(np.exp(limit) - eps),
+                roughness_hi=rough_hi,
                 roughness_trim=trim,
             )
         )

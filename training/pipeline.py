@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from edge_agent.config import AlarmSettings
-from edge_agent.pipeline.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edge_agent.pipeline.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from edge_agent.pipeline.scoring import ModelSet
 
 from . import calibration
@@ -51,6 +52,17 @@ from .tracking import record_run
 #: (``benchmarks/skab_healthy.py``): fitted on 6.7 min, 98.75 % of the afternoon was flagged;
 #: on 78 min, 2.9 alarms an hour against a stated 0.5 % of steps.
 MIN_FIT_HOURS = 24.0
+
+
+def _checked_manifest(base: dict[str, Any]) -> Manifest:
+    """The manifest as the agent will read it; one it would refuse is training's bug, said in
+    one message rather than a traceback (and nothing is written)."""
+    try:
+        return Manifest.model_validate(base)
+    except ValidationError as exc:
+        raise ManifestError(
+            f"training produced a manifest the agent would refuse (a bug in edge-train): {exc}"
+        ) from None
 
 
 def fit_span_warning(fit_steps: int, step_seconds: float) -> str | None:
@@ -190,7 +202,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         )
         created = datetime.now(UTC).replace(microsecond=0)
         base = manifest_dict(cfg, data, split, fitted, entries, voting, created)
-        write_manifest(Manifest.model_validate(base), staging)
+        write_manifest(_checked_manifest(base), staging)
         model_set = ModelSet.load(staging, threads=cfg.threads)
         test_scored: ScoredSteps | None = None
         with clock.phase("evaluation", "scoring the evaluation steps with onnxruntime"):
@@ -234,7 +246,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         }
         base["metrics"] = json.loads(json.dumps(metrics, default=float))
         base["model_set_version"] = model_set_version(base, created)
-        write_manifest(Manifest.model_validate(base), staging)
+        write_manifest(_checked_manifest(base), staging)
         load_manifest(staging, list(data.sensors))  # refuse to publish what the agent would
         out.mkdir(parents=True, exist_ok=True)
         for name in (*MODEL_FILES.values(), MANIFEST_NAME):  # manifest last

@@ -145,6 +145,29 @@ def roughness_series(
     return change_roughness(changes, trim, axis=1)
 
 
+def roughness_floor(values: NDArray[np.floating], rolling: int, trim: int) -> NDArray[np.float64]:
+    """Per sensor: the roughness of a window in which half the step changes are the sensor's
+    typical move (the median non-zero change in ``values``) and the rest none.
+
+    The lowest ``roughness_hi`` training may place. A held or coarsely quantised signal (a
+    valve position that moves only past a deadband, a temperature in whole degrees) has a
+    roughness of exactly 0 in nearly every fit window once its one move is trimmed, so a limit
+    placed on the fit data alone would call its next ordinary double move "noisy" (and the
+    limit could round below zero). 0 for a sensor that never moved."""
+    x = np.asarray(values, dtype=np.float32).astype(np.float64)
+    changes = np.abs(np.diff(x, axis=0))
+    n = rolling - 1
+    moving = n // 2
+    out = np.zeros(x.shape[1], dtype=np.float64)
+    for j in range(x.shape[1]):
+        moves = changes[:, j][changes[:, j] > 0]
+        if moves.size:
+            window = np.zeros((n, 1))
+            window[:moving, 0] = float(np.median(moves))
+            out[j] = float(change_roughness(window, trim, axis=0)[0])
+    return out
+
+
 def longest_runs(values: NDArray[np.floating]) -> NDArray[np.int64]:
     """Per sensor: the longest run of one exact value in a (steps, sensors) series."""
     x = np.asarray(values, dtype=np.float32)
