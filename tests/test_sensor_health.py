@@ -240,3 +240,37 @@ def test_a_held_signal_gets_a_limit_its_ordinary_moves_stay_under() -> None:
     later[1, :, 0] += rng.normal(0, 1.0, 10)  # the transmitter turns noisy
     later[2, 5:, 0] -= 1.5  # one move
     assert health.noisy(later.astype(np.float32))[:, 0].tolist() == [False, True, False]
+
+
+def test_a_signal_held_for_hours_in_the_fit_data_gets_no_frozen_check() -> None:
+    """Twice the longest hold is only the longest steady spell training saw: a valve at base
+    load holds longer the next day. Analog sensors keep their frozen limit."""
+    from training.data import Dataset
+    from training.model_set import sensor_entries
+    from training.pipeline import held_signal_warnings
+
+    rng = np.random.default_rng(10)
+    steps = 2_000  # of 10 s
+    valve = np.full(steps, 80.0)
+    valve[800:] = 80.0 + np.round(np.cumsum(rng.normal(0, 0.3, steps - 800)) * 2) / 2
+    analog = 540.0 + rng.normal(0, 0.5, steps)
+    data = Dataset(
+        timestamps=T0 + 10.0 * np.arange(steps),
+        values=np.stack([valve, analog], axis=1),
+        labels=None,
+        sensors=("valve", "steam"),
+        step_seconds=10.0,
+        source=Path("fit.csv"),
+        sha256="0" * 64,
+    )
+    valve_spec, steam_spec = sensor_entries(data, slice(0, steps), {}, rolling=10)
+    assert valve_spec.frozen_limit_steps is None  # held 800 steps = 2.2 h
+    assert steam_spec.frozen_limit_steps == 20  # analog: never repeats, the 2 x rolling floor
+    [warning] = held_signal_warnings([valve_spec.to_dict(), steam_spec.to_dict()])
+    assert (
+        warning.startswith("valve held one exact value for more than 1 h")
+        and "no frozen" in warning
+    )
+    health = SensorHealth([valve_spec], rolling=10)
+    row = np.array([80.0], dtype=np.float32)
+    assert all(health.frozen("u", row, []) == [] for _ in range(5_000))

@@ -38,6 +38,12 @@ SCALER_NOTE = (
 
 
 HEALTH_ALARMS_PER_DAY = 0.1
+#: A sensor that held one exact value longer than this in the fit data is a held signal (a
+#: valve position at base load, a setpoint): a steady process and a stuck transmitter look
+#: alike on it, and twice its longest hold is only the longest steady spell training happened
+#: to see (measured: a valve held 3 h in a day of fit data, 4.3 h the next day), so it gets
+#: no frozen check. Analog transmitters repeat an exact value for seconds, not an hour.
+HELD_SIGNAL_SECONDS = 3600.0
 
 
 def sensor_entries(
@@ -101,7 +107,9 @@ def sensor_entries(
                 base,
                 envelope_lo=float(values[:, j].min()),
                 envelope_hi=float(values[:, j].max()),
-                frozen_limit_steps=int(max(2 * runs[j], 2 * rolling)),
+                frozen_limit_steps=None
+                if runs[j] * data.step_seconds > HELD_SIGNAL_SECONDS
+                else int(max(2 * runs[j], 2 * rolling)),
                 roughness_hi=rough_hi,
                 roughness_trim=trim,
             )

@@ -42,7 +42,7 @@ from .config import TrainConfig
 from .data import DataError, Dataset, Split, chronological_split, load_csv
 from .evaluation import ScoredSteps, evaluate, evaluation_data, score_steps
 from .export import export_models, manifest_dict
-from .model_set import MODEL_FILES, model_set_version, write_manifest
+from .model_set import HELD_SIGNAL_SECONDS, MODEL_FILES, model_set_version, write_manifest
 from .out_of_sample import Fitted, fit_models
 from .result import TrainResult
 from .tracking import record_run
@@ -63,6 +63,20 @@ def _checked_manifest(base: dict[str, Any]) -> Manifest:
         raise ManifestError(
             f"training produced a manifest the agent would refuse (a bug in edge-train): {exc}"
         ) from None
+
+
+def held_signal_warnings(sensors: list[dict[str, Any]]) -> list[str]:
+    """One warning per sensor training gave no frozen check (a held signal, see
+    :data:`training.model_set.HELD_SIGNAL_SECONDS`), so the engineer knows which tags a stuck
+    transmitter would not be flagged on by that check."""
+    hours = HELD_SIGNAL_SECONDS / 3600
+    return [
+        f"{s['name']} held one exact value for more than {hours:g} h in the fit data: it gets "
+        "no frozen check (a steady process and a stuck transmitter look alike on it); the "
+        "stale and model checks still apply"
+        for s in sensors
+        if s.get("frozen_limit_steps") is None
+    ]
 
 
 def fit_span_warning(fit_steps: int, step_seconds: float) -> str | None:
@@ -202,6 +216,9 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
         )
         created = datetime.now(UTC).replace(microsecond=0)
         base = manifest_dict(cfg, data, split, fitted, entries, voting, created)
+        for w in held_signal_warnings(base["sensors"]):
+            warnings.append(w)
+            clock.say(f"warning: {w}")
         write_manifest(_checked_manifest(base), staging)
         model_set = ModelSet.load(staging, threads=cfg.threads)
         test_scored: ScoredSteps | None = None
