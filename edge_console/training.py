@@ -23,6 +23,7 @@ from pathlib import Path
 from edge_agent.pipeline.table_columns import (
     guess_label_column,
     guess_timestamp_column,
+    is_number,
     timestamp_candidates,
 )
 
@@ -37,14 +38,6 @@ class CsvGuess:
     sensors: list[str]
     label: str | None
     rows_sampled: int
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def sniff_csv(path: Path, sample_bytes: int = 65536) -> CsvGuess:
@@ -69,7 +62,7 @@ def sniff_csv(path: Path, sample_bytes: int = 65536) -> CsvGuess:
         for h, v in zip(header, row, strict=False):
             if v.strip():
                 values[h].append(v.strip())
-    numeric = {h for h, vs in values.items() if vs and all(_is_number(v) for v in vs)}
+    numeric = {h for h, vs in values.items() if vs and all(is_number(v) for v in vs)}
     # edge-train's own guess (one source); where it declines, pre-fill the first candidate
     timestamp = guess_timestamp_column(header, body) or next(
         iter(timestamp_candidates(header, body)), None

@@ -41,7 +41,7 @@ HEALTH_ALARMS_PER_DAY = 0.1
 #: A sensor that held one exact value longer than this in the fit data is a held signal (a
 #: valve position at base load, a setpoint): a steady process and a stuck transmitter look
 #: alike on it, and twice its longest hold is only the longest steady spell training happened
-#: to see (measured: a valve held 3 h in a day of fit data, 4.3 h the next day), so it gets
+#: to see (measured: a valve held 91 min in a day of fit data, 4.3 h the next day), so it gets
 #: no frozen check. Analog transmitters repeat an exact value for seconds, not an hour.
 HELD_SIGNAL_SECONDS = 3600.0
 

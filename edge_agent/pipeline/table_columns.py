@@ -28,7 +28,8 @@ LABEL_NAMES = frozenset(
 _TIME_NAME = re.compile(r"(time|date|^ts$|epoch)", re.I)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """A cell that reads as a number (a Unix time, a sensor value), not a date-time text."""
     try:
         float(text)
     except ValueError:
@@ -54,12 +55,12 @@ def timestamp_candidates(header: Sequence[str], rows: Sequence[Sequence[str]]) -
         h
         for h in header
         if cells[h]
-        and all(not _is_number(v) and parse_table_timestamp(v) is not None for v in cells[h])
+        and all(not is_number(v) and parse_table_timestamp(v) is not None for v in cells[h])
     ]
     if texts:
         return texts
     return [
-        h for h in header if _TIME_NAME.search(h) and cells[h] and all(map(_is_number, cells[h]))
+        h for h in header if _TIME_NAME.search(h) and cells[h] and all(map(is_number, cells[h]))
     ]
 
 
