@@ -3,9 +3,12 @@ the one rule edge-train, edge-agent replay and the console's training page share
 
 from __future__ import annotations
 
+import pytest
+
 from edge_agent.pipeline.table_columns import (
     guess_label_column,
     guess_timestamp_column,
+    require_timestamp_column,
     timestamp_candidates,
 )
 
@@ -35,6 +38,9 @@ def test_two_time_columns_are_not_guessed_between() -> None:
     header = ["start", "end", "a"]
     assert timestamp_candidates(header, rows) == ["start", "end"]
     assert guess_timestamp_column(header, rows) is None
+    with pytest.raises(ValueError, match=r"several look like times: \['start', 'end'\]"):
+        require_timestamp_column(header, rows)
+    assert require_timestamp_column(["t", "timestamp"], rows) == "timestamp"
 
 
 def test_a_label_is_named_like_one_and_holds_only_zeros_and_ones() -> None:

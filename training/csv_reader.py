@@ -24,8 +24,7 @@ from edge_agent.pipeline.table_columns import (
     AUTO,
     GUESS_ROWS,
     guess_label_column,
-    guess_timestamp_column,
-    timestamp_candidates,
+    require_timestamp_column,
 )
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 
@@ -206,16 +205,11 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
             except (csv.Error, UnicodeDecodeError) as exc:
                 deferred = exc  # raised below, after the rows before it, like any other
         if ts_col == AUTO:
-            found = guess_timestamp_column(header, ahead)
-            if found is None:
-                candidates = timestamp_candidates(header, ahead)
-                which = f"several look like times: {candidates}" if candidates else "none"
-                raise DataError(
-                    f"{path}: which column is the time? no 'timestamp' column, and {which} "
-                    f"(columns: {header}); set data.timestamp_column or --timestamp-column"
-                )
-            ts_col = found
-            if found != "timestamp":
+            try:
+                ts_col = require_timestamp_column(header, ahead)
+            except ValueError as exc:
+                raise DataError(f"{path}: {exc} (or data.timestamp_column)") from None
+            if ts_col != "timestamp":
                 guessed.append("timestamp")
         elif ts_col not in index:
             raise DataError(

@@ -73,6 +73,20 @@ def guess_timestamp_column(header: Sequence[str], rows: Sequence[Sequence[str]])
     return found[0] if len(found) == 1 else None
 
 
+def require_timestamp_column(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """:func:`guess_timestamp_column`, or a ValueError that says why no guess was made and
+    how to name the column (the callers prefix the file)."""
+    found = guess_timestamp_column(header, rows)
+    if found is None:
+        candidates = timestamp_candidates(header, rows)
+        which = f"several look like times: {candidates}" if candidates else "none"
+        raise ValueError(
+            f"which column is the time? no 'timestamp' column, and {which} "
+            f"(columns: {list(header)}); name it with --timestamp-column"
+        )
+    return found
+
+
 def guess_label_column(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str | None:
     """``label`` if the file has it (its cells are then checked as labels), else the first
     column named like one (``anomaly``, ``fault``…) whose sampled cells are all 0 or 1; None

@@ -35,8 +35,7 @@ from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.table_columns import (
     AUTO,
     GUESS_ROWS,
-    guess_timestamp_column,
-    timestamp_candidates,
+    require_timestamp_column,
 )
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 from edge_agent.topics import fill
@@ -121,15 +120,10 @@ def _rows(
                 ahead.append((reader.line_num, row))
                 if len(ahead) >= GUESS_ROWS:
                     break
-            found = guess_timestamp_column(header, [row for _, row in ahead])
-            if found is None:
-                candidates = timestamp_candidates(header, [row for _, row in ahead])
-                raise ValueError(
-                    f"{path}: which column is the time? no 'timestamp' column, and "
-                    + (f"several look like times: {candidates}" if candidates else "none")
-                    + f" (columns: {header}); use --timestamp-column"
-                )
-            timestamp_column = found
+            try:
+                timestamp_column = require_timestamp_column(header, [row for _, row in ahead])
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
         missing = [c for c in (timestamp_column, *sensors) if c not in header]
         if missing:
             raise ValueError(f"{path}: missing columns {missing} (has {header})")
