@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,32 @@ def test_a_signal_held_for_hours_in_the_fit_data_gets_no_frozen_check() -> None:
     health = SensorHealth([valve_spec], rolling=10)
     row = np.array([80.0], dtype=np.float32)
     assert all(health.frozen("u", row, []) == [] for _ in range(5_000))
+
+
+def test_health_limits_never_count_an_outage_as_a_held_value() -> None:
+    """A transmitter that read 5.0 before a 500-step outage and 5.0 after it: the filled-in
+    outage is no reading, so the longest hold is 30 steps, not 560."""
+    from training.data import Dataset
+    from training.model_set import sensor_entries
+
+    rng = np.random.default_rng(11)
+    values = 5.0 + rng.normal(0, 0.05, (3_000, 1))
+    values[1000:1560, 0] = 5.0  # held 30, out 500 (filled flat), held 30
+    gap = np.zeros(3_000, dtype=bool)
+    gap[1030:1530] = True
+    data = Dataset(
+        timestamps=T0 + np.arange(3_000, dtype=np.float64),
+        values=values,
+        labels=None,
+        sensors=("pressure",),
+        step_seconds=1.0,
+        source=Path("fit.csv"),
+        sha256="0" * 64,
+        gap_steps=gap,
+    )
+    (spec,) = sensor_entries(data, slice(0, 3_000), {}, rolling=10)
+    assert spec.frozen_limit_steps == 60
+    (blind,) = sensor_entries(
+        dataclasses.replace(data, gap_steps=None), slice(0, 3_000), {}, rolling=10
+    )
+    assert blind.frozen_limit_steps == 2 * 560  # what counting the outage would have placed

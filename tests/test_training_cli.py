@@ -366,6 +366,44 @@ def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: 
     assert result.test is None
 
 
+def test_an_export_with_an_outage_trains_and_no_window_spans_it(tmp_path: Path) -> None:
+    """A historian export with a 3-minute outage (rows missing) and one transmitter out for a
+    minute: training goes on, reports both, and fits, calibrates and judges only windows of
+    real readings (the agent restarts its window after a stale step, too)."""
+    data = tmp_path / "export.csv"
+    _export_csv(data, 700, seed=44, labels=False)
+    lines = data.read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    body = body[:300] + body[480:]  # steps 300..479 absent: 180 s
+    cells = [c.split(";") for c in body]
+    for row in cells[400:460]:  # steps 580..639: the second sensor's transmitter is out
+        row[2] = ""
+    data.write_text("\n".join([header, *(";".join(c) for c in cells)]) + "\n")
+    out = tmp_path / "m"
+    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        result = run_train(build_parser().parse_args(argv))
+    m = load_manifest(out)
+    gaps = m.metrics["data"]["gaps"]
+    assert gaps["count"] == 2 and gaps["steps"] == 180 + 60
+    assert [(g["start_step"], g["steps"], g["column"]) for g in gaps["first"]] == [
+        (300, 180, None),
+        (580, 60, SENSORS[1]),
+    ]
+    assert "2 gap(s) longer than 5 s (data.max_gap_seconds) not interpolated" in (
+        printed.getvalue()
+    )
+    window = 20
+    ends = result.data.window_ends(window)
+    expected = [t for t in range(window - 1, 700) if not (300 <= t < 300 + 180 + window - 1)]
+    expected = [t for t in expected if not (580 <= t < 580 + 60 + window - 1)]
+    assert ends.tolist() == expected
+    assert result.calibration.steps.tolist() == expected  # every real window, out of fold
+    assert m.models["iforest"].params["training_rows"] == len(expected)
+    assert m.metrics["data"]["fit_hours"] == pytest.approx((700 - 240) / 3600)
+
+
 def test_labels_never_fit_a_model_or_place_a_threshold(tmp_path: Path) -> None:
     """The same rows with and without a label column give the same model set."""
     thresholds = []

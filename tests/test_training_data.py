@@ -189,25 +189,50 @@ def test_short_gap_of_missing_cells_is_interpolated(tmp_path: Path) -> None:
     assert data.interpolated_cells == 2
 
 
-def test_long_gap_of_missing_cells_is_an_error(tmp_path: Path) -> None:
+def test_long_gap_of_one_column_is_marked_not_interpolated(tmp_path: Path) -> None:
     lines = rows(10).splitlines()
     for i in (3, 4, 5):  # file lines 4-6 (steps 2-4)
         lines[i] = f"17000000{i - 1:02d},,{11 - i},0"
-    msg = error_of(write(tmp_path, "\n".join(lines) + "\n"), UNIX.with_overrides(max_gap_seconds=2))
-    assert "column 'a'" in msg and "3 missing steps (3 s)" in msg
-    assert "between line 3 ('1700000001') and line 7 ('1700000005')" in msg
-    assert "at most 2 missing steps" in msg
+    data = load_csv(
+        write(tmp_path, "\n".join(lines) + "\n"), UNIX.with_overrides(max_gap_seconds=2)
+    )
+    assert data.n_steps == 10 and data.interpolated_cells == 0  # not counted as interpolated
+    assert data.gap_steps is not None
+    np.testing.assert_array_equal(np.flatnonzero(data.gap_steps), [2, 3, 4])
+    (gap,) = data.gaps
+    assert (gap.start, gap.stop, gap.column) == (2, 5, "a")
+    assert gap.place == "between line 3 ('1700000001') and line 7 ('1700000005')"
+    np.testing.assert_array_equal(data.real(slice(0, 10)), ~data.gap_steps)
+    assert data.segments(slice(0, 10)) == [slice(0, 2), slice(5, 10)]
+    assert data.segments(slice(1, 7)) == [slice(1, 2), slice(5, 7)]
 
 
-def test_missing_rows_short_gap_interpolated_long_gap_error(tmp_path: Path) -> None:
+def test_window_ends_never_touch_a_long_gap(tmp_path: Path) -> None:
+    lines = rows(30).splitlines()
+    data = load_csv(write(tmp_path, "\n".join(lines[:11] + lines[17:]) + "\n"), UNIX)
+    assert data.n_steps == 30 and data.gap_steps is not None  # steps 10..15 absent (> 5 s)
+    ends = data.window_ends(4)
+    np.testing.assert_array_equal(ends, [*range(3, 10), *range(19, 30)])
+    for t in ends:  # the window t-3..t holds real readings only
+        assert not data.gap_steps[t - 3 : t + 1].any()
+    np.testing.assert_array_equal(data.window_ends(4, slice(8, 21)), [8, 9, 19, 20])
+    whole = load_csv(write(tmp_path, rows(30), "whole.csv"), UNIX)
+    assert whole.gap_steps is None and whole.gaps == ()
+    np.testing.assert_array_equal(whole.window_ends(4), np.arange(3, 30))
+
+
+def test_missing_rows_short_gap_interpolated_long_gap_marked(tmp_path: Path) -> None:
     lines = rows(10).splitlines()
     short = lines[:4] + lines[6:]  # steps 3 and 4 absent
     data = load_csv(write(tmp_path, "\n".join(short) + "\n", "short.csv"), UNIX)
     assert data.n_steps == 10
     np.testing.assert_allclose(data.values[:, 1], 10 - np.arange(10))
     long = lines[:3] + lines[9:]  # steps 2..7 absent
-    msg = error_of(write(tmp_path, "\n".join(long) + "\n", "long.csv"), UNIX)
-    assert "no readings for 6 steps (6 s)" in msg and "between line 3" in msg
+    data = load_csv(write(tmp_path, "\n".join(long) + "\n", "long.csv"), UNIX)
+    (gap,) = data.gaps
+    assert (gap.start, gap.steps, gap.column) == (2, 6, None)
+    assert gap.place.startswith("between line 3 ('1700000001') and line 4")
+    assert data.interpolated_cells == 0
 
 
 def test_label_of_a_filled_step_is_anomalous_when_a_neighbour_is(tmp_path: Path) -> None:

@@ -84,9 +84,19 @@ def purged(ends: NDArray[np.int64], lo: int, hi: int, window: int) -> NDArray[np
     return ends[keep]
 
 
-def plan(n_steps: int, window: int, folds: int, kfold_max_windows: int, holdout: float) -> Plan:
-    """Which windows fit which models, for ``n_steps`` fit steps (window ends window-1 ..)."""
-    ends = np.arange(window - 1, n_steps, dtype=np.int64)
+def plan(
+    n_steps: int,
+    window: int,
+    folds: int,
+    kfold_max_windows: int,
+    holdout: float,
+    ends: NDArray[np.int64] | None = None,
+) -> Plan:
+    """Which windows fit which models, for ``n_steps`` fit steps: the windows ending at
+    ``ends`` (sorted; default every full window, window-1 ..; fewer when long gaps are left
+    out, see :meth:`training.data.Dataset.window_ends`)."""
+    if ends is None:
+        ends = np.arange(window - 1, n_steps, dtype=np.int64)
     if len(ends) < 2 * folds:
         raise ValueError(f"{n_steps} steps leave {len(ends)} windows of {window}: too few")
     if len(ends) <= kfold_max_windows:

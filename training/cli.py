@@ -140,7 +140,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"model set {manifest.model_set_version} ({args.models}) on {args.data}: "
         f"{len(scored)} steps scored of {data.n_steps} "
-        f"(the first {model_set.window - 1} have no full window), "
+        f"(the first {model_set.window - 1} have no full window"
+        + (
+            f"; {len(data.gaps)} long gap(s) and the window after each are skipped"
+            if data.gaps
+            else ""
+        )
+        + "), "
         f"{int(scored.labels.sum()) if scored.labels is not None else 0} anomalous"
     )
     print("point decisions:")

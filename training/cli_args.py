@@ -46,7 +46,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--exclude", help="comma-separated numeric columns that are not sensors")
     g.add_argument("--step-seconds", type=float, help="resample period (default: median spacing)")
-    g.add_argument("--max-gap-seconds", type=float, help="longest gap to interpolate")
+    g.add_argument(
+        "--max-gap-seconds",
+        type=float,
+        help="longest gap to interpolate; no window spans a longer one",
+    )
 
 
 def data_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,7 +47,8 @@ class DataSpec:
     ``sensors=None`` takes every numeric column except the timestamp, the label and the
     ``exclude`` columns. ``step_seconds=None`` uses the median spacing of the timestamps.
     Gaps of up to ``max_gap_seconds`` (missing cells or missing rows) are linearly
-    interpolated after resampling; longer gaps are an error.
+    interpolated after resampling; longer ones are marked and no window spans them
+    (:mod:`training.data`).
     """
 
     timestamp_column: str = AUTO

@@ -1,10 +1,17 @@
-"""Load a historian CSV into a regular, gap-free series the models can train on.
+"""Load a historian CSV into a regular series the models can train on.
 
 Any CSV works, not only the simulator's: the :class:`DataSpec` says which column holds
 the time, which columns are sensors and which (if any) holds labels. Everything that
 would silently poison a model — unparseable times, rows out of order, text in a sensor
-column, long gaps, a sensor that never moves — is refused with a :class:`DataError`
-that names the file, the column and the line, so the fix is obvious.
+column, a named sensor that never moves — is refused with a :class:`DataError` that names
+the file, the column and the line, so the fix is obvious.
+
+Gaps up to ``max_gap_seconds`` are interpolated. A longer one (an outage, a historian
+that stopped, one transmitter out for an hour) is not an error — a plant's export has them
+— and is not invented either: its steps are filled only to keep the grid regular and marked
+in :attr:`Dataset.gap_steps`, and :meth:`Dataset.window_ends` never yields a window that
+touches them, so no model is fitted, calibrated or judged on made-up readings. The agent
+does the same live: a stale step empties the unit's window and scoring restarts after it.
 
 Only the csv module and numpy are used: pandas is deliberately not a dependency.
 """
@@ -31,8 +38,24 @@ MAX_BINS = 50_000_000
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Steps ``[start, stop)`` without a reading (of any sensor, or of ``column``) for longer
+    than ``max_gap_seconds``; ``place`` says where in the file."""
+
+    start: int
+    stop: int
+    place: str
+    column: str | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A regular series: one row per ``step_seconds``, no gaps, float64 values."""
+    """A regular series: one row per ``step_seconds``, float64 values; steps inside a long
+    gap are filled and marked in ``gap_steps`` (see the module docstring)."""
 
     timestamps: NDArray[np.float64]
     values: NDArray[np.float64]
@@ -50,10 +73,37 @@ class Dataset:
     timestamp_column: str = "timestamp"
     label_column: str | None = None
     guessed_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: True at steps filled in across a gap longer than ``max_gap_seconds`` (None: no gaps).
+    gap_steps: NDArray[np.bool_] | None = None
+    gaps: tuple[Gap, ...] = field(default_factory=tuple)
 
     @property
     def n_steps(self) -> int:
         return int(self.values.shape[0])
+
+    def real(self, steps: slice) -> NDArray[np.bool_]:
+        """Which of ``steps`` hold readings (are not filled in across a long gap)."""
+        n = len(range(*steps.indices(self.n_steps)))
+        return np.ones(n, dtype=bool) if self.gap_steps is None else ~self.gap_steps[steps]
+
+    def window_ends(self, window: int, steps: slice | None = None) -> NDArray[np.int64]:
+        """The steps in ``steps`` (default: all) that end a full window of ``window`` steps
+        touching no long gap: the steps a model may be fitted on, calibrated on or judged
+        at, as the agent would score them."""
+        lo, hi, _ = (steps or slice(None)).indices(self.n_steps)
+        ends = np.arange(max(lo, window - 1), hi, dtype=np.int64)
+        if self.gap_steps is None or len(ends) == 0:
+            return ends
+        filled = np.concatenate(([0], np.cumsum(self.gap_steps, dtype=np.int64)))
+        return ends[filled[ends + 1] == filled[ends + 1 - window]]
+
+    def segments(self, steps: slice) -> list[slice]:
+        """The runs of real steps (no long gap) within ``steps``, as slices of the dataset."""
+        lo, hi, _ = steps.indices(self.n_steps)
+        if self.gap_steps is None:
+            return [slice(lo, hi)] if hi > lo else []
+        real = ~self.gap_steps[lo:hi]
+        return [slice(lo + a, lo + b) for a, b in _runs(real)]
 
     def part(self, steps: slice) -> Dataset:
         """The steps in ``steps`` (a chronological part, e.g. the test split)."""
@@ -62,6 +112,8 @@ class Dataset:
             timestamps=self.timestamps[steps],
             values=self.values[steps],
             labels=None if self.labels is None else self.labels[steps],
+            gap_steps=None if self.gap_steps is None else self.gap_steps[steps],
+            gaps=(),
         )
 
 
@@ -159,13 +211,12 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         )
     rows_per_bin = np.bincount(bins, minlength=n_bins)
     max_gap_steps = math.floor(spec.max_gap_seconds / step + 1e-9)
-    limit = f"at most {max_gap_steps} missing steps ({spec.max_gap_seconds:g} s) are interpolated"
+    gap_steps = np.zeros(n_bins, dtype=bool)
+    gaps: list[Gap] = []
     for a, b in _runs(rows_per_bin == 0):
         if b - a > max_gap_steps:
-            raise DataError(
-                f"{path}: no readings for {b - a} steps ({(b - a) * step:g} s) "
-                f"{_gap_place(raw, bins, a, b)}; {limit} (data.max_gap_seconds)"
-            )
+            gap_steps[a:b] = True
+            gaps.append(Gap(a, b, _gap_place(raw, bins, a, b)))
     columns: list[NDArray[np.float64]] = []
     constant: list[str] = []
     interpolated = 0
@@ -178,15 +229,18 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         with np.errstate(invalid="ignore", divide="ignore"):
             col = sums / counts
         missing = counts == 0
+        if missing.all():
+            raise DataError(f"{path}, column {name!r}: no values at all")
+        short = missing.copy()
         for a, b in _runs(missing):
             if b - a > max_gap_steps:
-                raise DataError(
-                    f"{path}, column {name!r}: {b - a} missing steps ({(b - a) * step:g} s) "
-                    f"{_gap_place(raw, bins, a, b)}; {limit} (data.max_gap_seconds)"
-                )
+                short[a:b] = False
+                if not gap_steps[a:b].all():  # more than the rows' own gap: this sensor's
+                    gap_steps[a:b] = True
+                    gaps.append(Gap(a, b, _gap_place(raw, bins, a, b), name))
         if missing.any():
             col[missing] = np.interp(steps_idx[missing], steps_idx[~missing], col[~missing])
-            interpolated += int(missing.sum())
+            interpolated += int(short.sum())
         if col.max() == col.min():
             if spec.sensors is None:  # a tag that never moved (a pump's "on" flag): not evidence
                 constant.append(name)
@@ -228,6 +282,8 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         timestamp_column=raw.timestamp_column,
         label_column=raw.label_column,
         guessed_columns=raw.guessed,
+        gap_steps=gap_steps if gaps else None,
+        gaps=tuple(sorted(gaps, key=lambda g: (g.start, g.column or ""))),
     )
 
 

@@ -30,7 +30,8 @@ from .metrics import detection_metrics
 
 @dataclass
 class ScoredSteps:
-    """Scores of consecutive steps of a dataset, each from the window ending at that step."""
+    """Scores of steps of a dataset (consecutive but across long gaps), each from the window
+    ending at that step."""
 
     steps: NDArray[np.int64]
     timestamps: NDArray[np.float64]
@@ -50,25 +51,32 @@ class ScoredSteps:
 def score_steps(
     model_set: ModelSet, data: Dataset, steps: slice, batch_size: int = 2048
 ) -> ScoredSteps:
-    """Score every step in ``steps`` that has a full window of history (in the whole dataset).
+    """Score every step in ``steps`` that has a full window of history (in the whole dataset)
+    touching no long gap (:meth:`training.data.Dataset.window_ends`).
 
     Earlier steps of the dataset serve as context: the first test step is scored from a
-    window reaching back into the validation part, exactly as the live agent would.
+    window reaching back into the validation part, exactly as the live agent would; after a
+    long gap, as in the agent, scoring resumes once a whole window of readings is in.
     """
     window = model_set.window
-    first = max(steps.start, window - 1)
-    stop = max(first, steps.stop)
-    windows = sliding_windows(data.values[first - window + 1 : stop], window)
+    idx = data.window_ends(window, steps)
+    first = int(idx[0]) - window + 1 if len(idx) else 0
+    stop = int(idx[-1]) + 1 if len(idx) else 0
+    windows = sliding_windows(data.values[first:stop], window)  # row i ends at first+i+w-1
+    rows = idx - (first + window - 1)
     scores: dict[str, list[NDArray[np.float64]]] = {k: [] for k in model_set.manifest.models}
     per_sensor: list[NDArray[np.float32]] = []
     t0 = time.perf_counter()
-    for i in range(0, len(windows), batch_size):
-        batch = model_set.score(windows[i : i + batch_size])
+    contiguous = len(rows) == len(windows)
+    for i in range(0, len(rows), batch_size):
+        part = rows[i : i + batch_size]
+        batch = model_set.score(
+            windows[i : i + batch_size] if contiguous else np.ascontiguousarray(windows[part])
+        )
         for key, s in batch.scores.items():
             scores[key].append(s)
         if batch.per_sensor is not None:
             per_sensor.append(batch.per_sensor)
-    idx = np.arange(first, stop, dtype=np.int64)
     return ScoredSteps(
         steps=idx,
         timestamps=data.timestamps[idx],

@@ -72,12 +72,14 @@ def sensor_entries(
     )
 
     known = {s.name: s for s in THERMAL_UNIT_SENSORS}
-    values = data.values[fit]
-    checked = values if health is None else data.values[health]
-    runs = longest_runs(checked)
+    values = data.values[fit][data.real(fit)]
+    # each stretch between long gaps on its own: a run or a change never spans an outage
+    parts = [data.values[s] for s in data.segments(fit if health is None else health)]
+    checked = np.concatenate(parts)
+    runs = np.max([longest_runs(p) for p in parts], axis=0)
     trim = min(ROUGHNESS_TRIM, rolling - 2)  # a window of 2 steps has one change
-    rough = roughness_series(checked, rolling, trim)
-    floor = roughness_floor(checked, rolling, trim)
+    rough = np.concatenate([roughness_series(p, rolling, trim) for p in parts])
+    floor = roughness_floor(parts, rolling, trim)
     days = len(checked) * data.step_seconds / 86400
     on_delay = AlarmSettings().on_delay
     specs = []

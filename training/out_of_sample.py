@@ -63,10 +63,14 @@ def fit_models(cfg: TrainConfig, data: Dataset, split: Split, clock: Clock) -> F
     values = data.values[split.fit]
     spec = default_feature_spec(data.sensors, cfg.rolling)
     view = SeriesView(values, spec, cfg.window)
-    center, scale = lstm_mod.fit_scaler(values)
+    center, scale = lstm_mod.fit_scaler(values[data.real(split.fit)])
     c = cfg.calibration
+    assert split.fit.start in (0, None), "the fit part starts the series"
+    ends = data.window_ends(cfg.window, split.fit)  # none touches a long gap
     try:
-        plan = calibration.plan(len(values), cfg.window, c.folds, c.kfold_max_windows, c.holdout)
+        plan = calibration.plan(
+            len(values), cfg.window, c.folds, c.kfold_max_windows, c.holdout, ends=ends
+        )
     except ValueError as exc:
         raise DataError(f"{data.source}: {exc}") from None
     fs = fit_settings(cfg)

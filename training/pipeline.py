@@ -94,6 +94,25 @@ def fit_span_warning(fit_steps: int, step_seconds: float) -> str | None:
     )
 
 
+#: Gaps listed one by one in the manifest's metrics (all are counted).
+MAX_LISTED_GAPS = 50
+
+
+def gap_summary(data: Dataset, max_gap_seconds: float) -> str | None:
+    """What training says about the gaps it did not interpolate (None: there were none)."""
+    if not data.gaps:
+        return None
+    longest = max(data.gaps, key=lambda g: g.steps)
+    who = "" if longest.column is None else f" of {longest.column!r}"
+    unused = int(data.gap_steps.sum()) if data.gap_steps is not None else 0
+    return (
+        f"{len(data.gaps)} gap(s) longer than {max_gap_seconds:g} s (data.max_gap_seconds) "
+        f"not interpolated, {unused} steps in all; the longest: {longest.steps} steps "
+        f"({longest.steps * data.step_seconds:g} s){who} {longest.place}. No window spans a "
+        f"gap (the agent, too, starts its window again after a stale step)"
+    )
+
+
 def _check_parts(data: Dataset, split: Split, cfg: TrainConfig) -> None:
     sizes = split.sizes()
     need = 2 * cfg.window + 2 * cfg.calibration.folds
@@ -106,6 +125,22 @@ def _check_parts(data: Dataset, split: Split, cfg: TrainConfig) -> None:
         raise DataError(
             f"{data.source}: the test part has {sizes['test']} steps (needs >= {cfg.window})"
         )
+    if data.gaps:
+        windows = len(data.window_ends(cfg.window, split.fit))
+        if windows < need - cfg.window + 1:
+            longest = max((s.stop - s.start for s in data.segments(split.fit)), default=0)
+            raise DataError(
+                f"{data.source}: only {windows} windows of {cfg.window} steps in the fit part "
+                f"span no gap longer than {cfg.data.max_gap_seconds:g} s (needs >= "
+                f"{need - cfg.window + 1}; the longest stretch without one is {longest} steps)."
+                f" Raise data.max_gap_seconds (--max-gap-seconds) to interpolate them, or "
+                f"export a longer period"
+            )
+        if sizes["test"] and not len(data.window_ends(cfg.window, split.test)):
+            raise DataError(
+                f"{data.source}: every window of {cfg.window} steps in the test part touches "
+                f"a gap longer than {cfg.data.max_gap_seconds:g} s; nothing left to evaluate"
+            )
     fit = data.values[split.fit]
     flat = [s for j, s in enumerate(data.sensors) if np.ptp(fit[:, j]) == 0]
     if flat:
@@ -165,10 +200,13 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     test_fraction = cfg.split.test
     if test_fraction == "auto":
         test_fraction = 0.2 if data.labels is not None and evaluation is None else 0.0
+    gaps = gap_summary(data, cfg.data.max_gap_seconds)
+    if gaps:
+        clock.say(gaps)
     split = chronological_split(data.n_steps, test_fraction)
     _check_parts(data, split, cfg)
     clock.say(f"split (chronological): {split.sizes()}")
-    fit_steps = split.sizes()["fit"]
+    fit_steps = int(data.real(split.fit).sum())  # steps with readings: gaps are no operation
     warnings = [w for w in (fit_span_warning(fit_steps, data.step_seconds),) if w]
     for w in warnings:
         clock.say(f"warning: {w}")
@@ -235,6 +273,20 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "steps": data.n_steps,
                 "step_seconds": data.step_seconds,
                 "interpolated_cells": data.interpolated_cells,
+                "gaps": {
+                    "count": len(data.gaps),
+                    "steps": int(data.n_steps - data.real(slice(None)).sum()),
+                    "first": [
+                        {
+                            "start_step": g.start,
+                            "steps": g.steps,
+                            "seconds": g.steps * data.step_seconds,
+                            "column": g.column,
+                            "where": g.place,
+                        }
+                        for g in data.gaps[:MAX_LISTED_GAPS]
+                    ],
+                },
                 "timestamp_column": data.timestamp_column,
                 "label_column": data.label_column,
                 "constant_columns": list(data.constant_columns),

@@ -186,6 +186,13 @@ def write_report(result: TrainResult) -> Path:
                 ),
                 ("interpolated cells", data.interpolated_cells),
                 (
+                    "long gaps (no window spans one)",
+                    f"{len(data.gaps)}, {metrics['data']['gaps']['steps']} steps; the longest "
+                    f"{max(g.steps for g in data.gaps)} steps"
+                    if data.gaps
+                    else "none",
+                ),
+                (
                     "time / label columns",
                     f"`{data.timestamp_column}` / "
                     + (f"`{data.label_column}`" if data.label_column else "none")

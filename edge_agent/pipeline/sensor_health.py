@@ -145,17 +145,22 @@ def roughness_series(
     return change_roughness(changes, trim, axis=1)
 
 
-def roughness_floor(values: NDArray[np.floating], rolling: int, trim: int) -> NDArray[np.float64]:
+def roughness_floor(
+    values: NDArray[np.floating] | Sequence[NDArray[np.floating]], rolling: int, trim: int
+) -> NDArray[np.float64]:
     """Per sensor: the roughness of a window in which half the step changes are the sensor's
-    typical move (the median non-zero change in ``values``) and the rest none.
+    typical move (the median non-zero change in ``values``, or within each of a sequence of
+    stretches) and the rest none.
 
     The lowest ``roughness_hi`` training may place. A held or coarsely quantised signal (a
     valve position that moves only past a deadband, a temperature in whole degrees) has a
     roughness of exactly 0 in nearly every fit window once its one move is trimmed, so a limit
     placed on the fit data alone would call its next ordinary double move "noisy" (and the
     limit could round below zero). 0 for a sensor that never moved."""
-    x = np.asarray(values, dtype=np.float32).astype(np.float64)
-    changes = np.abs(np.diff(x, axis=0))
+    parts = [values] if isinstance(values, np.ndarray) else list(values)
+    xs = [np.asarray(p, dtype=np.float32).astype(np.float64) for p in parts]
+    x = xs[0]
+    changes = np.concatenate([np.abs(np.diff(p, axis=0)) for p in xs])
     n = rolling - 1
     moving = n // 2
     out = np.zeros(x.shape[1], dtype=np.float64)
