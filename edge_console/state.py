@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from edge_agent.pipeline.manifest import warning_list
+
 UnitState = Literal["alarm", "unacknowledged", "shelved", "out_of_service", "stale", "normal"]
 
 #: Display order (worst first) and colours the pages use.
@@ -63,8 +65,7 @@ class AgentView:
         """What training warned about the model set this agent runs (its status carries
         them; an agent older than that field, or a malformed entry, gives none)."""
         trace = self.raw.get("model_set")
-        found = trace.get("training_warnings") if isinstance(trace, dict) else None
-        return [str(w) for w in found] if isinstance(found, list) else []
+        return warning_list(trace.get("training_warnings") if isinstance(trace, dict) else None)
 
 
 @dataclass

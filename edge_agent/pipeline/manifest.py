@@ -134,6 +134,12 @@ class TrackingEntry(_Strict):
     registered_version: int | None = Field(default=None, ge=1)
 
 
+def warning_list(found: object) -> list[str]:
+    """Training warnings as read from a manifest or an agent's status: a list of strings, or
+    none when the field is missing or malformed (an older set, a hand-edited file)."""
+    return [str(w) for w in found] if isinstance(found, list) else []
+
+
 class Manifest(_Strict):
     format_version: int
     model_set_version: str
@@ -172,8 +178,7 @@ class Manifest(_Strict):
     def training_warnings(self) -> list[str]:
         """What training warned about this set (e.g. too little fit data), for the agent to
         repeat where the OT engineer installing it will read it; none for older sets."""
-        found = self.metrics.get("warnings")
-        return [str(w) for w in found] if isinstance(found, list) else []
+        return warning_list(self.metrics.get("warnings"))
 
     @property
     def trace(self) -> dict[str, str | int | None]:

@@ -17,6 +17,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from nicegui import ui
 
+from edge_agent.pipeline.manifest import warning_list
+
 from ..runtime import Console
 from ..tracked_runs import FIGURES, TrackingUnavailable, list_runs
 from .layout import frame
@@ -98,8 +100,7 @@ def trace_text(trace: Any) -> str | None:
 def manifest_warnings(entry: tuple[Path, dict[str, Any]] | None) -> list[str]:
     """``metrics.warnings`` of a manifest found in ``model_dirs`` (for agents whose status
     predates carrying them)."""
-    found = ((entry[1].get("metrics") or {}).get("warnings")) if entry is not None else None
-    return [str(w) for w in found] if isinstance(found, list) else []
+    return warning_list((entry[1].get("metrics") or {}).get("warnings") if entry else None)
 
 
 def _warnings_view(warnings: list[str], testid: str) -> None:
