@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
     split = chronological_split(data.n_steps, test_fraction)
     _check_parts(data, split, cfg)
     clock.say(f"split (chronological): {split.sizes()}")
-    fit_steps = int(data.real(split.fit).sum())  # steps with readings: gaps are no operation
+    fit_steps = split.sizes()["fit"]  # the span, outages included: did it see a whole day?
     warnings = [w for w in (fit_span_warning(fit_steps, data.step_seconds),) if w]
     for w in warnings:
         clock.say(f"warning: {w}")
