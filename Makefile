@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FULL := $(VENV)/.installed-full
 DEMO := $(VENV)/.installed-demo
 
-.PHONY: demo test models bench soak skab bench-all lint mosquitto prometheus postgresql chromium install clean help
+.PHONY: demo test models bench soak skab historian bench-all lint mosquitto prometheus postgresql chromium install clean help
 
 help:
 	@echo "make demo    - run the agent with the shipped models against an embedded broker"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench   - the performance benchmarks (not part of make test, ~20 min)"
 	@echo "make soak    - 10-minute soak with faults and a broker restart"
 	@echo "make skab    - the SKAB real-data benchmarks (labelled protocol, healthy recording)"
+	@echo "make historian - a generated plant export: healthy-day alarms and faults caught"
 	@echo "make lint    - ruff on everything, mypy (strict) on edge_agent, edge_console and harness"
 
 $(VENV)/bin/python:
@@ -109,6 +110,11 @@ soak: $(FULL) mosquitto
 skab: $(FULL)
 	$(BIN)/python benchmarks/skab.py --data ../shared/data/skab
 	$(BIN)/python benchmarks/skab_healthy.py --data ../shared/data/skab
+
+# A new plant's own historian export (generated: quirks, outages, faults) through edge-train
+# train -> edge-agent replay with no options: alarms on a healthy day, faults caught.
+historian: $(FULL)
+	$(BIN)/python benchmarks/historian_plant.py
 
 bench-all: $(FULL) mosquitto
 	$(BIN)/python benchmarks/run_all.py --soak --skab

@@ -26,6 +26,25 @@ from edge_agent.pipeline.sensor_health import (
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, SensorSpec
 
 T0 = 1_714_564_800.0
+
+
+def fit_dataset(values: Any, sensors: tuple[str, ...], step_seconds: float = 1.0, **kw: Any) -> Any:
+    """A training Dataset of ``values`` (steps, sensors) from T0, as load_csv would give it."""
+    from training.data import Dataset
+
+    values = np.asarray(values, dtype=np.float64)
+    return Dataset(
+        timestamps=T0 + step_seconds * np.arange(len(values), dtype=np.float64),
+        values=values,
+        labels=None,
+        sensors=sensors,
+        step_seconds=step_seconds,
+        source=Path("fit.csv"),
+        sha256="0" * 64,
+        **kw,
+    )
+
+
 NAMES = [s.name for s in THERMAL_UNIT_SENSORS]
 
 
@@ -168,20 +187,11 @@ def test_a_noisy_transmitter_raises_bad_quality_noisy(tmp_path: Path) -> None:
 
 
 def test_training_places_a_trimmed_limit_that_a_level_step_stays_under() -> None:
-    from training.data import Dataset
     from training.model_set import sensor_entries
 
     rng = np.random.default_rng(8)
     fit = 5.0 + rng.normal(0, 0.05, (20_000, 1))
-    data = Dataset(
-        timestamps=T0 + np.arange(len(fit), dtype=np.float64),
-        values=fit,
-        labels=None,
-        sensors=("pressure",),
-        step_seconds=1.0,
-        source=Path("fit.csv"),
-        sha256="0" * 64,
-    )
+    data = fit_dataset(fit, ("pressure",))
     (spec,) = sensor_entries(data, slice(0, len(fit)), {}, rolling=10)
     assert spec.roughness_trim == 1 and spec.roughness_hi is not None
     later = 5.0 + rng.normal(0, 0.05, (3, 10, 1))
@@ -208,7 +218,6 @@ def test_a_held_signal_gets_a_limit_its_ordinary_moves_stay_under() -> None:
     move per window trimmed, its fit roughness is exactly 0 everywhere. Training must still
     write a positive limit (it once wrote -8e-21 and the manifest refused it after the whole
     training) that the valve's next two moves in a window do not exceed."""
-    from training.data import Dataset
     from training.model_set import sensor_entries
 
     rng = np.random.default_rng(9)
@@ -221,15 +230,7 @@ def test_a_held_signal_gets_a_limit_its_ordinary_moves_stay_under() -> None:
         valve[i] = round(held * 2) / 2
     constant = np.full(steps, 7.0)
     values = np.stack([valve, constant], axis=1)
-    data = Dataset(
-        timestamps=T0 + np.arange(steps, dtype=np.float64),
-        values=values,
-        labels=None,
-        sensors=("valve", "aux"),
-        step_seconds=1.0,
-        source=Path("fit.csv"),
-        sha256="0" * 64,
-    )
+    data = fit_dataset(values, ("valve", "aux"))
     assert roughness_series(values, 10, trim=1)[:, 0].max() == 0.0  # the degenerate case
     valve_spec, aux_spec = sensor_entries(data, slice(0, steps), {}, rolling=10)
     assert valve_spec.roughness_hi is not None and valve_spec.roughness_hi > 0
@@ -246,7 +247,6 @@ def test_a_held_signal_gets_a_limit_its_ordinary_moves_stay_under() -> None:
 def test_a_signal_held_for_hours_in_the_fit_data_gets_no_frozen_check() -> None:
     """Twice the longest hold is only the longest steady spell training saw: a valve at base
     load holds longer the next day. Analog sensors keep their frozen limit."""
-    from training.data import Dataset
     from training.model_set import sensor_entries
     from training.pipeline import held_signal_warnings
 
@@ -255,15 +255,7 @@ def test_a_signal_held_for_hours_in_the_fit_data_gets_no_frozen_check() -> None:
     valve = np.full(steps, 80.0)
     valve[800:] = 80.0 + np.round(np.cumsum(rng.normal(0, 0.3, steps - 800)) * 2) / 2
     analog = 540.0 + rng.normal(0, 0.5, steps)
-    data = Dataset(
-        timestamps=T0 + 10.0 * np.arange(steps),
-        values=np.stack([valve, analog], axis=1),
-        labels=None,
-        sensors=("valve", "steam"),
-        step_seconds=10.0,
-        source=Path("fit.csv"),
-        sha256="0" * 64,
-    )
+    data = fit_dataset(np.stack([valve, analog], axis=1), ("valve", "steam"), step_seconds=10.0)
     valve_spec, steam_spec = sensor_entries(data, slice(0, steps), {}, rolling=10)
     assert valve_spec.frozen_limit_steps is None  # held 800 steps = 2.2 h
     assert steam_spec.frozen_limit_steps == 20  # analog: never repeats, the 2 x rolling floor
@@ -280,7 +272,6 @@ def test_a_signal_held_for_hours_in_the_fit_data_gets_no_frozen_check() -> None:
 def test_health_limits_never_count_an_outage_as_a_held_value() -> None:
     """A transmitter that read 5.0 before a 500-step outage and 5.0 after it: the filled-in
     outage is no reading, so the longest hold is 30 steps, not 560."""
-    from training.data import Dataset
     from training.model_set import sensor_entries
 
     rng = np.random.default_rng(11)
@@ -288,16 +279,7 @@ def test_health_limits_never_count_an_outage_as_a_held_value() -> None:
     values[1000:1560, 0] = 5.0  # held 30, out 500 (filled flat), held 30
     gap = np.zeros(3_000, dtype=bool)
     gap[1030:1530] = True
-    data = Dataset(
-        timestamps=T0 + np.arange(3_000, dtype=np.float64),
-        values=values,
-        labels=None,
-        sensors=("pressure",),
-        step_seconds=1.0,
-        source=Path("fit.csv"),
-        sha256="0" * 64,
-        gap_steps=gap,
-    )
+    data = fit_dataset(values, ("pressure",), gap_steps=gap)
     (spec,) = sensor_entries(data, slice(0, 3_000), {}, rolling=10)
     assert spec.frozen_limit_steps == 60
     (blind,) = sensor_entries(

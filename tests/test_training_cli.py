@@ -15,13 +15,14 @@ import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import jsonschema
 import numpy as np
 import pytest
 
 from edge_agent.pipeline.features import compute_features
-from edge_agent.pipeline.manifest import load_manifest
+from edge_agent.pipeline.manifest import Manifest, load_manifest
 from edge_agent.pipeline.scoring import ModelSet
 from edge_agent.pipeline.sensors import THERMAL_UNIT_SENSORS, sensor_names
 from edge_agent.pipeline.windows import sliding_windows
@@ -326,6 +327,16 @@ def _export_csv(path: Path, rows: int, seed: int, labels: bool) -> None:
 SMALL = ["--window", "20", "--trees", "10", "--epochs", "1", "--threads", "1", "--no-report"]
 
 
+def _train_small(data: Path, out: Path) -> tuple[Any, Manifest, io.StringIO]:
+    """``edge-train train`` of a ';' export with nothing but SMALL named: result, manifest,
+    what it printed."""
+    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        result = run_train(build_parser().parse_args(argv))
+    return result, load_manifest(out), printed
+
+
 def test_a_fit_part_shorter_than_a_day_is_warned_about() -> None:
     from training.pipeline import MIN_FIT_HOURS, fit_span_warning
 
@@ -340,13 +351,8 @@ def test_a_fit_part_shorter_than_a_day_is_warned_about() -> None:
 def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: Path) -> None:
     data = tmp_path / "export.csv"
     _export_csv(data, 400, seed=41, labels=False)
-    out = tmp_path / "m"
     # neither the time nor the label column named: "datetime" holds the times, no label
-    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
-    printed = io.StringIO()
-    with redirect_stdout(printed):
-        result = run_train(build_parser().parse_args(argv))
-    m = load_manifest(out)
+    result, m, printed = _train_small(data, tmp_path / "m")
     d = m.metrics["data"]
     assert (d["timestamp_column"], d["label_column"]) == ("datetime", None)
     assert "timestamp column: 'datetime' (guessed from the file" in printed.getvalue()
@@ -379,12 +385,7 @@ def test_an_export_with_an_outage_trains_and_no_window_spans_it(tmp_path: Path) 
     for row in cells[400:460]:  # steps 580..639: the second sensor's transmitter is out
         row[2] = ""
     data.write_text("\n".join([header, *(";".join(c) for c in cells)]) + "\n")
-    out = tmp_path / "m"
-    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
-    printed = io.StringIO()
-    with redirect_stdout(printed):
-        result = run_train(build_parser().parse_args(argv))
-    m = load_manifest(out)
+    result, m, printed = _train_small(data, tmp_path / "m")
     gaps = m.metrics["data"]["gaps"]
     assert gaps["count"] == 2 and gaps["steps"] == 180 + 60
     assert [(g["start_step"], g["steps"], g["column"]) for g in gaps["first"]] == [
