@@ -81,6 +81,11 @@ class Dataset:
     def n_steps(self) -> int:
         return int(self.values.shape[0])
 
+    @property
+    def gap_step_count(self) -> int:
+        """Steps filled in across long gaps (none of them is inside a window)."""
+        return 0 if self.gap_steps is None else int(self.gap_steps.sum())
+
     def real(self, steps: slice) -> NDArray[np.bool_]:
         """Which of ``steps`` hold readings (are not filled in across a long gap)."""
         n = len(range(*steps.indices(self.n_steps)))

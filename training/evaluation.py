@@ -67,12 +67,8 @@ def score_steps(
     scores: dict[str, list[NDArray[np.float64]]] = {k: [] for k in model_set.manifest.models}
     per_sensor: list[NDArray[np.float32]] = []
     t0 = time.perf_counter()
-    contiguous = len(rows) == len(windows)
     for i in range(0, len(rows), batch_size):
-        part = rows[i : i + batch_size]
-        batch = model_set.score(
-            windows[i : i + batch_size] if contiguous else np.ascontiguousarray(windows[part])
-        )
+        batch = model_set.score(np.ascontiguousarray(windows[rows[i : i + batch_size]]))
         for key, s in batch.scores.items():
             scores[key].append(s)
         if batch.per_sensor is not None:

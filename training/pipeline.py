@@ -104,10 +104,9 @@ def gap_summary(data: Dataset, max_gap_seconds: float) -> str | None:
         return None
     longest = max(data.gaps, key=lambda g: g.steps)
     who = "" if longest.column is None else f" of {longest.column!r}"
-    unused = int(data.gap_steps.sum()) if data.gap_steps is not None else 0
     return (
         f"{len(data.gaps)} gap(s) longer than {max_gap_seconds:g} s (data.max_gap_seconds) "
-        f"not interpolated, {unused} steps in all; the longest: {longest.steps} steps "
+        f"not interpolated, {data.gap_step_count} steps in all; the longest: {longest.steps} steps "
         f"({longest.steps * data.step_seconds:g} s){who} {longest.place}. No window spans a "
         f"gap (the agent, too, starts its window again after a stale step)"
     )
@@ -275,7 +274,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "interpolated_cells": data.interpolated_cells,
                 "gaps": {
                     "count": len(data.gaps),
-                    "steps": int(data.n_steps - data.real(slice(None)).sum()),
+                    "steps": data.gap_step_count,
                     "first": [
                         {
                             "start_step": g.start,
