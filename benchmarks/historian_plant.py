@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from historian_export import FAULTS, STEP_SECONDS, Export, healthy_export, with_faults  # noqa: E402
-from skab import alarm_episodes  # noqa: E402
+from skab import agent_config, alarm_episodes  # noqa: E402
 
 from edge_agent.cli import main as edge_agent_main  # noqa: E402
 from edge_agent.pipeline.manifest import Manifest, load_manifest  # noqa: E402
@@ -66,20 +66,8 @@ def replay(work: Path, models: Path, export: Export, name: str) -> list[dict[str
     data = work / f"{name}.csv"
     export.write_csv(data)
     cfg = work / f"{name}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "agent_id": "historian",
-                "plant": "historian",
-                "state_dir": str(work / f"state-{name}"),
-                "units": [{"name": "unit1"}],
-                "models": {"dir": str(models), "expected_sensors": None},
-                "metrics": {"enabled": False},
-                "logging": {"level": "WARNING", "format": "json"},
-            }
-        ),
-        encoding="utf-8",
-    )
+    config = agent_config(models, work / f"state-{name}", plant="historian", unit="unit1")
+    cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
     out = work / f"{name}.jsonl"
     rc = edge_agent_main(
         ["replay", "--config", str(cfg), "--input", str(data), "--output", str(out)]

@@ -117,12 +117,15 @@ def train_args(
     ]
 
 
-def agent_config(models: Path, state: Path) -> dict[str, Any]:
+def agent_config(
+    models: Path, state: Path, plant: str = "skab", unit: str = "pump"
+) -> dict[str, Any]:
+    """The agent config ``edge-agent replay`` runs a recording with: one unit, quiet logs."""
     return {
-        "agent_id": "skab",
-        "plant": "skab",
+        "agent_id": plant,
+        "plant": plant,
         "state_dir": str(state),
-        "units": [{"name": "pump"}],
+        "units": [{"name": unit}],
         "models": {"dir": str(models), "expected_sensors": None},
         "metrics": {"enabled": False},
         "logging": {"level": "WARNING", "format": "json"},
