@@ -8,6 +8,7 @@ import pytest
 from edge_agent.pipeline.ensemble import vote
 from edge_agent.pipeline.manifest import ModelEntry, VotingEntry
 from training.calibration import calibrate, plan, purged
+from training.config import CalibrationSection
 
 
 def entry(kind: str) -> ModelEntry:
@@ -47,6 +48,13 @@ def test_large_data_uses_a_purged_holdout_tail() -> None:
     assert fold.held_out[-1] == 49_999 and len(fold.held_out) == round((50_000 - 59) * 0.2)
     assert fold.train[-1] < fold.held_out[0] - 60 + 1
     np.testing.assert_array_equal(p.final_train, fold.train)
+
+
+def test_kfold_is_the_default_however_long_a_plant_export_is_and_0_always_holds_out() -> None:
+    bound = CalibrationSection().kfold_max_windows
+    for steps in (8_640, 25_920, 60_480, 604_800):  # 1, 3, 7 days of 10 s; 7 days of 1 s
+        assert plan(steps, 60, 5, bound, 0.2).mode == "kfold"
+    assert plan(400, 20, 5, 0, 0.2).mode == "holdout"
 
 
 def test_purged_drops_exactly_the_overlapping_windows() -> None:

@@ -280,10 +280,12 @@ def test_shipped_config_documents_the_defaults() -> None:
 def test_command_line_overrides_the_config() -> None:
     args = build_parser().parse_args(
         ["train", "--config", str(CONFIG), "--window", "33", "--sensors", "a, b",
-         "--label-column", "none", "--separator", "\\t", "--trees", "7", "--out", "elsewhere"]
+         "--label-column", "none", "--separator", "\\t", "--trees", "7", "--out", "elsewhere",
+         "--kfold-max-windows", "0"]
     )  # fmt: skip
     cfg = load_config(args.config, train_overrides(args))
     assert cfg.window == 33 and cfg.iforest.n_estimators == 7
+    assert cfg.calibration.kfold_max_windows == 0
     assert cfg.data.sensors == ["a", "b"] and cfg.data.label_column is None
     assert cfg.data.separator == "\t" and cfg.output_dir == Path("elsewhere")
     assert cfg.lstm_ae.epochs == load_config(CONFIG).lstm_ae.epochs  # untouched keys stay
@@ -327,10 +329,10 @@ def _export_csv(path: Path, rows: int, seed: int, labels: bool) -> None:
 SMALL = ["--window", "20", "--trees", "10", "--epochs", "1", "--threads", "1", "--no-report"]
 
 
-def _train_small(data: Path, out: Path) -> tuple[Any, Manifest, io.StringIO]:
-    """``edge-train train`` of a ';' export with nothing but SMALL named: result, manifest,
-    what it printed."""
-    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL]
+def _train_small(data: Path, out: Path, *extra: str) -> tuple[Any, Manifest, io.StringIO]:
+    """``edge-train train`` of a ';' export with nothing but SMALL (and ``extra``) named:
+    result, manifest, what it printed."""
+    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL, *extra]
     printed = io.StringIO()
     with redirect_stdout(printed):
         result = run_train(build_parser().parse_args(argv))
@@ -370,6 +372,21 @@ def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: 
     assert m.models["iforest"].params["training_rows"] == windows  # final models: all rows
     assert d["lstm_training_windows"] == windows - round(windows * 0.1)  # minus the tail
     assert result.test is None
+
+
+def test_kfold_max_windows_0_holds_out_the_fits_last_share(tmp_path: Path) -> None:
+    data = tmp_path / "export.csv"
+    _export_csv(data, 400, seed=41, labels=False)
+    result, m, printed = _train_small(data, tmp_path / "m", "--kfold-max-windows", "0")
+    d = m.metrics["data"]
+    assert d["calibration_mode"] == "holdout" and d["folds"] == 0
+    windows = 400 - 20 + 1
+    held = windows - round(windows * 0.8)  # the last 20 % of the fit windows
+    assert m.metrics["out_of_sample"]["steps"] == held
+    np.testing.assert_array_equal(result.calibration.steps, np.arange(400 - held, 400))
+    # the final models never saw a held-out window, nor one sharing a step with it
+    assert m.models["iforest"].params["training_rows"] == windows - held - (20 - 1)
+    assert f"the last {held} are held out to place the thresholds" in printed.getvalue()
 
 
 def test_an_export_with_an_outage_trains_and_no_window_spans_it(tmp_path: Path) -> None:

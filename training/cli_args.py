@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--folds", type=int, help="time-ordered folds for out-of-fold calibration")
     g.add_argument(
+        "--kfold-max-windows",
+        type=int,
+        help="k-fold calibration up to this many fit windows, a hold-out above (0: always "
+        "hold out)",
+    )
+    g.add_argument(
         "--holdout",
         type=float,
         help="share of the fit part held out to calibrate when it is too large for k-fold",
@@ -229,6 +235,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "threads": "threads",
         "quantile": "calibration.quantile",
         "folds": "calibration.folds",
+        "kfold_max_windows": "calibration.kfold_max_windows",
         "holdout": "calibration.holdout",
         "alarms_per_day": "calibration.alarms_per_day",
         "test_fraction": "split.test",

@@ -71,8 +71,11 @@ class CalibrationSection(_Section):
     #: false-alarm rate is 1 - quantile.
     quantile: float = Field(default=0.995, gt=0, lt=1)
     folds: int = Field(default=5, ge=2, le=20)
-    #: k-fold up to this many fit windows; above it a hold-out (k refits would cost minutes).
-    kfold_max_windows: int = Field(default=20000, ge=10)
+    #: k-fold up to this many fit windows, a hold-out above (0: always). k-fold costs about
+    #: folds + 1 fits however long the export (each LSTM fit draws ``max_train_windows``, each
+    #: tree ``max_samples``; scoring is seconds per 10,000 windows); the bound keeps the fifth
+    #: of all windows one fold scores at once (1 M windows: 288 MB for 6 sensors) in memory.
+    kfold_max_windows: int = Field(default=1_000_000, ge=0)
     holdout: float = Field(default=0.2, gt=0, lt=1)
     #: Last share of each model's training windows that stops the LSTM early.
     early_stopping_tail: float = Field(default=0.1, gt=0, lt=0.5)
