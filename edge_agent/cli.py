@@ -15,6 +15,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, ConfigError, load_settings
 from edge_agent.pipeline.manifest import ManifestError
+from edge_agent.pipeline.table_format import separator_option
 
 EXIT_USAGE = 2
 
@@ -129,6 +130,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.output,
         timestamp_column=args.timestamp_column,
         separator=args.separator,
+        decimal=args.decimal,
         unit=args.unit,
     )
     print(summary.describe() if hasattr(summary, "describe") else summary)
@@ -275,7 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="column with ISO 8601 times or Unix seconds (default auto: 'timestamp', else "
         "the one column of date-times, as edge-train guesses it)",
     )
-    rp.add_argument("--separator", default=",", help="CSV field separator (default: ,)")
+    rp.add_argument(
+        "--separator",
+        type=separator_option,
+        default="auto",
+        help="CSV field separator, e.g. ';' or '\\t' (default auto: guessed from the head of "
+        "the file, as edge-train guesses it)",
+    )
+    rp.add_argument(
+        "--decimal",
+        choices=("auto", ".", ","),
+        default="auto",
+        help="decimal mark (default auto: ',' when the fields are not comma-separated and the "
+        "first rows write numbers like 0,25)",
+    )
     rp.set_defaults(fn=cmd_replay)
 
     sim = sub.add_parser(

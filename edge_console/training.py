@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.pipeline.table_columns import (
+    GUESS_ROWS,
     guess_label_column,
     guess_timestamp_column,
     is_number,
     timestamp_candidates,
 )
+from edge_agent.pipeline.table_format import guess_decimal, guess_separator, normalised
 
 _EPOCH = re.compile(r"lstm_ae epoch (\d+)/(\d+)")
 
@@ -38,25 +40,27 @@ class CsvGuess:
     sensors: list[str]
     label: str | None
     rows_sampled: int
+    #: The decimal mark edge-train will guess too (its default --decimal auto).
+    decimal: str = "."
 
 
 def sniff_csv(path: Path, sample_bytes: int = 65536) -> CsvGuess:
-    """Separator, timestamp column, sensor columns and label column, guessed from the head."""
+    """Separator, decimal mark, timestamp column, sensor columns and label column, guessed
+    from the head (as edge-train guesses them)."""
     with path.open("r", encoding="utf-8", errors="replace", newline="") as f:
         sample = f.read(sample_bytes)
-    try:
-        separator = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter
-    except csv.Error:
-        separator = ","
     lines = sample.splitlines()
     if len(lines) > 2 and len(sample) == sample_bytes:
         lines = lines[:-1]  # the last line may be cut
+    separator = guess_separator(lines[: GUESS_ROWS + 1])
     rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=separator))
     if not rows:
         raise ValueError(f"{path.name}: empty file")
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if not body:
         raise ValueError(f"{path.name}: a header but no rows")
+    decimal = guess_decimal(body[:GUESS_ROWS], separator)
+    body = normalised(body, decimal) if decimal == "," else body
     values: dict[str, list[str]] = {h: [] for h in header}
     for row in body:
         for h, v in zip(header, row, strict=False):
@@ -71,7 +75,7 @@ def sniff_csv(path: Path, sample_bytes: int = 65536) -> CsvGuess:
     if label is not None and label not in numeric:
         label = None
     sensors = [h for h in header if h in numeric and h not in (timestamp, label)]
-    return CsvGuess(separator, header, timestamp, sensors, label, len(body))
+    return CsvGuess(separator, header, timestamp, sensors, label, len(body), decimal)
 
 
 def training_available() -> bool:

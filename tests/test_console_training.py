@@ -46,6 +46,16 @@ def test_sniff_finds_timestamp_sensors_and_label(tmp_path: Path) -> None:
     assert (g.separator, g.timestamp, g.label, g.sensors) == (
         ";", "datetime", "anomaly", ["Pressure", "Temperature"],
     )  # fmt: skip
+    euro = tmp_path / "euro.csv"  # decimal commas: numeric columns, as edge-train reads them
+    euro.write_text(
+        "datetime;Pressure;Temperature;anomaly\n"
+        "2020-03-09 10:14:33;1,2;80,1;0,0\n2020-03-09 10:14:34;1,3;80,2;1,0\n",
+        encoding="utf-8",
+    )
+    g = sniff_csv(euro)
+    assert (g.separator, g.decimal, g.timestamp, g.label, g.sensors) == (
+        ";", ",", "datetime", "anomaly", ["Pressure", "Temperature"],
+    )  # fmt: skip
     tab = tmp_path / "tab.tsv"
     tab.write_text("time\ta\tb\n2026-01-01 00:00:00\t1\t2\n2026-01-01 00:00:01\t1\t3\n")
     g = sniff_csv(tab)

@@ -151,6 +151,34 @@ def test_rfc3339_timestamps_separator_extra_columns_and_missing_cells(
     assert all(line["scored"] for line in lines[WINDOW - 1 :])
 
 
+def test_a_semicolon_decimal_comma_export_replays_like_its_comma_twin(
+    model_set: ModelSet, tmp_path: Path
+) -> None:
+    """Neither option named: the separator and the decimal mark are guessed as edge-train
+    guesses them, so no cell of ``0,25`` is taken for a missing reading."""
+    series = faulty_series()
+    plain = write_csv(tmp_path / "plain.csv", series, iso=True)
+    euro = tmp_path / "euro.csv"
+    text = plain.read_text(encoding="utf-8").splitlines()
+    euro.write_text(
+        "\n".join(
+            [text[0].replace(",", ";")]
+            + [";".join(c.replace(".", ",") if i else c for i, c in enumerate(line.split(",")))
+               for line in text[1:]]
+        ) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    assert "0," in euro.read_text(encoding="utf-8")
+    a = replay(settings(), model_set, plain, tmp_path / "a.jsonl", log=Quiet())
+    b = replay(settings(), model_set, euro, tmp_path / "b.jsonl", log=Quiet())
+    assert (b.separator, b.decimal) == (";", ",") and (a.separator, a.decimal) == (",", ".")
+    assert b.missing_cells == a.missing_cells == 0
+    assert read_lines(tmp_path / "b.jsonl") == read_lines(tmp_path / "a.jsonl")
+    assert b.anomalous == a.anomalous > 0
+    assert "fields separated by ';', decimal mark ','" in b.describe()
+    assert "fields separated" not in a.describe()
+
+
 def test_a_custom_timestamp_column_and_unit(model_set: ModelSet, tmp_path: Path) -> None:
     series = normal_series(5, seed=23)
     path = tmp_path / "in.csv"

@@ -79,6 +79,33 @@ def test_foreign_semicolon_csv_with_other_column_names(tmp_path: Path) -> None:
     assert data.timestamps[0] == 1583748873.0  # naive times are UTC
 
 
+def test_separator_and_decimal_comma_are_guessed_and_read_like_a_point_file(
+    tmp_path: Path,
+) -> None:
+    """A European export (';' and 0,25) needs no option, and reads exactly like its
+    comma-separated twin; a BOM and quoted column names change nothing."""
+    lines = [f"2020-03-09 10:14:3{i};0,02{i}5;1.23{i},5;{i % 2},0" for i in range(6)]
+    euro = write(tmp_path, "\ufeffdatetime;Accel RMS;Current;anomaly\n" + "\n".join(lines) + "\n")
+    points = write(
+        tmp_path,
+        '"datetime","Accel RMS","Current","anomaly"\n'
+        + "\n".join(f"2020-03-09 10:14:3{i},0.02{i}5,123{i}.5,{i % 2}.0" for i in range(6))
+        + "\n",
+        name="points.csv",
+    )
+    data, twin = load_csv(euro, DataSpec()), load_csv(points, DataSpec())
+    assert (data.separator, data.decimal) == (";", ",")
+    assert (twin.separator, twin.decimal) == (",", ".")
+    assert data.sensors == twin.sensors == ("Accel RMS", "Current")
+    assert data.label_column == "anomaly"  # "0,0" and "1,0" are labels once read
+    np.testing.assert_array_equal(data.values, twin.values)
+    np.testing.assert_array_equal(data.labels, twin.labels)
+    np.testing.assert_array_equal(data.timestamps, twin.timestamps)
+    np.testing.assert_allclose(data.values[:, 1], [1230.5 + i for i in range(6)])
+    # named, the options win: this file read with decimal points has no numeric sensor
+    assert "no numeric sensor columns" in error_of(euro, DataSpec(decimal="."))
+
+
 def test_explicit_sensor_list_sets_order_and_unlabelled_data_is_allowed(tmp_path: Path) -> None:
     path = write(tmp_path, rows(5))
     data = load_csv(path, DataSpec(timestamp_column="time", sensors=("b", "a"), label_column=None))

@@ -11,12 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edge_agent.pipeline.table_format import separator_option
+
 PROG = "edge-train"
-
-
-def _separator(text: str) -> str:
-    """``\\t`` and ``tab`` mean a tab (hard to type on a command line)."""
-    return "\t" if text in ("\\t", "tab", "TAB") else text
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -35,7 +32,18 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         help="column holding ISO 8601 times or Unix seconds (default auto: 'timestamp', "
         "else the one column of date-times)",
     )
-    g.add_argument("--separator", type=_separator, help="field separator, e.g. ';' or '\\t'")
+    g.add_argument(
+        "--separator",
+        type=separator_option,
+        help="field separator, e.g. ';' or '\\t' (default auto: the one of , ; tab | that "
+        "splits the header and the first rows alike)",
+    )
+    g.add_argument(
+        "--decimal",
+        choices=("auto", ".", ","),
+        help="decimal mark (default auto: ',' when the fields are not comma-separated and "
+        "the first rows write numbers like 0,25)",
+    )
     g.add_argument(
         "--sensors", help="comma-separated sensor columns (default: every numeric column)"
     )
@@ -64,6 +72,8 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["data.timestamp_column"] = args.timestamp_column
     if args.separator is not None:
         o["data.separator"] = args.separator
+    if args.decimal is not None:
+        o["data.decimal"] = args.decimal
     if args.sensors is not None:
         o["data.sensors"] = names(args.sensors)
     if args.label_column is not None:

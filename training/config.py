@@ -32,7 +32,9 @@ class _Section(BaseModel):
 class DataSection(_Section):
     path: Path | None = None
     timestamp_column: str = "auto"
-    separator: str = Field(default=",", min_length=1, max_length=1)
+    #: One character, or auto: guessed from the file's head (as is the decimal mark).
+    separator: str = Field(default="auto", min_length=1, max_length=4)
+    decimal: Literal["auto", ".", ","] = "auto"
     sensors: list[str] | None = None
     label_column: str | None = "auto"
     exclude: list[str] = Field(default_factory=list)
@@ -42,10 +44,17 @@ class DataSection(_Section):
     #: readings outside them are impossible and rejected by the agent. Nothing else is.
     instrument_ranges: dict[str, InstrumentRange] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _one_character(self) -> DataSection:
+        if self.separator != "auto" and len(self.separator) != 1:
+            raise ValueError(f"separator must be one character or 'auto', got {self.separator!r}")
+        return self
+
     def spec(self) -> DataSpec:
         return DataSpec(
             timestamp_column=self.timestamp_column,
             separator=self.separator,
+            decimal=self.decimal,
             sensors=None if self.sensors is None else tuple(self.sensors),
             label_column=self.label_column,
             exclude=tuple(self.exclude),

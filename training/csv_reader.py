@@ -26,6 +26,12 @@ from edge_agent.pipeline.table_columns import (
     guess_label_column,
     require_timestamp_column,
 )
+from edge_agent.pipeline.table_format import (
+    normalised,
+    resolve_decimal,
+    resolve_separator,
+    to_point,
+)
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 
 #: Cell values read as "no reading" rather than as text.
@@ -52,7 +58,10 @@ class DataSpec:
     """
 
     timestamp_column: str = AUTO
-    separator: str = ","
+    #: One character, or ``auto``: guessed from the head of the file, like the decimal mark
+    #: (:mod:`edge_agent.pipeline.table_format`).
+    separator: str = AUTO
+    decimal: str = AUTO
     sensors: tuple[str, ...] | None = None
     label_column: str | None = AUTO
     exclude: tuple[str, ...] = ()
@@ -60,8 +69,10 @@ class DataSpec:
     max_gap_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if len(self.separator) != 1:
-            raise DataError(f"separator must be one character, got {self.separator!r}")
+        if self.separator != AUTO and len(self.separator) != 1:
+            raise DataError(f"separator must be one character or 'auto', got {self.separator!r}")
+        if self.decimal not in (AUTO, ".", ","):
+            raise DataError(f"decimal must be '.', ',' or 'auto', got {self.decimal!r}")
         if self.step_seconds is not None and not self.step_seconds > 0:
             raise DataError(f"step_seconds must be positive, got {self.step_seconds}")
         if not self.max_gap_seconds >= 0:
@@ -165,6 +176,21 @@ class RawTable:
     timestamp_column: str = ""
     label_column: str | None = None
     guessed: tuple[str, ...] = ()
+    #: The field separator and decimal mark read with (after any guess).
+    separator: str = ","
+    decimal: str = "."
+
+
+def _head(f: Any, path: Path) -> list[str]:
+    """The header and the first :data:`GUESS_ROWS` lines as text, the file rewound."""
+    lines: list[str] = []
+    try:
+        while len(lines) <= GUESS_ROWS and (line := f.readline()):
+            lines.append(line)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}, line {len(lines) + 1}: not UTF-8 text: {exc}") from None
+    f.seek(0)
+    return lines
 
 
 def read_rows(path: Path, spec: DataSpec) -> RawTable:
@@ -175,7 +201,9 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
     except OSError as exc:
         raise DataError(f"{path}: cannot open: {exc.strerror}") from None
     with f:
-        reader = csv.reader(f, delimiter=spec.separator)
+        head = _head(f, path) if AUTO in (spec.separator, spec.decimal) else []
+        separator = resolve_separator(spec.separator, head)
+        reader = csv.reader(f, delimiter=separator)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
@@ -185,7 +213,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         if len(header) < 2:
             raise DataError(
                 f"{path}, line 1: header has {len(header)} column ({header!r}); "
-                f"is the separator {spec.separator!r} right?"
+                f"is the separator {separator!r} right? (--separator or data.separator)"
             )
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
@@ -196,7 +224,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         deferred: Exception | None = None
         guessed: list[str] = []
         ts_col, label_col = spec.timestamp_column, spec.label_column
-        if AUTO in (ts_col, label_col):
+        if AUTO in (ts_col, label_col, spec.decimal):
             try:
                 for row in reader:
                     ahead.append(row)
@@ -205,9 +233,11 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
                         break
             except (csv.Error, UnicodeDecodeError) as exc:
                 deferred = exc  # raised below, after the rows before it, like any other
+        decimal = resolve_decimal(spec.decimal, ahead, separator)
+        sample = normalised(ahead, decimal) if decimal == "," else ahead
         if ts_col == AUTO:
             try:
-                ts_col = require_timestamp_column(header, ahead)
+                ts_col = require_timestamp_column(header, sample)
             except ValueError as exc:
                 raise DataError(f"{path}: {exc} (or data.timestamp_column)") from None
             if ts_col != "timestamp":
@@ -219,7 +249,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
             )
         if label_col == AUTO:
             taken = {ts_col, *(spec.sensors or ()), *spec.exclude}
-            label_col = guess_label_column([h if h not in taken else "" for h in header], ahead)
+            label_col = guess_label_column([h if h not in taken else "" for h in header], sample)
             if label_col != "label":
                 guessed.append("label")
         if label_col is not None and label_col not in index:
@@ -267,6 +297,8 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
                     raise DataError(
                         f"{path}, line {line}: {len(row)} fields, the header has {n_fields}"
                     )
+                if decimal == ",":
+                    row = [to_point(c, ",") for c in row]
                 t = parse_time(row[ts_i], line)
                 if t <= prev_t:
                     prev_raw = raw_times[-1]
@@ -304,4 +336,6 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         timestamp_column=ts_col,
         label_column=label_col,
         guessed=tuple(guessed),
+        separator=separator,
+        decimal=decimal,
     )

@@ -73,6 +73,9 @@ class Dataset:
     timestamp_column: str = "timestamp"
     label_column: str | None = None
     guessed_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: The field separator and decimal mark the file was read with (given or guessed).
+    separator: str = ","
+    decimal: str = "."
     #: True at steps filled in across a gap longer than ``max_gap_seconds`` (None: no gaps).
     gap_steps: NDArray[np.bool_] | None = None
     gaps: tuple[Gap, ...] = field(default_factory=tuple)
@@ -287,6 +290,8 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         timestamp_column=raw.timestamp_column,
         label_column=raw.label_column,
         guessed_columns=raw.guessed,
+        separator=raw.separator,
+        decimal=raw.decimal,
         gap_steps=gap_steps if gaps else None,
         gaps=tuple(sorted(gaps, key=lambda g: (g.start, g.column or ""))),
     )

@@ -188,6 +188,10 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
             else ""
         )
     )
+    if data.separator != "," and cfg.data.separator == "auto":
+        clock.say(f"fields separated by {data.separator!r} (guessed; --separator to choose)")
+    if data.decimal != "." and cfg.data.decimal == "auto":
+        clock.say(f"decimal mark {data.decimal!r} (guessed; --decimal to choose)")
     for guessed in data.guessed_columns:
         column = data.timestamp_column if guessed == "timestamp" else data.label_column
         option = f"--{guessed}-column"
@@ -287,6 +291,8 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                     ],
                 },
                 "timestamp_column": data.timestamp_column,
+                "separator": data.separator,
+                "decimal": data.decimal,
                 "label_column": data.label_column,
                 "constant_columns": list(data.constant_columns),
                 "split_steps": split.sizes(),

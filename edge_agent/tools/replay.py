@@ -8,9 +8,11 @@ ensemble decision, the alarm states and the alerts raised or cleared at that ste
 to check a new model set on an incident before deploying it, or to tune alarm delays.
 
 Timestamps are read as ``edge-train`` reads them: Unix seconds or ISO 8601, a time
-without offset taken as UTC. Empty cells (or ``nan``) are missing readings: the engine
-carries the last value forward or marks the step stale, as it would live. Columns other
-than the timestamp and the model set's sensors are ignored.
+without offset taken as UTC; so are the field separator and the decimal mark (guessed from
+the head of the file unless given, :mod:`edge_agent.pipeline.table_format`). Empty cells
+(or ``nan``) are missing readings: the engine carries the last value forward or marks the
+step stale, as it would live. Columns other than the timestamp and the model set's sensors
+are ignored.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from edge_agent.pipeline.table_columns import (
     GUESS_ROWS,
     require_timestamp_column,
 )
+from edge_agent.pipeline.table_format import resolve_decimal, resolve_separator, to_point
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 from edge_agent.topics import fill
 
@@ -64,6 +67,9 @@ class ReplaySummary:
     output: Path
     #: What training warned about the model set (e.g. too little fit data).
     training_warnings: tuple[str, ...] = ()
+    #: The field separator and decimal mark the file was read with (given or guessed).
+    separator: str = ","
+    decimal: str = "."
 
     def describe(self) -> str:
         """A few human-readable lines for the command line."""
@@ -80,7 +86,12 @@ class ReplaySummary:
                 f"{self.anomalous} anomalous",
                 f"alerts: {self.alerts_raised} raised, {self.alerts_cleared} cleared, "
                 f"{self.alerts_suppressed} held back by the flood guard",
-                f"input: {self.missing_cells} missing cells, {self.rejected} rejected readings",
+                f"input: {self.missing_cells} missing cells, {self.rejected} rejected readings"
+                + (
+                    f" (fields separated by {self.separator!r}, decimal mark {self.decimal!r})"
+                    if (self.separator, self.decimal) != (",", ".")
+                    else ""
+                ),
                 *(f"warning from training: {w}" for w in self.training_warnings),
             ]
         )
@@ -104,11 +115,20 @@ def _cell(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def table_format(path: Path, separator: str, decimal: str) -> tuple[str, str]:
+    """The file's field separator and decimal mark: as given, or guessed from its head."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        head = list(itertools.islice(f, GUESS_ROWS + 1))
+    separator = resolve_separator(separator, head)
+    rows = list(csv.reader(head[1:], delimiter=separator))
+    return separator, resolve_decimal(decimal, rows, separator)
+
+
 def _rows(
-    path: Path, timestamp_column: str, separator: str, sensors: list[str]
+    path: Path, timestamp_column: str, separator: str, decimal: str, sensors: list[str]
 ) -> Iterator[tuple[int, float, dict[str, float], int]]:
     """(line number, ts, values present, missing cells) per data row."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=separator)
         header = next(reader, None)
         if header is None:
@@ -120,8 +140,9 @@ def _rows(
                 ahead.append((reader.line_num, row))
                 if len(ahead) >= GUESS_ROWS:
                     break
+            sample = [[to_point(c, decimal) for c in row] for _, row in ahead]
             try:
-                timestamp_column = require_timestamp_column(header, [row for _, row in ahead])
+                timestamp_column = require_timestamp_column(header, sample)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
         missing = [c for c in (timestamp_column, *sensors) if c not in header]
@@ -133,6 +154,8 @@ def _rows(
         for line, row in itertools.chain(ahead, rest):
             if not row or all(not c.strip() for c in row):
                 continue
+            if decimal == ",":
+                row = [to_point(c, ",") for c in row]
             if len(row) < len(header):
                 row = row + [""] * (len(header) - len(row))
             ts = parse_table_timestamp(row[ts_col])
@@ -178,7 +201,8 @@ def replay(
     output: Path,
     *,
     timestamp_column: str = AUTO,
-    separator: str = ",",
+    separator: str = AUTO,
+    decimal: str = AUTO,
     unit: str | None = None,
     log: EventLogger | None = None,
 ) -> ReplaySummary:
@@ -202,6 +226,7 @@ def replay(
     first_ts: float | None = None
     last_ts: float | None = None
     held: list[Alert] = []  # alerts not tied to a step (flood summaries), for the next line
+    separator, decimal = table_format(input_csv, separator, decimal)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("wb") as out:
@@ -219,7 +244,7 @@ def replay(
                 counts["anomalous"] += bool(step.decision)
 
         for _line, ts, values, missing in _rows(
-            input_csv, timestamp_column, separator, engine.sensors
+            input_csv, timestamp_column, separator, decimal, engine.sensors
         ):
             counts["rows"] += 1
             counts["missing"] += missing
@@ -251,4 +276,6 @@ def replay(
         model_set_version=model_set.version,
         training_warnings=tuple(model_set.manifest.training_warnings),
         output=output,
+        separator=separator,
+        decimal=decimal,
     )

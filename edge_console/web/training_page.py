@@ -140,7 +140,8 @@ def register(console: Console, app: FastAPI) -> None:
             sep = "tab" if guess.separator == "\t" else repr(guess.separator)
             sniffed.text = (
                 f"{e.file.name}: {len(guess.columns)} columns, separator {sep}, "
-                f"{guess.rows_sampled} rows looked at"
+                + ("decimal comma, " if guess.decimal == "," else "")
+                + f"{guess.rows_sampled} rows looked at"
             )
             ts_select.set_options(guess.columns, value=guess.timestamp)
             label_select.set_options(["none", *guess.columns], value=guess.label or "none")
