@@ -131,6 +131,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         timestamp_column=args.timestamp_column,
         separator=args.separator,
         decimal=args.decimal,
+        time_format=args.time_format,
         unit=args.unit,
     )
     print(summary.describe() if hasattr(summary, "describe") else summary)
@@ -283,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="CSV field separator, e.g. ';' or '\\t' (default auto: guessed from the head of "
         "the file, as edge-train guesses it)",
+    )
+    rp.add_argument(
+        "--time-format",
+        default="auto",
+        help="layout of the times: 'iso' or a strptime format such as '%%d/%%m/%%Y %%H:%%M:%%S' "
+        "(default auto, as edge-train reads them)",
     )
     rp.add_argument(
         "--decimal",

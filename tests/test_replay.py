@@ -171,12 +171,37 @@ def test_a_semicolon_decimal_comma_export_replays_like_its_comma_twin(
     assert "0," in euro.read_text(encoding="utf-8")
     a = replay(settings(), model_set, plain, tmp_path / "a.jsonl", log=Quiet())
     b = replay(settings(), model_set, euro, tmp_path / "b.jsonl", log=Quiet())
-    assert (b.separator, b.decimal) == (";", ",") and (a.separator, a.decimal) == (",", ".")
+    assert b.layout is not None and a.layout is not None
+    assert (b.layout.separator, b.layout.decimal) == (";", ",")
+    assert (a.layout.separator, a.layout.decimal) == (",", ".")
     assert b.missing_cells == a.missing_cells == 0
     assert read_lines(tmp_path / "b.jsonl") == read_lines(tmp_path / "a.jsonl")
     assert b.anomalous == a.anomalous > 0
     assert "fields separated by ';', decimal mark ','" in b.describe()
     assert "fields separated" not in a.describe()
+
+
+def test_day_first_export_times_replay_like_iso(model_set: ModelSet, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    series = normal_series(40, seed=24)
+    iso = write_csv(tmp_path / "iso.csv", series, iso=True)
+    lines = iso.read_text(encoding="utf-8").splitlines()
+    day_first = tmp_path / "dmy.csv"
+    out = [lines[0]]
+    for line in lines[1:]:
+        ts, rest = line.split(",", 1)
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
+        out.append(f"{t:%d/%m/%Y %H:%M:%S},{rest}")
+    day_first.write_text("\n".join(out) + "\n", encoding="utf-8")
+    a = replay(settings(), model_set, iso, tmp_path / "a.jsonl", log=Quiet())
+    b = replay(settings(), model_set, day_first, tmp_path / "b.jsonl", log=Quiet())
+    assert b.layout is not None and b.layout.time_format == "%d/%m/%Y %H:%M:%S"
+    # 01/05/2024 all day: 1 May read day first, but 5 January would do as well — it says so
+    assert b.layout.alike == ("%m/%d/%Y %H:%M:%S",)
+    assert "'%m/%d/%Y %H:%M:%S' read them as well: check the dates" in b.describe()
+    assert read_lines(tmp_path / "b.jsonl") == read_lines(tmp_path / "a.jsonl")
+    assert (b.first_ts, b.last_ts) == (a.first_ts, a.last_ts)
 
 
 def test_a_custom_timestamp_column_and_unit(model_set: ModelSet, tmp_path: Path) -> None:

@@ -330,9 +330,9 @@ SMALL = ["--window", "20", "--trees", "10", "--epochs", "1", "--threads", "1", "
 
 
 def _train_small(data: Path, out: Path, *extra: str) -> tuple[Any, Manifest, io.StringIO]:
-    """``edge-train train`` of a ';' export with nothing but SMALL (and ``extra``) named:
-    result, manifest, what it printed."""
-    argv = ["train", "--data", str(data), "--out", str(out), "--separator", ";", *SMALL, *extra]
+    """``edge-train train`` of an export with nothing but SMALL (and ``extra``) named — not
+    even its ';' separator: result, manifest, what it printed."""
+    argv = ["train", "--data", str(data), "--out", str(out), *SMALL, *extra]
     printed = io.StringIO()
     with redirect_stdout(printed):
         result = run_train(build_parser().parse_args(argv))
@@ -372,6 +372,43 @@ def test_a_400_row_unlabelled_export_fits_and_calibrates_on_every_row(tmp_path: 
     assert m.models["iforest"].params["training_rows"] == windows  # final models: all rows
     assert d["lstm_training_windows"] == windows - round(windows * 0.1)  # minus the tail
     assert result.test is None
+
+
+def test_a_european_pi_style_export_trains_like_its_iso_twin(tmp_path: Path) -> None:
+    """Decimal commas, day-first dotted times and a "Bad Input" cell, no option named: the
+    same model set as the ISO export with decimal points (and the same Bad Input)."""
+    from datetime import UTC, datetime
+
+    plain = tmp_path / "plain.csv"
+    _export_csv(plain, 400, seed=43, labels=False)
+    lines = plain.read_text(encoding="utf-8").splitlines()
+    lines[5] = ";".join([lines[5].split(";")[0], "Bad Input", *lines[5].split(";")[2:]])
+    plain.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    euro = tmp_path / "euro.csv"
+    out = ["Zeitstempel" + lines[0][len("datetime") :]]
+    for line in lines[1:]:
+        stamp, *cells = line.split(";")
+        t = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+        out.append(";".join([f"{t:%d.%m.%Y %H:%M:%S}", *(c.replace(".", ",") for c in cells)]))
+    euro.write_text("\n".join(out) + "\n", encoding="utf-8")
+    _, ref, _ = _train_small(plain, tmp_path / "ref")
+    _, m, printed = _train_small(euro, tmp_path / "m")
+    d = m.metrics["data"]
+    assert (d["separator"], d["decimal"], d["time_format"]) == (";", ",", "%d.%m.%Y %H:%M:%S")
+    assert d["timestamp_column"] == "Zeitstempel"
+    assert d["text_cells"] == {SENSORS[0]: {"count": 1, "first_line": 6, "first": "Bad Input"}}
+    text = printed.getvalue()
+    for said in (
+        "fields separated by ';' (guessed",
+        "decimal mark ',' (guessed",
+        "times read as '%d.%m.%Y %H:%M:%S' (guessed",
+        f"text cells read as missing readings: '{SENSORS[0]}' 1 (the first 'Bad Input'",
+    ):
+        assert said in text, said  # fmt: skip
+    assert m.sensor_names == ref.sensor_names
+    for key, entry in m.models.items():
+        assert entry.threshold == ref.models[key].threshold
+    assert [s.envelope_hi for s in m.sensors] == [s.envelope_hi for s in ref.sensors]
 
 
 def test_kfold_max_windows_0_holds_out_the_fits_last_share(tmp_path: Path) -> None:

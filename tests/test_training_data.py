@@ -106,6 +106,51 @@ def test_separator_and_decimal_comma_are_guessed_and_read_like_a_point_file(
     assert "no numeric sensor columns" in error_of(euro, DataSpec(decimal="."))
 
 
+def test_export_time_layouts_read_like_iso_and_the_column_tells_day_from_month(
+    tmp_path: Path,
+) -> None:
+    """PI/Excel-style times (month first, AM/PM, across midnight) and German ones (day first,
+    dots) read to the same instants as ISO 8601; the first rows alone could not tell."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2020, 3, 9, 23, 50, tzinfo=UTC)
+    times = [start + timedelta(seconds=30 * i) for i in range(40)]  # 23:50 .. 00:09:30
+    body = [f"{i * 1.5},{10 - i % 7}" for i in range(40)]
+    iso = write(
+        tmp_path,
+        "time,a,b\n"
+        + "".join(f"{t:%Y-%m-%dT%H:%M:%S}Z,{b}\n" for t, b in zip(times, body, strict=True)),
+        name="iso.csv",
+    )
+    us = write(
+        tmp_path,
+        "Timestamp,a,b\n"
+        + "".join(f"{t:%m/%d/%Y %I:%M:%S %p},{b}\n" for t, b in zip(times, body, strict=True)),
+        name="us.csv",
+    )
+    de = write(
+        tmp_path,
+        "Zeit;a;b\n"
+        + "".join(
+            f"{t:%d.%m.%Y %H:%M};{b.replace(',', ';')}\n"
+            for t, b in zip(times[::2], body[::2], strict=True)
+        ),
+        name="de.csv",
+    )
+    ref = load_csv(iso, DataSpec())
+    got = load_csv(us, DataSpec())
+    assert (got.timestamp_column, got.time_format) == ("Timestamp", "%m/%d/%Y %I:%M:%S %p")
+    assert got.time_format_alike == ()  # midnight told month first from day first
+    np.testing.assert_array_equal(got.timestamps, ref.timestamps)
+    np.testing.assert_array_equal(got.values, ref.values)
+    german = load_csv(de, DataSpec())
+    assert german.time_format == "%d.%m.%Y %H:%M" and german.timestamps[0] == ref.timestamps[0]
+    # named, the layout wins; one it cannot read is an error naming the line
+    assert load_csv(us, DataSpec(time_format="%m/%d/%Y %I:%M:%S %p")).time_format_alike == ()
+    msg = error_of(us, DataSpec(time_format="%d/%m/%Y %H:%M:%S"))
+    assert "line 2" in msg and "'%d/%m/%Y %H:%M:%S'" in msg
+
+
 def test_explicit_sensor_list_sets_order_and_unlabelled_data_is_allowed(tmp_path: Path) -> None:
     path = write(tmp_path, rows(5))
     data = load_csv(path, DataSpec(timestamp_column="time", sensors=("b", "a"), label_column=None))
@@ -164,11 +209,23 @@ def test_time_going_backwards(tmp_path: Path) -> None:
     assert "line 4" in msg and "earlier than line 3" in msg and "chronological" in msg
 
 
-def test_non_numeric_sensor_value(tmp_path: Path) -> None:
-    lines = rows(5).splitlines()
-    lines[3] = "1700000002,abc,8,0"  # line 4 of the file
-    msg = error_of(write(tmp_path, "\n".join(lines) + "\n"), UNIX)
-    assert str(tmp_path) in msg and "line 4, column 'a'" in msg and "'abc' is not a number" in msg
+def test_a_historians_status_text_in_a_sensor_column_is_a_missing_reading(tmp_path: Path) -> None:
+    """PI writes "Bad Input" or "I/O Timeout" where a reading failed: one such cell must not
+    refuse a month of data; it is counted, named, and filled like an empty cell."""
+    lines = rows(8).splitlines()
+    lines[3] = "1700000002,Bad Input,8,0"  # line 4 of the file
+    lines[6] = "1700000005,I/O Timeout,5,0"
+    data = load_csv(write(tmp_path, "\n".join(lines) + "\n"), UNIX)
+    assert data.sensors == ("a", "b")
+    assert data.text_cells == {"a": (2, 4, "Bad Input")}
+    assert data.interpolated_cells == 2  # 1 s gaps, as an empty cell would be
+    np.testing.assert_allclose(data.values[:, 0], [i * 1.5 for i in range(8)])
+    # a named sensor that is mostly text is refused, naming the first text
+    text = "\n".join(["time,a,b", *(f"{1700000000 + i},RUN,{i}" for i in range(4))]) + "\n"
+    msg = error_of(
+        write(tmp_path, text, "t.csv"), DataSpec(timestamp_column="time", sensors=("a", "b"))
+    )
+    assert "column 'a': 4 of 4 values are not numbers (the first: 'RUN', line 2)" in msg
 
 
 def test_wrong_number_of_fields(tmp_path: Path) -> None:
@@ -360,8 +417,8 @@ def test_lines_read_ahead_for_the_guess_keep_their_numbers(tmp_path: Path) -> No
 
     lines = [f"{stamp(i)},{i}" for i in range(80)]
     lines[2] = f"{stamp(2)},oops"  # file line 4, inside the rows read ahead
-    msg = error_of(write(tmp_path, "time,a\n" + "\n".join(lines) + "\n"), DataSpec())
-    assert "line 4" in msg and "'oops'" in msg
+    data = load_csv(write(tmp_path, "time,a\n" + "\n".join(lines) + "\n"), DataSpec())
+    assert data.text_cells == {"a": (1, 4, "oops")}  # reported at its own line
     lines[2] = f"{stamp(2)},2"
     lines[70] = f"{stamp(70)},1,2"  # file line 72, after them
     msg = error_of(write(tmp_path, "time,a\n" + "\n".join(lines) + "\n"), DataSpec())

@@ -39,6 +39,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         "splits the header and the first rows alike)",
     )
     g.add_argument(
+        "--time-format",
+        help="layout of the times: 'iso' (ISO 8601 or Unix seconds) or a strptime format such "
+        "as '%%d/%%m/%%Y %%H:%%M:%%S' (default auto: ISO, else the common export layout that "
+        "reads the whole column in order over the shortest span)",
+    )
+    g.add_argument(
         "--decimal",
         choices=("auto", ".", ","),
         help="decimal mark (default auto: ',' when the fields are not comma-separated and "
@@ -74,6 +80,8 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["data.separator"] = args.separator
     if args.decimal is not None:
         o["data.decimal"] = args.decimal
+    if args.time_format is not None:
+        o["data.time_format"] = args.time_format
     if args.sensors is not None:
         o["data.sensors"] = names(args.sensors)
     if args.label_column is not None:

@@ -35,6 +35,8 @@ class DataSection(_Section):
     #: One character, or auto: guessed from the file's head (as is the decimal mark).
     separator: str = Field(default="auto", min_length=1, max_length=4)
     decimal: Literal["auto", ".", ","] = "auto"
+    #: auto, iso (ISO 8601 or Unix seconds) or a strptime format, e.g. "%d/%m/%Y %H:%M:%S".
+    time_format: str = "auto"
     sensors: list[str] | None = None
     label_column: str | None = "auto"
     exclude: list[str] = Field(default_factory=list)
@@ -55,6 +57,7 @@ class DataSection(_Section):
             timestamp_column=self.timestamp_column,
             separator=self.separator,
             decimal=self.decimal,
+            time_format=self.time_format,
             sensors=None if self.sensors is None else tuple(self.sensors),
             label_column=self.label_column,
             exclude=tuple(self.exclude),

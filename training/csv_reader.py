@@ -32,6 +32,7 @@ from edge_agent.pipeline.table_format import (
     resolve_separator,
     to_point,
 )
+from edge_agent.pipeline.time_formats import ISO, choose_layout, parse_time, sample_layouts
 from edge_agent.pipeline.timestamps import parse_table_timestamp
 
 #: Cell values read as "no reading" rather than as text.
@@ -62,6 +63,9 @@ class DataSpec:
     #: (:mod:`edge_agent.pipeline.table_format`).
     separator: str = AUTO
     decimal: str = AUTO
+    #: ``auto``, ``iso`` (ISO 8601 or Unix seconds) or a ``strptime`` format such as
+    #: ``%d/%m/%Y %H:%M:%S`` (:mod:`edge_agent.pipeline.time_formats`).
+    time_format: str = AUTO
     sensors: tuple[str, ...] | None = None
     label_column: str | None = AUTO
     exclude: tuple[str, ...] = ()
@@ -119,21 +123,64 @@ class _TimeParser:
                 return ts
         kind = "Unix seconds like the first row" if self.unix else "ISO 8601 like the first row"
         raise DataError(
-            f"{self.where}, line {line}: cannot parse timestamp {cell!r} "
-            f"(expected {kind}; timestamps are ISO 8601 or Unix seconds)"
+            f"{self.where}, line {line}: cannot parse timestamp {cell!r} (expected {kind}; "
+            f"timestamps are ISO 8601 or Unix seconds, or a layout named with --time-format, "
+            f"e.g. '%d/%m/%Y %H:%M:%S')"
         )
 
 
-class RawColumn:
-    """Values of one candidate sensor column as read, with what was wrong in it."""
+class _LayoutParser:
+    """Parses a timestamp column in one ``strptime`` layout; NaN while the layout is still
+    to be chosen from the whole column (``layout`` None)."""
 
-    __slots__ = ("first_numeric", "first_text", "missing", "values")
+    def __init__(self, where: str, layout: str | None) -> None:
+        self.where, self.layout = where, layout
+
+    def __call__(self, cell: str, line: int) -> float:
+        if self.layout is None:
+            return math.nan
+        t = parse_time(cell, self.layout)
+        if t is None:
+            raise DataError(
+                f"{self.where}, line {line}: cannot parse timestamp {cell!r} as "
+                f"{self.layout!r} like the rows before it (--time-format names the layout)"
+            )
+        return t
+
+
+def _check_order(
+    times: NDArray[np.float64], lines: NDArray[np.int64], raw: list[str], path: Path, column: str
+) -> None:
+    """Rows in strictly increasing time, or the error naming the first that is not."""
+    bad = np.flatnonzero(np.diff(times) <= 0)
+    if bad.size == 0:
+        return
+    i = int(bad[0]) + 1
+    where = f"{path}, line {lines[i]}, column {column!r}"
+    if times[i] == times[i - 1]:
+        raise DataError(f"{where}: duplicate timestamp {raw[i]!r} (same as line {lines[i - 1]})")
+    raise DataError(
+        f"{where}: timestamp {raw[i]!r} is earlier than line {lines[i - 1]} ({raw[i - 1]!r}); "
+        f"rows must be in chronological order"
+    )
+
+
+class RawColumn:
+    """Values of one candidate sensor column as read, with what was wrong in it.
+
+    A text cell (a historian's ``Bad Input``, ``I/O Timeout``, ``Shutdown``) is a missing
+    reading, counted with the first one's line; a column of more text than numbers is no
+    sensor (:func:`training.data.load_csv` decides)."""
+
+    __slots__ = ("first_numeric", "first_text", "missing", "numbers", "texts", "values")
 
     def __init__(self) -> None:
         self.values = array("d")
         self.first_numeric: bool | None = None
         self.first_text: tuple[int, str] | None = None
         self.missing = 0
+        self.numbers = 0
+        self.texts = 0
 
     def add(self, cell: str, line: int) -> None:
         if _is_missing(cell):
@@ -146,8 +193,10 @@ class RawColumn:
         if v is None:
             if self.first_text is None:
                 self.first_text = (line, cell)
+            self.texts += 1
             self.values.append(math.nan)
         else:
+            self.numbers += 1
             self.values.append(v)
 
 
@@ -179,6 +228,9 @@ class RawTable:
     #: The field separator and decimal mark read with (after any guess).
     separator: str = ","
     decimal: str = "."
+    #: The time layout read with, and any others that read the column exactly as well.
+    time_format: str = ISO
+    time_format_alike: tuple[str, ...] = ()
 
 
 def _head(f: Any, path: Path) -> list[str]:
@@ -224,7 +276,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         deferred: Exception | None = None
         guessed: list[str] = []
         ts_col, label_col = spec.timestamp_column, spec.label_column
-        if AUTO in (ts_col, label_col, spec.decimal):
+        if AUTO in (ts_col, label_col, spec.decimal, spec.time_format):
             try:
                 for row in reader:
                     ahead.append(row)
@@ -278,9 +330,17 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         lines = array("q")
         raw_times: list[str] = []
         labels = array("b")
-        parse_time = _TimeParser(f"{path}, column {ts_col!r}")
-        prev_t = -math.inf
-        prev_line = 0
+        where = f"{path}, column {ts_col!r}"
+        layouts = (
+            [spec.time_format]
+            if spec.time_format != AUTO
+            else sample_layouts([r[ts_i] for r in sample if len(r) > ts_i])
+        )
+        chosen = layouts[0] if len(layouts) == 1 else None  # None: the whole column decides
+        read_time: Any = (
+            _TimeParser(where) if chosen in (ISO, None) and len(layouts) <= 1
+            else _LayoutParser(where, chosen)
+        )  # fmt: skip
         n_fields = len(header)
         try:
 
@@ -299,21 +359,7 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
                     )
                 if decimal == ",":
                     row = [to_point(c, ",") for c in row]
-                t = parse_time(row[ts_i], line)
-                if t <= prev_t:
-                    prev_raw = raw_times[-1]
-                    if t == prev_t:
-                        raise DataError(
-                            f"{path}, line {line}, column {ts_col!r}: duplicate timestamp "
-                            f"{row[ts_i]!r} (same as line {prev_line})"
-                        )
-                    raise DataError(
-                        f"{path}, line {line}, column {ts_col!r}: timestamp {row[ts_i]!r} is "
-                        f"earlier than line {prev_line} ({prev_raw!r}); rows must be in "
-                        f"chronological order"
-                    )
-                prev_t, prev_line = t, line
-                times.append(t)
+                times.append(read_time(row[ts_i], line))
                 lines.append(line)
                 raw_times.append(row[ts_i])
                 for i, col in col_idx:
@@ -324,11 +370,21 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
             raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {exc}") from None
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text: {exc}") from None
+    line_numbers = np.frombuffer(lines, dtype=np.int64).copy()
+    alike: list[str] = []
+    if chosen is None and len(layouts) > 1:  # day or month first: the whole column decides
+        chosen, alike = choose_layout(raw_times, layouts)
+        read_time = _LayoutParser(where, chosen)
+        times = array(
+            "d", (read_time(c, int(n)) for c, n in zip(raw_times, line_numbers, strict=True))
+        )
+    time_values = np.frombuffer(times, dtype=np.float64).copy()
+    _check_order(time_values, line_numbers, raw_times, path, ts_col)
     if len(times) < 2:
         raise DataError(f"{path}: needs at least 2 data rows, found {len(times)}")
     return RawTable(
-        times=np.frombuffer(times, dtype=np.float64).copy(),
-        lines=np.frombuffer(lines, dtype=np.int64).copy(),
+        times=time_values,
+        lines=line_numbers,
         raw_times=raw_times,
         columns=cols,
         labels=np.frombuffer(labels, dtype=np.int8).copy() if label_i is not None else None,
@@ -338,4 +394,6 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
         guessed=tuple(guessed),
         separator=separator,
         decimal=decimal,
+        time_format=chosen or ISO,
+        time_format_alike=tuple(alike),
     )

@@ -66,6 +66,9 @@ class Dataset:
     sha256: str
     rows_read: int = 0
     interpolated_cells: int = 0
+    #: Per sensor: text cells read as missing readings (a historian's "Bad Input"), as
+    #: (count, line of the first, the first).
+    text_cells: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     ignored_columns: tuple[str, ...] = field(default_factory=tuple)
     #: Numeric columns left out because they never moved (only when sensors were not named).
     constant_columns: tuple[str, ...] = field(default_factory=tuple)
@@ -76,6 +79,10 @@ class Dataset:
     #: The field separator and decimal mark the file was read with (given or guessed).
     separator: str = ","
     decimal: str = "."
+    #: The time layout read with (``iso`` or a strptime format) and any others that read the
+    #: column exactly as well (day or month first, in a file of one day).
+    time_format: str = "iso"
+    time_format_alike: tuple[str, ...] = field(default_factory=tuple)
     #: True at steps filled in across a gap longer than ``max_gap_seconds`` (None: no gaps).
     gap_steps: NDArray[np.bool_] | None = None
     gaps: tuple[Gap, ...] = field(default_factory=tuple)
@@ -156,12 +163,15 @@ def _select_sensors(path: Path, spec: DataSpec, raw: RawTable) -> tuple[list[str
                 raise DataError(f"{path}, column {name!r}: no values at all")
             ignored.append(name)
             continue
-        if not explicit and not col.first_numeric:
-            ignored.append(name)  # a text column such as fault_kind: not a sensor
+        if col.texts >= col.numbers:  # a text column such as fault_kind: not a sensor
+            if explicit:
+                line, cell = col.first_text or (0, "")
+                raise DataError(
+                    f"{path}, column {name!r}: {col.texts} of {col.texts + col.numbers} values "
+                    f"are not numbers (the first: {cell!r}, line {line}); not a sensor"
+                )
+            ignored.append(name)
             continue
-        if col.first_text is not None:
-            line, cell = col.first_text
-            raise DataError(f"{path}, line {line}, column {name!r}: value {cell!r} is not a number")
         sensors.append(name)
     if not sensors:
         raise DataError(
@@ -285,6 +295,11 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         sha256=sha256_of(path),
         rows_read=len(raw.times),
         interpolated_cells=interpolated,
+        text_cells={
+            n: (c.texts, *c.first_text)
+            for n in sensors
+            if (c := raw.columns[n]).texts and c.first_text is not None
+        },
         ignored_columns=tuple(ignored),
         constant_columns=tuple(constant),
         timestamp_column=raw.timestamp_column,
@@ -292,6 +307,8 @@ def load_csv(path: Path | str, spec: DataSpec) -> Dataset:
         guessed_columns=raw.guessed,
         separator=raw.separator,
         decimal=raw.decimal,
+        time_format=raw.time_format,
+        time_format_alike=raw.time_format_alike,
         gap_steps=gap_steps if gaps else None,
         gaps=tuple(sorted(gaps, key=lambda g: (g.start, g.column or ""))),
     )

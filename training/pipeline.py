@@ -188,10 +188,26 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
             else ""
         )
     )
+    if data.text_cells:
+        listed = ", ".join(
+            f"{name!r} {n} (the first {text!r}, line {line})"
+            for name, (n, line, text) in data.text_cells.items()
+        )
+        clock.say(f"text cells read as missing readings: {listed}")
     if data.separator != "," and cfg.data.separator == "auto":
         clock.say(f"fields separated by {data.separator!r} (guessed; --separator to choose)")
     if data.decimal != "." and cfg.data.decimal == "auto":
         clock.say(f"decimal mark {data.decimal!r} (guessed; --decimal to choose)")
+    if data.time_format != "iso" and cfg.data.time_format == "auto":
+        clock.say(
+            f"times read as {data.time_format!r} (guessed; --time-format to choose)"
+            + (
+                f"; {', '.join(map(repr, data.time_format_alike))} would read them as well "
+                f"(this file cannot tell day from month): check the dates"
+                if data.time_format_alike
+                else ""
+            )
+        )
     for guessed in data.guessed_columns:
         column = data.timestamp_column if guessed == "timestamp" else data.label_column
         option = f"--{guessed}-column"
@@ -276,6 +292,10 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "steps": data.n_steps,
                 "step_seconds": data.step_seconds,
                 "interpolated_cells": data.interpolated_cells,
+                "text_cells": {
+                    name: {"count": n, "first_line": line, "first": text}
+                    for name, (n, line, text) in data.text_cells.items()
+                },
                 "gaps": {
                     "count": len(data.gaps),
                     "steps": data.gap_step_count,
@@ -293,6 +313,7 @@ def train(cfg: TrainConfig, progress: Progress = print) -> TrainResult:
                 "timestamp_column": data.timestamp_column,
                 "separator": data.separator,
                 "decimal": data.decimal,
+                "time_format": data.time_format,
                 "label_column": data.label_column,
                 "constant_columns": list(data.constant_columns),
                 "split_steps": split.sizes(),

@@ -186,6 +186,14 @@ def write_report(result: TrainResult) -> Path:
                 ),
                 ("interpolated cells", data.interpolated_cells),
                 (
+                    "text cells read as missing",
+                    ", ".join(
+                        f"`{name}` {n} (the first `{text}`, line {line})"
+                        for name, (n, line, text) in data.text_cells.items()
+                    )
+                    or "none",
+                ),
+                (
                     "long gaps (no window spans one)",
                     f"{len(data.gaps)}, {metrics['data']['gaps']['steps']} steps; the longest "
                     f"{max(g.steps for g in data.gaps)} steps"

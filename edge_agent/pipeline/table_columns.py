@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .timestamps import parse_table_timestamp
+from .time_formats import sample_layouts
 
 #: A column name or option value that asks for the guess.
 AUTO = "auto"
@@ -48,14 +48,14 @@ def _cells(header: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str, li
 
 
 def timestamp_candidates(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns that look like the time: every sampled cell a date-time text; or, when no
-    column is, numeric columns named like a time (Unix seconds)."""
+    """Columns that look like the time: every sampled cell a date-time text (ISO 8601 or a
+    layout of :mod:`edge_agent.pipeline.time_formats`); or, when no column is, numeric columns
+    named like a time (Unix seconds)."""
     cells = _cells(header, rows)
     texts = [
         h
         for h in header
-        if cells[h]
-        and all(not is_number(v) and parse_table_timestamp(v) is not None for v in cells[h])
+        if cells[h] and not any(map(is_number, cells[h])) and sample_layouts(cells[h])
     ]
     if texts:
         return texts

@@ -17,10 +17,6 @@ are ignored.
 
 from __future__ import annotations
 
-import csv
-import itertools
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +30,8 @@ from edge_agent.pipeline.alerts import Alert, rfc3339
 from edge_agent.pipeline.engine import Engine, StepOutcome, TickResult
 from edge_agent.pipeline.ingest import EventLogger
 from edge_agent.pipeline.scoring import ModelSet
-from edge_agent.pipeline.table_columns import (
-    AUTO,
-    GUESS_ROWS,
-    require_timestamp_column,
-)
-from edge_agent.pipeline.table_format import resolve_decimal, resolve_separator, to_point
-from edge_agent.pipeline.timestamps import parse_table_timestamp
+from edge_agent.pipeline.table_columns import AUTO
+from edge_agent.tools.recorded_csv import TableLayout, resolve_layout, rows
 from edge_agent.topics import fill
 
 
@@ -67,9 +58,22 @@ class ReplaySummary:
     output: Path
     #: What training warned about the model set (e.g. too little fit data).
     training_warnings: tuple[str, ...] = ()
-    #: The field separator and decimal mark the file was read with (given or guessed).
-    separator: str = ","
-    decimal: str = "."
+    #: How the file was read (separator, decimal mark, time column and layout).
+    layout: TableLayout | None = None
+
+    def _layout_text(self) -> str:
+        """What was read other than the defaults, and a day/month ambiguity to check."""
+        lay = self.layout
+        if lay is None:
+            return ""
+        parts = []
+        if (lay.separator, lay.decimal) != (",", "."):
+            parts.append(f"fields separated by {lay.separator!r}, decimal mark {lay.decimal!r}")
+        if lay.time_format != "iso":
+            parts.append(f"times read as {lay.time_format!r}")
+        if lay.alike:
+            parts.append(f"{', '.join(map(repr, lay.alike))} read them as well: check the dates")
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def describe(self) -> str:
         """A few human-readable lines for the command line."""
@@ -87,11 +91,7 @@ class ReplaySummary:
                 f"alerts: {self.alerts_raised} raised, {self.alerts_cleared} cleared, "
                 f"{self.alerts_suppressed} held back by the flood guard",
                 f"input: {self.missing_cells} missing cells, {self.rejected} rejected readings"
-                + (
-                    f" (fields separated by {self.separator!r}, decimal mark {self.decimal!r})"
-                    if (self.separator, self.decimal) != (",", ".")
-                    else ""
-                ),
+                + self._layout_text(),
                 *(f"warning from training: {w}" for w in self.training_warnings),
             ]
         )
@@ -102,71 +102,6 @@ def _total(counter: Any) -> int:
     return int(
         sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
     )
-
-
-def _cell(text: str) -> float | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def table_format(path: Path, separator: str, decimal: str) -> tuple[str, str]:
-    """The file's field separator and decimal mark: as given, or guessed from its head."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        head = list(itertools.islice(f, GUESS_ROWS + 1))
-    separator = resolve_separator(separator, head)
-    rows = list(csv.reader(head[1:], delimiter=separator))
-    return separator, resolve_decimal(decimal, rows, separator)
-
-
-def _rows(
-    path: Path, timestamp_column: str, separator: str, decimal: str, sensors: list[str]
-) -> Iterator[tuple[int, float, dict[str, float], int]]:
-    """(line number, ts, values present, missing cells) per data row."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=separator)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file")
-        header = [h.strip() for h in header]
-        ahead: list[tuple[int, list[str]]] = []
-        if timestamp_column == AUTO:  # as edge-train guesses it (table_columns)
-            for row in reader:
-                ahead.append((reader.line_num, row))
-                if len(ahead) >= GUESS_ROWS:
-                    break
-            sample = [[to_point(c, decimal) for c in row] for _, row in ahead]
-            try:
-                timestamp_column = require_timestamp_column(header, sample)
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
-        missing = [c for c in (timestamp_column, *sensors) if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing} (has {header})")
-        ts_col = header.index(timestamp_column)
-        cols = [(name, header.index(name)) for name in sensors]
-        rest = ((reader.line_num, row) for row in reader)
-        for line, row in itertools.chain(ahead, rest):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if decimal == ",":
-                row = [to_point(c, ",") for c in row]
-            if len(row) < len(header):
-                row = row + [""] * (len(header) - len(row))
-            ts = parse_table_timestamp(row[ts_col])
-            if ts is None:
-                raise ValueError(f"{path}:{line}: cannot parse timestamp {row[ts_col]!r}")
-            values: dict[str, float] = {}
-            for name, i in cols:
-                v = _cell(row[i])
-                if v is not None:
-                    values[name] = v
-            yield line, ts, values, len(cols) - len(values)
 
 
 def _models_doc(step: StepOutcome, model_names: list[str]) -> dict[str, Any]:
@@ -203,6 +138,7 @@ def replay(
     timestamp_column: str = AUTO,
     separator: str = AUTO,
     decimal: str = AUTO,
+    time_format: str = AUTO,
     unit: str | None = None,
     log: EventLogger | None = None,
 ) -> ReplaySummary:
@@ -226,7 +162,7 @@ def replay(
     first_ts: float | None = None
     last_ts: float | None = None
     held: list[Alert] = []  # alerts not tied to a step (flood summaries), for the next line
-    separator, decimal = table_format(input_csv, separator, decimal)
+    layout = resolve_layout(input_csv, separator, decimal, timestamp_column, time_format)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("wb") as out:
@@ -243,9 +179,7 @@ def replay(
                 counts["scored"] += step.scored
                 counts["anomalous"] += bool(step.decision)
 
-        for _line, ts, values, missing in _rows(
-            input_csv, timestamp_column, separator, decimal, engine.sensors
-        ):
+        for _line, ts, values, missing in rows(input_csv, layout, engine.sensors):
             counts["rows"] += 1
             counts["missing"] += missing
             first_ts = ts if first_ts is None else first_ts
@@ -276,6 +210,5 @@ def replay(
         model_set_version=model_set.version,
         training_warnings=tuple(model_set.manifest.training_warnings),
         output=output,
-        separator=separator,
-        decimal=decimal,
+        layout=layout,
     )
