@@ -15,7 +15,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, ConfigError, load_settings
 from edge_agent.pipeline.manifest import ManifestError
-from edge_agent.pipeline.table_format import separator_option
+from edge_agent.tools.recorded_csv import add_layout_options
 
 EXIT_USAGE = 2
 
@@ -278,26 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="column with ISO 8601 times or Unix seconds (default auto: 'timestamp', else "
         "the one column of date-times, as edge-train guesses it)",
     )
-    rp.add_argument(
-        "--separator",
-        type=separator_option,
-        default="auto",
-        help="CSV field separator, e.g. ';' or '\\t' (default auto: guessed from the head of "
-        "the file, as edge-train guesses it)",
-    )
-    rp.add_argument(
-        "--time-format",
-        default="auto",
-        help="layout of the times: 'iso' or a strptime format such as '%%d/%%m/%%Y %%H:%%M:%%S' "
-        "(default auto, as edge-train reads them)",
-    )
-    rp.add_argument(
-        "--decimal",
-        choices=("auto", ".", ","),
-        default="auto",
-        help="decimal mark (default auto: ',' when the fields are not comma-separated and the "
-        "first rows write numbers like 0,25)",
-    )
+    add_layout_options(rp, default="auto")  # as edge-train reads its data
     rp.set_defaults(fn=cmd_replay)
 
     sim = sub.add_parser(

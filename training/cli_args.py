@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edge_agent.pipeline.table_format import separator_option
+from edge_agent.tools.recorded_csv import add_layout_options
 
 PROG = "edge-train"
 
@@ -32,24 +32,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         help="column holding ISO 8601 times or Unix seconds (default auto: 'timestamp', "
         "else the one column of date-times)",
     )
-    g.add_argument(
-        "--separator",
-        type=separator_option,
-        help="field separator, e.g. ';' or '\\t' (default auto: the one of , ; tab | that "
-        "splits the header and the first rows alike)",
-    )
-    g.add_argument(
-        "--time-format",
-        help="layout of the times: 'iso' (ISO 8601 or Unix seconds) or a strptime format such "
-        "as '%%d/%%m/%%Y %%H:%%M:%%S' (default auto: ISO, else the common export layout that "
-        "reads the whole column in order over the shortest span)",
-    )
-    g.add_argument(
-        "--decimal",
-        choices=("auto", ".", ","),
-        help="decimal mark (default auto: ',' when the fields are not comma-separated and "
-        "the first rows write numbers like 0,25)",
-    )
+    add_layout_options(g, default=None)
     g.add_argument(
         "--sensors", help="comma-separated sensor columns (default: every numeric column)"
     )

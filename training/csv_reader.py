@@ -24,11 +24,9 @@ from edge_agent.pipeline.table_columns import (
     AUTO,
     GUESS_ROWS,
     guess_label_column,
-    require_timestamp_column,
 )
 from edge_agent.pipeline.table_format import (
-    normalised,
-    resolve_decimal,
+    read_head,
     resolve_separator,
     to_point,
 )
@@ -285,13 +283,12 @@ def read_rows(path: Path, spec: DataSpec) -> RawTable:
                         break
             except (csv.Error, UnicodeDecodeError) as exc:
                 deferred = exc  # raised below, after the rows before it, like any other
-        decimal = resolve_decimal(spec.decimal, ahead, separator)
-        sample = normalised(ahead, decimal) if decimal == "," else ahead
+        try:
+            decimal, sample, found = read_head(header, ahead, separator, spec.decimal, ts_col)
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc} (or data.timestamp_column)") from None
         if ts_col == AUTO:
-            try:
-                ts_col = require_timestamp_column(header, sample)
-            except ValueError as exc:
-                raise DataError(f"{path}: {exc} (or data.timestamp_column)") from None
+            ts_col = found
             if ts_col != "timestamp":
                 guessed.append("timestamp")
         elif ts_col not in index:

@@ -14,7 +14,7 @@ import csv
 import re
 from collections.abc import Iterable, Sequence
 
-from .table_columns import AUTO
+from .table_columns import AUTO, require_timestamp_column
 
 #: Field separators guessed among, in order of preference on a tie.
 SEPARATORS: tuple[str, ...] = (",", ";", "\t", "|")
@@ -84,6 +84,23 @@ def resolve_decimal(option: str, rows: Iterable[Sequence[str]], separator: str) 
     if option not in DECIMAL_MARKS:
         raise ValueError(f"decimal mark must be '.', ',' or {AUTO!r}, got {option!r}")
     return option
+
+
+def read_head(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    separator: str,
+    decimal: str,
+    timestamp_column: str,
+) -> tuple[str, list[list[str]], str]:
+    """From a file's header and first rows (split with ``separator``): the decimal mark, the
+    rows with decimal points (for every further guess) and the time column — each as given,
+    or guessed when :data:`AUTO`. A ValueError says why no time column was guessed."""
+    decimal = resolve_decimal(decimal, rows, separator)
+    sample = normalised(rows, decimal) if decimal == "," else [list(r) for r in rows]
+    if timestamp_column == AUTO:
+        timestamp_column = require_timestamp_column(header, sample)
+    return decimal, sample, timestamp_column
 
 
 def normalised(rows: Iterable[Sequence[str]], decimal: str) -> list[list[str]]:

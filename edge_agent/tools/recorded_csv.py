@@ -16,15 +16,43 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edge_agent.pipeline.table_columns import AUTO, GUESS_ROWS, require_timestamp_column
+from edge_agent.pipeline.table_columns import AUTO, GUESS_ROWS
 from edge_agent.pipeline.table_format import (
-    normalised,
-    resolve_decimal,
+    read_head,
     resolve_separator,
+    separator_option,
     to_point,
 )
 from edge_agent.pipeline.time_formats import choose_layout, parse_time, sample_layouts
+
+
+def add_layout_options(group: Any, default: str | None) -> None:
+    """``--separator``, ``--time-format`` and ``--decimal`` (``edge-train`` and ``edge-agent
+    replay`` read files alike, so they take the same options; ``default`` None leaves the
+    choice to a config file, whose default is ``auto``)."""
+    group.add_argument(
+        "--separator",
+        type=separator_option,
+        default=default,
+        help="field separator, e.g. ';' or '\\t' (default auto: the one of , ; tab | that "
+        "splits the header and the first rows alike)",
+    )
+    group.add_argument(
+        "--time-format",
+        default=default,
+        help="layout of the times: 'iso' (ISO 8601 or Unix seconds) or a strptime format such "
+        "as '%%d/%%m/%%Y %%H:%%M:%%S' (default auto: ISO, else the common export layout that "
+        "reads the whole column in order over the shortest span)",
+    )
+    group.add_argument(
+        "--decimal",
+        choices=("auto", ".", ","),
+        default=default,
+        help="decimal mark (default auto: ',' when the fields are not comma-separated and "
+        "the first rows write numbers like 0,25)",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,13 +98,12 @@ def resolve_layout(
     parsed = list(csv.reader(head, delimiter=separator))
     header = [h.strip() for h in parsed[0]]
     rows = [r for r in parsed[1:] if r]
-    decimal = resolve_decimal(decimal, rows, separator)
-    sample = normalised(rows, decimal) if decimal == "," else rows
-    if timestamp_column == AUTO:
-        try:
-            timestamp_column = require_timestamp_column(header, sample)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+    try:
+        decimal, sample, timestamp_column = read_head(
+            header, rows, separator, decimal, timestamp_column
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if timestamp_column not in header:
         raise ValueError(f"{path}: missing columns {[timestamp_column]} (has {header})")
     ts = header.index(timestamp_column)
