@@ -170,11 +170,10 @@ class RawColumn:
     reading, counted with the first one's line; a column of more text than numbers is no
     sensor (:func:`training.data.load_csv` decides)."""
 
-    __slots__ = ("first_numeric", "first_text", "missing", "numbers", "texts", "values")
+    __slots__ = ("first_text", "missing", "numbers", "texts", "values")
 
     def __init__(self) -> None:
         self.values = array("d")
-        self.first_numeric: bool | None = None
         self.first_text: tuple[int, str] | None = None
         self.missing = 0
         self.numbers = 0
@@ -186,8 +185,6 @@ class RawColumn:
             self.missing += 1
             return
         v = _parse_number(cell)
-        if self.first_numeric is None:
-            self.first_numeric = v is not None
         if v is None:
             if self.first_text is None:
                 self.first_text = (line, cell)

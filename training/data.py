@@ -158,7 +158,7 @@ def _select_sensors(path: Path, spec: DataSpec, raw: RawTable) -> tuple[list[str
     ignored: list[str] = []
     explicit = spec.sensors is not None
     for name, col in raw.columns.items():
-        if col.first_numeric is None:  # every cell missing
+        if col.numbers == col.texts == 0:  # every cell missing
             if explicit:
                 raise DataError(f"{path}, column {name!r}: no values at all")
             ignored.append(name)
